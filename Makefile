@@ -1,0 +1,58 @@
+# sbps-marshal — build, test and run the agent.
+#
+# The first two targets a newcomer needs: `make demo` and `make test`.
+
+GO        ?= go
+BIN       := bin
+TOOLS     := $(CURDIR)/.tools/bin
+VERSITYGW_VERSION ?= v1.8.0
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS   := -X github.com/sbps-marshal/sbps-marshal/internal/version.Version=$(VERSION) \
+             -X github.com/sbps-marshal/sbps-marshal/internal/version.Commit=$(COMMIT)
+
+export PATH := $(TOOLS):$(PATH)
+
+.PHONY: all build test test-short bench demo lint tools fuzz clean
+
+all: build
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+## test: unit and integration tests (race detector on); needs `make tools` for versitygw.
+test: tools
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+## test-short: unit tests only, no external servers.
+test-short:
+	$(GO) test -short -count=1 ./...
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 20m ./...
+
+## demo: run the agent's main job against the embedded rig.
+demo: build
+	$(GO) run ./cmd/sbps-marshal-demo
+
+lint:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+## tools: project-local tools used by the integration tests (versitygw, a real S3 server).
+tools: $(TOOLS)/versitygw
+
+$(TOOLS)/versitygw:
+	GOBIN=$(TOOLS) $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)
+
+## fuzz: run each fuzz target for FUZZTIME (default 60s).
+FUZZTIME ?= 60s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+clean:
+	rm -rf $(BIN) dist

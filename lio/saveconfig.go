@@ -1,0 +1,364 @@
+package lio
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// ErrIncomplete means saveconfig.json was empty or ended early. rtslib 2.1.75
+// rewrites the file in place, so a reader can catch it half-written; retry
+// after a short wait. It never means "no LUNs".
+var ErrIncomplete = errors.New("saveconfig.json is empty or half-written (rtslib rewrites it in place); retry shortly")
+
+// Config is the content of saveconfig.json as rtslib writes it.
+// Fields this model does not name are kept in Extra and written back unchanged.
+type Config struct {
+	FabricModules  []json.RawMessage `json:"fabric_modules"`
+	StorageObjects []StorageObject   `json:"storage_objects"`
+	Targets        []Target          `json:"targets"`
+
+	Extra map[string]json.RawMessage `json:"-"`
+}
+
+// StorageObject is one backstore. Optional scalars are pointers so that a
+// field absent from the file stays absent when the file is written again.
+type StorageObject struct {
+	Plugin     string                     `json:"plugin"`
+	Name       string                     `json:"name"`
+	Dev        string                     `json:"dev,omitempty"`
+	Size       *int64                     `json:"size,omitempty"`
+	WWN        string                     `json:"wwn"`
+	WriteBack  *bool                      `json:"write_back,omitempty"`
+	AIO        *bool                      `json:"aio,omitempty"`
+	Readonly   *bool                      `json:"readonly,omitempty"`
+	Attributes map[string]json.RawMessage `json:"attributes"`
+	ALUATPGs   []json.RawMessage          `json:"alua_tpgs"`
+
+	Extra map[string]json.RawMessage `json:"-"`
+}
+
+// Target is one fabric target, for iSCSI an IQN.
+type Target struct {
+	Fabric string `json:"fabric"`
+	WWN    string `json:"wwn"`
+	TPGs   []TPG  `json:"tpgs"`
+
+	Extra map[string]json.RawMessage `json:"-"`
+}
+
+// TPG is a target portal group.
+type TPG struct {
+	Tag        int                        `json:"tag"`
+	Enable     Flag                       `json:"enable"`
+	Attributes map[string]json.RawMessage `json:"attributes"`
+	Parameters map[string]string          `json:"parameters"`
+	LUNs       []LUN                      `json:"luns"`
+	Portals    []json.RawMessage          `json:"portals"`
+	NodeACLs   []NodeACL                  `json:"node_acls"`
+
+	Extra map[string]json.RawMessage `json:"-"`
+}
+
+// LUN is one logical unit of a TPG.
+type LUN struct {
+	Index         int    `json:"index"`
+	StorageObject string `json:"storage_object"` // "/backstores/<plugin>/<name>"
+	Alias         string `json:"alias,omitempty"`
+	ALUAGroup     string `json:"alua_tg_pt_gp_name,omitempty"`
+
+	Extra map[string]json.RawMessage `json:"-"`
+}
+
+// NodeACL is an initiator's ACL in a TPG.
+type NodeACL struct {
+	NodeWWN    string      `json:"node_wwn"`
+	MappedLUNs []MappedLUN `json:"mapped_luns"`
+
+	Extra map[string]json.RawMessage `json:"-"`
+}
+
+// MappedLUN maps a TPG LUN into a node ACL.
+type MappedLUN struct {
+	Index        int  `json:"index"`
+	TPGLUN       int  `json:"tpg_lun"`
+	WriteProtect bool `json:"write_protect"`
+
+	Extra map[string]json.RawMessage `json:"-"`
+}
+
+// Flag is a boolean that old rtslib releases wrote as 0/1 and newer ones as
+// false/true. It is written back as a JSON boolean.
+type Flag bool
+
+func (f *Flag) UnmarshalJSON(b []byte) error {
+	switch string(bytes.TrimSpace(b)) {
+	case "true", "1":
+		*f = true
+	case "false", "0", "null":
+		*f = false
+	default:
+		return fmt.Errorf("want a boolean or 0/1, got %s", b)
+	}
+	return nil
+}
+
+// Parse decodes saveconfig.json. Empty or truncated input yields an error
+// wrapping ErrIncomplete; any other malformation yields a descriptive error.
+func Parse(data []byte) (*Config, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, ErrIncomplete
+	}
+	var c Config
+	if err := json.Unmarshal(data, &c); err != nil {
+		var syn *json.SyntaxError
+		if errors.As(err, &syn) && syn.Offset >= int64(len(bytes.TrimRight(data, " \t\r\n"))) {
+			return nil, fmt.Errorf("%w (%v)", ErrIncomplete, err)
+		}
+		if strings.Contains(err.Error(), "unexpected end of JSON input") {
+			return nil, fmt.Errorf("%w (%v)", ErrIncomplete, err)
+		}
+		return nil, fmt.Errorf("saveconfig.json is not valid rtslib JSON: %w", err)
+	}
+	return &c, nil
+}
+
+// Load reads and parses the file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read LIO saved state: %w", err)
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Marshal encodes c the way rtslib does: keys sorted, two-space indent,
+// trailing newline.
+func Marshal(c *Config) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(c); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// FileIO returns the fileio storage object with the given name.
+func (c *Config) FileIO(name string) (*StorageObject, bool) {
+	for i := range c.StorageObjects {
+		so := &c.StorageObjects[i]
+		if so.Plugin == "fileio" && so.Name == name {
+			return so, true
+		}
+	}
+	return nil, false
+}
+
+// Target returns the target with the given WWN (IQN for iSCSI).
+func (c *Config) Target(wwn string) (*Target, bool) {
+	for i := range c.Targets {
+		if c.Targets[i].WWN == wwn {
+			return &c.Targets[i], true
+		}
+	}
+	return nil, false
+}
+
+// TPG returns the TPG with the given tag.
+func (t *Target) TPG(tag int) (*TPG, bool) {
+	for i := range t.TPGs {
+		if t.TPGs[i].Tag == tag {
+			return &t.TPGs[i], true
+		}
+	}
+	return nil, false
+}
+
+// Attr returns an integer attribute of the TPG.
+func (t *TPG) Attr(name string) (int64, bool) { return intAttr(t.Attributes, name) }
+
+// Attr returns an integer attribute of the storage object.
+func (so *StorageObject) Attr(name string) (int64, bool) { return intAttr(so.Attributes, name) }
+
+// SizeBytes returns the size, or -1 when the object has none.
+func (so *StorageObject) SizeBytes() int64 {
+	if so.Size == nil {
+		return -1
+	}
+	return *so.Size
+}
+
+// Path returns the configfs-style path targetcli uses for the object.
+func (so *StorageObject) Path() string { return "/backstores/" + so.Plugin + "/" + so.Name }
+
+// LUNFor returns the LUN of the TPG backed by the storage object at soPath.
+func (t *TPG) LUNFor(soPath string) (*LUN, bool) {
+	for i := range t.LUNs {
+		if t.LUNs[i].StorageObject == soPath {
+			return &t.LUNs[i], true
+		}
+	}
+	return nil, false
+}
+
+func intAttr(m map[string]json.RawMessage, name string) (int64, bool) {
+	raw, ok := m[name]
+	if !ok {
+		return 0, false
+	}
+	var v int64
+	if err := json.Unmarshal(raw, &v); err != nil {
+		var b bool
+		if json.Unmarshal(raw, &b) == nil {
+			if b {
+				return 1, true
+			}
+			return 0, true
+		}
+		return 0, false
+	}
+	return v, true
+}
+
+// The methods below keep unknown fields: each type decodes its known fields
+// through an alias type and stores the remaining keys in Extra.
+
+func (c *Config) UnmarshalJSON(b []byte) error {
+	type plain Config
+	return unmarshalKeeping(b, (*plain)(c), &c.Extra)
+}
+func (c Config) MarshalJSON() ([]byte, error) {
+	type plain Config
+	return marshalKeeping(plain(c), c.Extra)
+}
+func (so *StorageObject) UnmarshalJSON(b []byte) error {
+	type plain StorageObject
+	return unmarshalKeeping(b, (*plain)(so), &so.Extra)
+}
+func (so StorageObject) MarshalJSON() ([]byte, error) {
+	type plain StorageObject
+	return marshalKeeping(plain(so), so.Extra)
+}
+func (t *Target) UnmarshalJSON(b []byte) error {
+	type plain Target
+	return unmarshalKeeping(b, (*plain)(t), &t.Extra)
+}
+func (t Target) MarshalJSON() ([]byte, error) {
+	type plain Target
+	return marshalKeeping(plain(t), t.Extra)
+}
+func (t *TPG) UnmarshalJSON(b []byte) error {
+	type plain TPG
+	return unmarshalKeeping(b, (*plain)(t), &t.Extra)
+}
+func (t TPG) MarshalJSON() ([]byte, error) {
+	type plain TPG
+	return marshalKeeping(plain(t), t.Extra)
+}
+func (l *LUN) UnmarshalJSON(b []byte) error {
+	type plain LUN
+	return unmarshalKeeping(b, (*plain)(l), &l.Extra)
+}
+func (l LUN) MarshalJSON() ([]byte, error) {
+	type plain LUN
+	return marshalKeeping(plain(l), l.Extra)
+}
+func (a *NodeACL) UnmarshalJSON(b []byte) error {
+	type plain NodeACL
+	return unmarshalKeeping(b, (*plain)(a), &a.Extra)
+}
+func (a NodeACL) MarshalJSON() ([]byte, error) {
+	type plain NodeACL
+	return marshalKeeping(plain(a), a.Extra)
+}
+func (m *MappedLUN) UnmarshalJSON(b []byte) error {
+	type plain MappedLUN
+	return unmarshalKeeping(b, (*plain)(m), &m.Extra)
+}
+func (m MappedLUN) MarshalJSON() ([]byte, error) {
+	type plain MappedLUN
+	return marshalKeeping(plain(m), m.Extra)
+}
+
+func unmarshalKeeping(b []byte, known any, extra *map[string]json.RawMessage) error {
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(b, &all); err != nil {
+		return err
+	}
+	if all == nil {
+		return fmt.Errorf("want a JSON object, got %s", truncate(b))
+	}
+	if err := json.Unmarshal(b, known); err != nil {
+		return err
+	}
+	names := knownKeys(reflect.TypeOf(known).Elem())
+	for k := range all {
+		if slices.Contains(names, k) {
+			delete(all, k)
+		}
+	}
+	if len(all) > 0 {
+		*extra = all
+	} else {
+		*extra = nil
+	}
+	return nil
+}
+
+func marshalKeeping(known any, extra map[string]json.RawMessage) ([]byte, error) {
+	b, err := json.Marshal(known)
+	if err != nil {
+		return nil, err
+	}
+	// Through a map, so that keys come out sorted as rtslib writes them.
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(b, &all); err != nil {
+		return nil, err
+	}
+	for k, v := range extra {
+		if _, dup := all[k]; !dup {
+			all[k] = v
+		}
+	}
+	return json.Marshal(all)
+}
+
+var keyCache sync.Map // reflect.Type -> []string
+
+// knownKeys lists the JSON names of t's fields, so that only truly unknown
+// keys land in Extra.
+func knownKeys(t reflect.Type) []string {
+	if v, ok := keyCache.Load(t); ok {
+		return v.([]string)
+	}
+	var names []string
+	for f := range t.Fields() {
+		tag := f.Tag.Get("json")
+		name, _, _ := strings.Cut(tag, ",")
+		if name == "-" || name == "" {
+			continue
+		}
+		names = append(names, name)
+	}
+	keyCache.Store(t, names)
+	return names
+}
+
+func truncate(b []byte) string {
+	if len(b) > 40 {
+		return string(b[:40]) + "…"
+	}
+	return string(b)
+}
