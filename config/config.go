@@ -1,0 +1,625 @@
+// Package config reads the agent's configuration: every key of the old
+// Python agent, with its old default, plus the keys this agent adds.
+//
+// Each key is read, in order of precedence, from a command-line flag
+// (--scan-frequency), the environment (SBPS_MARSHAL_SCAN_FREQUENCY), an
+// optional env file in systemd EnvironmentFile form, and finally its default.
+// Unlike the old agent, every value is validated: a bad one stops the agent
+// with one line naming the key, the value and what is expected.
+package config
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// EnvPrefix is the prefix of every environment key.
+const EnvPrefix = "SBPS_MARSHAL_"
+
+// Config is the validated configuration.
+type Config struct {
+	// Old agent's keys (NOTES §1).
+	ScanFrequency     time.Duration // SCAN_FREQUENCY, seconds; default 180
+	APIGateway        string        // API_GATEWAY
+	IMSURI            string        // IMS_URI
+	IMSTagging        bool          // IMS_TAGGING
+	IMSTimeout        time.Duration // IMS_TIMEOUT, seconds
+	S3Host            string        // S3_HOST
+	S3Proto           string        // S3_PROTO: http or https
+	S3CredentialFile  string        // S3_CREDENTIAL_FILE; empty = the AWS SDK's default chain
+	S3Bucket          string        // S3_BUCKET
+	Mount             string        // SQUASHFS_S3FS_MOUNT
+	SpireAgentPath    string        // SPIRE_AGENT_PATH: accepted, ignored
+	SpireJWTAudience  string        // SPIRE_JWT_AUDIENCE
+	SpireAgentSock    string        // SPIRE_AGENT_SOCK_PATH
+	LIOSaveFile       string        // LIO_SAVE_FILE
+	TargetcliBin      string        // TARGETCLI_BIN
+	ResyncInterval    time.Duration // RESYNC_INTERVAL; falls back to SCAN_FREQUENCY
+	NodeName          string        // NODE_NAME; default the host name
+	TargetIQN         string        // TARGET_IQN; default iqn.2023-06.csm.iscsi:<node>
+	PEPrefix          string        // PE_PREFIX
+	IMSAuth           string        // IMS_AUTH: spiffe, token-file, none
+	IMSTokenFile      string        // IMS_TOKEN_FILE
+	CAFile            string        // CA_FILE: extra CA for IMS and S3
+	XNameFile         string        // XNAME_FILE
+	TargetcliMode     string        // TARGETCLI_MODE: batch, oneshot, daemon
+	TargetclidSocket  string        // TARGETCLID_SOCKET
+	TargetcliTimeout  time.Duration // TARGETCLI_TIMEOUT
+	StateDir          string        // STATE_DIR
+	MaxDeleteFraction float64       // MAX_DELETE_FRACTION
+	AllowWritableTPG  bool          // ALLOW_WRITABLE_TPG
+	NATSURL           []string      // NATS_URL, comma list; empty = no bus
+	NATSCreds         string        // NATS_CREDS
+	NATSNKeySeed      string        // NATS_NKEY_SEED
+	NATSTLSCA         string        // NATS_TLS_CA
+	NATSTLSCert       string        // NATS_TLS_CERT
+	NATSTLSKey        string        // NATS_TLS_KEY
+	NATSSPIFFE        bool          // NATS_SPIFFE
+	NATSS3Subject     string        // NATS_S3_SUBJECT
+	NATSIMSSubject    string        // NATS_IMS_SUBJECT
+	NATSStream        string        // NATS_STREAM
+	MetricsAddr       string        // METRICS_ADDR; empty disables
+	LogFormat         string        // LOG_FORMAT: auto, text, json, logfmt
+	LogLevel          string        // LOG_LEVEL: debug, info, warn, error
+	Gate              string        // GATE: kubectl, file:<path>, none
+
+	effective map[string]string // key -> value as resolved, for Print
+
+	// Notices are things an operator should know about the configuration
+	// that are not errors (an ignored key, a default that changed).
+	Notices []string
+}
+
+type kind int
+
+const (
+	kString kind = iota
+	kPath        // absolute path or empty
+	kBool
+	kSeconds  // integer seconds
+	kDuration // Go duration or integer seconds
+	kFloat
+	kChoice
+	kList
+)
+
+// key describes one configuration key.
+type key struct {
+	name    string // without the prefix: SCAN_FREQUENCY
+	def     string
+	kind    kind
+	choices []string
+	help    string
+	set     func(c *Config, v string) error
+}
+
+func (k key) env() string  { return EnvPrefix + k.name }
+func (k key) flag() string { return strings.ReplaceAll(strings.ToLower(k.name), "_", "-") }
+
+// keys lists every key; the order is the order of `sbps-marshal config`.
+var keys = []key{
+	{name: "SCAN_FREQUENCY", def: "180", kind: kSeconds, help: "old agent's scan period in seconds; the default for RESYNC_INTERVAL",
+		set: func(c *Config, v string) error { return setSeconds(&c.ScanFrequency, v) }},
+	{name: "RESYNC_INTERVAL", def: "", kind: kDuration, help: "period of the full resync safety net (e.g. 10m or 600); empty = SCAN_FREQUENCY",
+		set: func(c *Config, v string) error { return setDur(&c.ResyncInterval, v, false) }},
+	{name: "API_GATEWAY", def: "https://api-gw-service-nmn.local", help: "base URL of the CSM API gateway",
+		set: func(c *Config, v string) error { c.APIGateway = strings.TrimRight(v, "/"); return checkURL(v) }},
+	{name: "IMS_URI", def: "apis/ims/v3/images", help: "path of IMS's image list under API_GATEWAY",
+		set: func(c *Config, v string) error { c.IMSURI = strings.Trim(v, "/"); return nil }},
+	{name: "IMS_TAGGING", def: "true", kind: kBool, help: `project only IMS images tagged metadata["sbps-project"]="true" (images of an IMS without metadata are always projected)`,
+		set: func(c *Config, v string) error { return setBool(&c.IMSTagging, v) }},
+	{name: "IMS_TIMEOUT", def: "10", kind: kSeconds, help: "timeout of one IMS request, seconds",
+		set: func(c *Config, v string) error { return setSeconds(&c.IMSTimeout, v) }},
+	{name: "S3_HOST", def: "rgw-vip.nmn", help: "S3 endpoint host[:port] (Ceph RGW in CSM)",
+		set: func(c *Config, v string) error { c.S3Host = v; return checkHost(v) }},
+	{name: "S3_PROTO", def: "https", kind: kChoice, choices: []string{"https", "http"}, help: "S3 endpoint scheme",
+		set: func(c *Config, v string) error { c.S3Proto = v; return nil }},
+	{name: "S3_CREDENTIAL_FILE", def: "/root/.ims.s3fs", kind: kPath, help: "file with one line KEYID:SECRET, mode 0600; empty = the AWS SDK's default credential chain",
+		set: func(c *Config, v string) error { c.S3CredentialFile = v; return nil }},
+	{name: "S3_BUCKET", def: "boot-images", help: "bucket holding the images",
+		set: func(c *Config, v string) error { c.S3Bucket = v; return checkBucket(v) }},
+	{name: "SQUASHFS_S3FS_MOUNT", def: "/var/lib/cps-local/boot-images", kind: kPath, help: "where s3fs mounts the bucket; only fileio backstores under it are managed",
+		set: func(c *Config, v string) error { c.Mount = v; return nonEmpty(v) }},
+	{name: "SPIRE_AGENT_PATH", def: "", kind: kString, help: "old agent's SPIRE CLI path: accepted and ignored (this agent uses the Workload API)",
+		set: func(c *Config, v string) error { c.SpireAgentPath = v; return nil }},
+	{name: "SPIRE_JWT_AUDIENCE", def: "system-compute", help: "audience of the JWT-SVID presented to IMS",
+		set: func(c *Config, v string) error { c.SpireJWTAudience = v; return nonEmpty(v) }},
+	{name: "SPIRE_AGENT_SOCK_PATH", def: "/var/lib/spire/agent.sock", kind: kPath, help: "SPIRE agent Workload API socket",
+		set: func(c *Config, v string) error { c.SpireAgentSock = v; return nil }},
+	{name: "LIO_SAVE_FILE", def: "/etc/target/saveconfig.json", kind: kPath, help: "LIO's saved state",
+		set: func(c *Config, v string) error { c.LIOSaveFile = v; return nonEmpty(v) }},
+	{name: "TARGETCLI_BIN", def: "/usr/bin/targetcli", kind: kPath, help: "targetcli executable",
+		set: func(c *Config, v string) error { c.TargetcliBin = v; return nonEmpty(v) }},
+	{name: "NODE_NAME", def: "", help: "this node's name; empty = the host name",
+		set: func(c *Config, v string) error { c.NodeName = v; return nil }},
+	{name: "TARGET_IQN", def: "", help: "iSCSI target the LUNs go into; empty = iqn.2023-06.csm.iscsi:<NODE_NAME>",
+		set: func(c *Config, v string) error { c.TargetIQN = v; return nil }},
+	{name: "PE_PREFIX", def: "PE/", help: "S3 key prefix of programming-environment images",
+		set: func(c *Config, v string) error { c.PEPrefix = v; return checkPrefix(v) }},
+	{name: "IMS_AUTH", def: "spiffe", kind: kChoice, choices: []string{"spiffe", "token-file", "none"}, help: "how to authenticate to IMS",
+		set: func(c *Config, v string) error { c.IMSAuth = v; return nil }},
+	{name: "IMS_TOKEN_FILE", def: "", kind: kPath, help: "bearer token file for IMS_AUTH=token-file (mode 0600)",
+		set: func(c *Config, v string) error { c.IMSTokenFile = v; return nil }},
+	{name: "CA_FILE", def: "", kind: kPath, help: "PEM CA bundle trusted for IMS and S3 in addition to the system roots",
+		set: func(c *Config, v string) error { c.CAFile = v; return nil }},
+	{name: "XNAME_FILE", def: "/etc/cray/xname", kind: kPath, help: "file holding this node's xname (for the xname form of the SPIFFE ID)",
+		set: func(c *Config, v string) error { c.XNameFile = v; return nil }},
+	{name: "TARGETCLI_MODE", def: "batch", kind: kChoice, choices: []string{"batch", "oneshot", "daemon"}, help: "how targetcli is driven: one process per batch, per command, or targetclid",
+		set: func(c *Config, v string) error { c.TargetcliMode = v; return nil }},
+	{name: "TARGETCLID_SOCKET", def: "/var/run/targetclid.sock", kind: kPath, help: "targetclid socket for TARGETCLI_MODE=daemon",
+		set: func(c *Config, v string) error { c.TargetclidSocket = v; return nil }},
+	{name: "TARGETCLI_TIMEOUT", def: "2m", kind: kDuration, help: "longest one targetcli process or request may take before it is killed",
+		set: func(c *Config, v string) error { return setDur(&c.TargetcliTimeout, v, true) }},
+	{name: "STATE_DIR", def: "/var/lib/sbps-marshal", kind: kPath, help: "the agent's own state: lock, pid file, targetcli home",
+		set: func(c *Config, v string) error { c.StateDir = v; return nonEmpty(v) }},
+	{name: "MAX_DELETE_FRACTION", def: "0.5", kind: kFloat, help: "refuse a pass that would delete more than this fraction of managed projections (0 < f <= 1)",
+		set: func(c *Config, v string) error { return setFraction(&c.MaxDeleteFraction, v) }},
+	{name: "ALLOW_WRITABLE_TPG", def: "false", kind: kBool, help: "project even into a TPG that does not write-protect its LUNs",
+		set: func(c *Config, v string) error { return setBool(&c.AllowWritableTPG, v) }},
+	{name: "NATS_URL", def: "", kind: kList, help: "NATS servers, comma separated; empty = no event bus, periodic resync only",
+		set: func(c *Config, v string) error { return setURLs(&c.NATSURL, v) }},
+	{name: "NATS_CREDS", def: "", kind: kPath, help: "NATS credentials file",
+		set: func(c *Config, v string) error { c.NATSCreds = v; return nil }},
+	{name: "NATS_NKEY_SEED", def: "", kind: kPath, help: "NATS nkey seed file",
+		set: func(c *Config, v string) error { c.NATSNKeySeed = v; return nil }},
+	{name: "NATS_TLS_CA", def: "", kind: kPath, help: "CA bundle for the NATS servers",
+		set: func(c *Config, v string) error { c.NATSTLSCA = v; return nil }},
+	{name: "NATS_TLS_CERT", def: "", kind: kPath, help: "client certificate for NATS mTLS",
+		set: func(c *Config, v string) error { c.NATSTLSCert = v; return nil }},
+	{name: "NATS_TLS_KEY", def: "", kind: kPath, help: "client key for NATS mTLS",
+		set: func(c *Config, v string) error { c.NATSTLSKey = v; return nil }},
+	{name: "NATS_SPIFFE", def: "false", kind: kBool, help: "use the node's X.509-SVID for NATS mTLS",
+		set: func(c *Config, v string) error { return setBool(&c.NATSSPIFFE, v) }},
+	{name: "NATS_S3_SUBJECT", def: "sbps.s3.events", help: "subject of S3 bucket notifications",
+		set: func(c *Config, v string) error { c.NATSS3Subject = v; return checkSubject(v) }},
+	{name: "NATS_IMS_SUBJECT", def: "sbps.ims.events", help: "subject of IMS change events",
+		set: func(c *Config, v string) error { c.NATSIMSSubject = v; return checkSubject(v) }},
+	{name: "NATS_STREAM", def: "", help: "JetStream stream holding both subjects; empty = plain subscriptions",
+		set: func(c *Config, v string) error { c.NATSStream = v; return nil }},
+	{name: "METRICS_ADDR", def: "127.0.0.1:9587", help: "listen address of /metrics, /healthz, /readyz; empty disables",
+		set: func(c *Config, v string) error { c.MetricsAddr = v; return nil }},
+	{name: "LOG_FORMAT", def: "auto", kind: kChoice, choices: []string{"auto", "text", "logfmt", "json"}, help: "auto = colour on a terminal, logfmt otherwise",
+		set: func(c *Config, v string) error { c.LogFormat = v; return nil }},
+	{name: "LOG_LEVEL", def: "info", kind: kChoice, choices: []string{"debug", "info", "warn", "error"}, help: "log level",
+		set: func(c *Config, v string) error { c.LogLevel = v; return nil }},
+	{name: "GATE", def: "kubectl", help: "node gate: kubectl (label iscsi=sbps), file:<path>, none",
+		set: func(c *Config, v string) error { c.Gate = v; return checkGate(v) }},
+}
+
+// Error is a configuration error: one line naming the key, the value and
+// what is expected.
+type Error struct {
+	Key, Value, Want string
+	Source           string // "flag", "environment", "env file <path>", "default"
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("configuration: %s=%q (from %s): %s", EnvPrefix+e.Key, e.Value, e.Source, e.Want)
+}
+
+// Sources says where values come from. Args are the command-line arguments
+// after the subcommand; Environ is os.Environ() form.
+type Sources struct {
+	Args     []string
+	Environ  []string
+	Hostname func() (string, error)
+}
+
+// Load resolves and validates the configuration. It returns the remaining
+// (non-flag) arguments.
+func Load(src Sources, fs *flag.FlagSet) (*Config, []string, error) {
+	flags := map[string]*string{}
+	envFile := fs.String("env-file", "", "read KEY=VALUE lines (systemd EnvironmentFile form) before the environment; env "+EnvPrefix+"ENV_FILE")
+	for _, k := range keys {
+		help := k.help + " (env " + k.env() + ")"
+		if k.def != "" {
+			help += fmt.Sprintf(" (default %q)", k.def)
+		}
+		flags[k.name] = fs.String(k.flag(), "", help)
+	}
+	if err := fs.Parse(src.Args); err != nil {
+		return nil, nil, err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	env := map[string]string{}
+	for _, kv := range src.Environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, EnvPrefix) {
+			env[strings.TrimPrefix(k, EnvPrefix)] = v
+		}
+	}
+	fileVals := map[string]string{}
+	path := *envFile
+	if path == "" {
+		path = env["ENV_FILE"]
+	}
+	if path != "" {
+		vals, err := ReadEnvFile(path)
+		if err != nil {
+			return nil, nil, err
+		}
+		for k, v := range vals {
+			if name, ok := strings.CutPrefix(k, EnvPrefix); ok {
+				fileVals[name] = v
+			}
+		}
+	}
+
+	c := &Config{effective: map[string]string{}}
+	var errs []error
+	for _, k := range keys {
+		v, source := k.def, "default"
+		if fv, ok := fileVals[k.name]; ok {
+			v, source = fv, "env file "+path
+		}
+		if ev, ok := env[k.name]; ok {
+			v, source = ev, "environment"
+		}
+		if set[k.flag()] {
+			v, source = *flags[k.name], "flag --"+k.flag()
+		}
+		v = strings.TrimSpace(v)
+		if err := k.apply(c, v); err != nil {
+			errs = append(errs, &Error{Key: k.name, Value: v, Want: err.Error(), Source: source})
+		}
+		c.effective[k.name] = v
+	}
+	for name := range env {
+		if name != "ENV_FILE" && !known(name) {
+			c.Notices = append(c.Notices, fmt.Sprintf("%s%s is not a known key and is ignored (typo?)", EnvPrefix, name))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, nil, errors.Join(errs...)
+	}
+	if err := c.finish(src); err != nil {
+		return nil, nil, err
+	}
+	slices.Sort(c.Notices)
+	return c, fs.Args(), nil
+}
+
+func known(name string) bool {
+	return slices.ContainsFunc(keys, func(k key) bool { return k.name == name })
+}
+
+func (k key) apply(c *Config, v string) error {
+	switch k.kind {
+	case kPath:
+		if v != "" && !filepath.IsAbs(v) {
+			return errors.New("want an absolute path")
+		}
+		if v != "" && filepath.Clean(v) != v {
+			return fmt.Errorf("want a clean absolute path (%s)", filepath.Clean(v))
+		}
+	case kChoice:
+		if !slices.Contains(k.choices, v) {
+			return fmt.Errorf("want one of %s", strings.Join(k.choices, ", "))
+		}
+	}
+	return k.set(c, v)
+}
+
+// finish fills derived defaults and checks combinations of keys.
+func (c *Config) finish(src Sources) error {
+	if c.ResyncInterval == 0 {
+		c.ResyncInterval = c.ScanFrequency
+	}
+	if c.NodeName == "" {
+		hostname := src.Hostname
+		if hostname == nil {
+			hostname = os.Hostname
+		}
+		h, err := hostname()
+		if err != nil {
+			return fmt.Errorf("configuration: %sNODE_NAME is empty and the host name is unknown (%v): set it", EnvPrefix, err)
+		}
+		c.NodeName, _, _ = strings.Cut(h, ".")
+	}
+	if c.TargetIQN == "" {
+		c.TargetIQN = "iqn.2023-06.csm.iscsi:" + c.NodeName
+	}
+	c.effective["RESYNC_INTERVAL"] = c.ResyncInterval.String()
+	c.effective["NODE_NAME"] = c.NodeName
+	c.effective["TARGET_IQN"] = c.TargetIQN
+	if c.SpireAgentPath != "" {
+		c.Notices = append(c.Notices, EnvPrefix+"SPIRE_AGENT_PATH is ignored: this agent fetches JWT-SVIDs from the Workload API at "+EnvPrefix+"SPIRE_AGENT_SOCK_PATH itself")
+	}
+	bad := func(key, value, want string) error {
+		return &Error{Key: key, Value: value, Want: want, Source: "combination"}
+	}
+	switch {
+	case c.IMSAuth == "token-file" && c.IMSTokenFile == "":
+		return bad("IMS_TOKEN_FILE", "", "IMS_AUTH=token-file needs the path of a token file")
+	case c.IMSAuth == "spiffe" && c.SpireAgentSock == "":
+		return bad("SPIRE_AGENT_SOCK_PATH", "", "IMS_AUTH=spiffe needs the Workload API socket")
+	case c.TargetcliMode == "daemon" && c.TargetclidSocket == "":
+		return bad("TARGETCLID_SOCKET", "", "TARGETCLI_MODE=daemon needs the targetclid socket")
+	case (c.NATSTLSCert == "") != (c.NATSTLSKey == ""):
+		return bad("NATS_TLS_CERT", c.NATSTLSCert, "NATS_TLS_CERT and NATS_TLS_KEY go together")
+	case c.NATSSPIFFE && c.NATSTLSCert != "":
+		return bad("NATS_SPIFFE", "true", "NATS_SPIFFE=true and NATS_TLS_CERT are alternatives; set one")
+	case c.NATSStream != "" && len(c.NATSURL) == 0:
+		return bad("NATS_STREAM", c.NATSStream, "a stream needs NATS_URL")
+	case c.NATSS3Subject == c.NATSIMSSubject:
+		return bad("NATS_IMS_SUBJECT", c.NATSIMSSubject, "must differ from NATS_S3_SUBJECT")
+	case c.ResyncInterval < time.Second:
+		return bad("RESYNC_INTERVAL", c.ResyncInterval.String(), "want at least 1s")
+	}
+	if !validIQN(c.TargetIQN) {
+		return bad("TARGET_IQN", c.TargetIQN, "want an IQN like iqn.2023-06.csm.iscsi:ncn-w001 (letters, digits, . - : only)")
+	}
+	return nil
+}
+
+// CheckFiles verifies that the files the configuration names exist and can
+// be used. It is separate from Load so that `sbps-marshal config` can print a
+// configuration whose files are missing.
+func (c *Config) CheckFiles() error {
+	var errs []error
+	need := func(key, path string, dir bool) {
+		if path == "" {
+			return
+		}
+		fi, err := os.Stat(path)
+		switch {
+		case err != nil:
+			errs = append(errs, &Error{Key: key, Value: path, Want: "file is not reachable: " + errReason(err), Source: "check"})
+		case dir && !fi.IsDir():
+			errs = append(errs, &Error{Key: key, Value: path, Want: "want a directory", Source: "check"})
+		case !dir && fi.IsDir():
+			errs = append(errs, &Error{Key: key, Value: path, Want: "want a file, found a directory", Source: "check"})
+		}
+	}
+	need("SQUASHFS_S3FS_MOUNT", c.Mount, true)
+	need("TARGETCLI_BIN", c.TargetcliBin, false)
+	need("CA_FILE", c.CAFile, false)
+	need("NATS_CREDS", c.NATSCreds, false)
+	need("NATS_NKEY_SEED", c.NATSNKeySeed, false)
+	need("NATS_TLS_CA", c.NATSTLSCA, false)
+	need("NATS_TLS_CERT", c.NATSTLSCert, false)
+	need("NATS_TLS_KEY", c.NATSTLSKey, false)
+	need("S3_CREDENTIAL_FILE", c.S3CredentialFile, false)
+	if c.IMSAuth == "token-file" {
+		need("IMS_TOKEN_FILE", c.IMSTokenFile, false)
+	}
+	if c.TargetcliMode == "daemon" {
+		need("TARGETCLID_SOCKET", c.TargetclidSocket, false)
+	}
+	return errors.Join(errs...)
+}
+
+func errReason(err error) string {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// Print writes the effective configuration as KEY=VALUE lines, secrets
+// redacted, in a form that can be used as an env file.
+func (c *Config) Print(w io.Writer) error {
+	for _, k := range keys {
+		v := c.effective[k.name]
+		if k.name == "NATS_URL" {
+			v = strings.Join(redactURLs(c.NATSURL), ",") // may carry user:password
+		}
+		if _, err := fmt.Fprintf(w, "%s=%s\n", k.env(), quoteEnv(v)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Usage writes every key with its default and help, for --help.
+func Usage(w io.Writer) {
+	for _, k := range keys {
+		def := k.def
+		if def == "" {
+			def = "(empty)"
+		}
+		fmt.Fprintf(w, "  %s  --%s  default %s\n      %s\n", k.env(), k.flag(), def, k.help)
+	}
+}
+
+// ReadEnvFile reads KEY=VALUE lines as systemd's EnvironmentFile does:
+// blank lines and lines starting with # or ; are skipped, values may be
+// single- or double-quoted, "export " is tolerated.
+func ReadEnvFile(path string) (map[string]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("configuration: env file: %w", err)
+	}
+	out := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' || line[0] == ';' {
+			continue
+		}
+		line = strings.TrimPrefix(line, "export ")
+		k, v, ok := strings.Cut(line, "=")
+		if !ok || strings.TrimSpace(k) == "" {
+			return nil, fmt.Errorf("configuration: env file %s line %d: want KEY=VALUE", path, n)
+		}
+		v = strings.TrimSpace(v)
+		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+			v = v[1 : len(v)-1]
+		}
+		out[strings.TrimSpace(k)] = v
+	}
+	return out, sc.Err()
+}
+
+func quoteEnv(v string) string {
+	if v == "" || strings.ContainsAny(v, " \t#;\"'\\") {
+		return strconv.Quote(v)
+	}
+	return v
+}
+
+func setBool(dst *bool, v string) error {
+	switch v {
+	case "true":
+		*dst = true
+	case "false":
+		*dst = false
+	default:
+		// The old agent treated every value but the exact string "true" as
+		// false; refusing other spellings keeps "True" from silently meaning false.
+		return errors.New(`want true or false (lower case; the old agent read any other value as false)`)
+	}
+	return nil
+}
+
+// setSeconds reads a whole number of seconds, as the old agent's int() did.
+func setSeconds(dst *time.Duration, v string) error {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 {
+		return errors.New("want a positive whole number of seconds")
+	}
+	*dst = time.Duration(n) * time.Second
+	return nil
+}
+
+func setDur(dst *time.Duration, v string, required bool) error {
+	if v == "" {
+		if required {
+			return errors.New("want a value")
+		}
+		*dst = 0
+		return nil
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n <= 0 {
+			return errors.New("want a positive number of seconds")
+		}
+		*dst = time.Duration(n) * time.Second
+		return nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return errors.New("want a positive whole number of seconds or a duration such as 90s or 5m")
+	}
+	*dst = d
+	return nil
+}
+
+func setFraction(dst *float64, v string) error {
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || !(f > 0 && f <= 1) {
+		return errors.New("want a number greater than 0 and at most 1")
+	}
+	*dst = f
+	return nil
+}
+
+func setURLs(dst *[]string, v string) error {
+	*dst = nil
+	for u := range strings.SplitSeq(v, ",") {
+		u = strings.TrimSpace(u)
+		if u == "" {
+			continue
+		}
+		scheme, rest, ok := strings.Cut(u, "://")
+		if !ok || rest == "" || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, scheme) {
+			return fmt.Errorf("want nats://host:port[,...] (got %q)", u)
+		}
+		*dst = append(*dst, u)
+	}
+	return nil
+}
+
+// redactURLs hides user:password in NATS URLs.
+func redactURLs(urls []string) []string {
+	out := make([]string, len(urls))
+	for i, u := range urls {
+		scheme, rest, _ := strings.Cut(u, "://")
+		if at := strings.LastIndex(rest, "@"); at >= 0 {
+			rest = "<redacted>@" + rest[at+1:]
+		}
+		out[i] = scheme + "://" + rest
+	}
+	return out
+}
+
+func nonEmpty(v string) error {
+	if v == "" {
+		return errors.New("want a value")
+	}
+	return nil
+}
+
+func checkURL(v string) error {
+	if !strings.HasPrefix(v, "https://") && !strings.HasPrefix(v, "http://") {
+		return errors.New("want an http(s) URL such as https://api-gw-service-nmn.local")
+	}
+	return nil
+}
+
+func checkHost(v string) error {
+	if v == "" || strings.ContainsAny(v, "/ @?#") {
+		return errors.New("want host or host:port, without a scheme or path")
+	}
+	return nil
+}
+
+func checkBucket(v string) error {
+	if len(v) < 3 || len(v) > 63 {
+		return errors.New("want an S3 bucket name of 3 to 63 characters")
+	}
+	for _, r := range v {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
+			return fmt.Errorf("want an S3 bucket name (a-z 0-9 . -), found %q", r)
+		}
+	}
+	return nil
+}
+
+func checkPrefix(v string) error {
+	if v == "" || strings.HasPrefix(v, "/") || !strings.HasSuffix(v, "/") || strings.Contains(v, "..") {
+		return errors.New(`want a relative key prefix ending in "/" such as PE/`)
+	}
+	return nil
+}
+
+func checkSubject(v string) error {
+	if v == "" || strings.ContainsAny(v, " \t\r\n*>") {
+		return errors.New("want a NATS subject without spaces or wildcards")
+	}
+	return nil
+}
+
+func checkGate(v string) error {
+	switch {
+	case v == "kubectl", v == "none":
+		return nil
+	case strings.HasPrefix(v, "file:") && filepath.IsAbs(strings.TrimPrefix(v, "file:")):
+		return nil
+	}
+	return errors.New("want kubectl, none, or file:<absolute path>")
+}
+
+func validIQN(v string) bool {
+	if !strings.HasPrefix(v, "iqn.") || len(v) > 223 {
+		return false
+	}
+	for _, r := range v {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == ':') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,164 @@
+package config
+
+import (
+	"bytes"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func load(t *testing.T, args []string, env ...string) (*Config, error) {
+	t.Helper()
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c, _, err := Load(Sources{Args: args, Environ: env, Hostname: func() (string, error) { return "ncn-w001.local", nil }}, fs)
+	return c, err
+}
+
+func TestDefaultsMatchOldAgent(t *testing.T) {
+	c, err := load(t, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		key  string
+		got  any
+		want any
+	}{
+		{"SCAN_FREQUENCY", c.ScanFrequency, 180 * time.Second},
+		{"RESYNC_INTERVAL", c.ResyncInterval, 180 * time.Second},
+		{"API_GATEWAY", c.APIGateway, "https://api-gw-service-nmn.local"},
+		{"IMS_URI", c.IMSURI, "apis/ims/v3/images"},
+		{"IMS_TAGGING", c.IMSTagging, true},
+		{"IMS_TIMEOUT", c.IMSTimeout, 10 * time.Second},
+		{"S3_HOST", c.S3Host, "rgw-vip.nmn"},
+		{"S3_PROTO", c.S3Proto, "https"},
+		{"S3_CREDENTIAL_FILE", c.S3CredentialFile, "/root/.ims.s3fs"},
+		{"S3_BUCKET", c.S3Bucket, "boot-images"},
+		{"SQUASHFS_S3FS_MOUNT", c.Mount, "/var/lib/cps-local/boot-images"},
+		{"SPIRE_JWT_AUDIENCE", c.SpireJWTAudience, "system-compute"},
+		{"SPIRE_AGENT_SOCK_PATH", c.SpireAgentSock, "/var/lib/spire/agent.sock"},
+		{"LIO_SAVE_FILE", c.LIOSaveFile, "/etc/target/saveconfig.json"},
+		{"TARGETCLI_BIN", c.TargetcliBin, "/usr/bin/targetcli"},
+		{"NODE_NAME", c.NodeName, "ncn-w001"},
+		{"TARGET_IQN", c.TargetIQN, "iqn.2023-06.csm.iscsi:ncn-w001"},
+		{"PE_PREFIX", c.PEPrefix, "PE/"},
+		{"TARGETCLI_MODE", c.TargetcliMode, "batch"},
+		{"MAX_DELETE_FRACTION", c.MaxDeleteFraction, 0.5},
+	}
+	for _, ck := range checks {
+		if ck.got != ck.want {
+			t.Errorf("%s = %v, want %v", ck.key, ck.got, ck.want)
+		}
+	}
+}
+
+func TestPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	envFile := filepath.Join(dir, "sbps-marshal")
+	os.WriteFile(envFile, []byte("# comment\nSBPS_MARSHAL_S3_BUCKET=from-file\nexport SBPS_MARSHAL_S3_HOST=\"file-host:8080\"\nSBPS_MARSHAL_IMS_TIMEOUT='7'\n"), 0o600)
+	c, err := load(t, []string{"--env-file", envFile, "--s3-host", "flag-host"}, "SBPS_MARSHAL_S3_HOST=env-host", "SBPS_MARSHAL_IMS_TIMEOUT=8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.S3Bucket != "from-file" || c.S3Host != "flag-host" || c.IMSTimeout != 8*time.Second {
+		t.Errorf("bucket %q host %q timeout %v; want from-file, flag-host, 8s", c.S3Bucket, c.S3Host, c.IMSTimeout)
+	}
+}
+
+func TestInvalidValues(t *testing.T) {
+	tests := []struct {
+		name string
+		env  string
+		want string // substring of the error
+	}{
+		{"bool spelling", "SBPS_MARSHAL_IMS_TAGGING=True", `SBPS_MARSHAL_IMS_TAGGING="True" (from environment): want true or false`},
+		{"integer", "SBPS_MARSHAL_SCAN_FREQUENCY=3m", "SCAN_FREQUENCY"},
+		{"negative", "SBPS_MARSHAL_IMS_TIMEOUT=-1", "want a positive"},
+		{"relative path", "SBPS_MARSHAL_LIO_SAVE_FILE=etc/target/saveconfig.json", "want an absolute path"},
+		{"unclean path", "SBPS_MARSHAL_SQUASHFS_S3FS_MOUNT=/var/lib/../x", "clean absolute path"},
+		{"choice", "SBPS_MARSHAL_TARGETCLI_MODE=fast", "want one of batch, oneshot, daemon"},
+		{"fraction", "SBPS_MARSHAL_MAX_DELETE_FRACTION=1.5", "greater than 0 and at most 1"},
+		{"proto", "SBPS_MARSHAL_S3_PROTO=ftp", "want one of https, http"},
+		{"host with scheme", "SBPS_MARSHAL_S3_HOST=https://rgw", "without a scheme"},
+		{"bucket", "SBPS_MARSHAL_S3_BUCKET=Boot_Images", "S3 bucket name"},
+		{"prefix", "SBPS_MARSHAL_PE_PREFIX=/PE", "relative key prefix"},
+		{"nats url", "SBPS_MARSHAL_NATS_URL=http://x:4222", "nats://"},
+		{"token file needed", "SBPS_MARSHAL_IMS_AUTH=token-file", "IMS_AUTH=token-file needs"},
+		{"iqn", "SBPS_MARSHAL_TARGET_IQN=iqn.2023 06", "want an IQN"},
+		{"gate", "SBPS_MARSHAL_GATE=label", "want kubectl, none, or file:"},
+		{"stream without url", "SBPS_MARSHAL_NATS_STREAM=SBPS", "a stream needs NATS_URL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := load(t, nil, tt.env)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Load(%s) error = %v, want it to contain %q", tt.env, err, tt.want)
+			}
+			if strings.Count(err.Error(), "\n") != 0 {
+				t.Errorf("error spans several lines: %q", err)
+			}
+		})
+	}
+}
+
+func TestNoticesAndPrint(t *testing.T) {
+	c, err := load(t, nil, "SBPS_MARSHAL_SPIRE_AGENT_PATH=/usr/bin/spire-agent", "SBPS_MARSHAL_SCAN_FREQUENCEY=5",
+		"SBPS_MARSHAL_NATS_URL=nats://user:hunter2@n1:4222,nats://n2:4222")
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := strings.Join(c.Notices, "\n")
+	if !strings.Contains(joined, "SPIRE_AGENT_PATH is ignored") || !strings.Contains(joined, "SCAN_FREQUENCEY is not a known key") {
+		t.Errorf("notices = %q", c.Notices)
+	}
+	var buf bytes.Buffer
+	if err := c.Print(&buf); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	if strings.Contains(out, "hunter2") {
+		t.Errorf("Print leaks a NATS password:\n%s", out)
+	}
+	for _, want := range []string{"SBPS_MARSHAL_NATS_URL=nats://<redacted>@n1:4222,nats://n2:4222\n", "SBPS_MARSHAL_TARGET_IQN=iqn.2023-06.csm.iscsi:ncn-w001\n", "SBPS_MARSHAL_RESYNC_INTERVAL=3m0s\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("Print output lacks %q:\n%s", want, out)
+		}
+	}
+	// The printed configuration reads back as the same configuration.
+	dir := t.TempDir()
+	f := filepath.Join(dir, "env")
+	os.WriteFile(f, []byte(strings.ReplaceAll(out, "<redacted>@", "")), 0o600)
+	c2, err := load(t, []string{"--env-file", f})
+	if err != nil {
+		t.Fatalf("reading printed configuration back: %v", err)
+	}
+	if c2.TargetIQN != c.TargetIQN || c2.ResyncInterval != c.ResyncInterval {
+		t.Errorf("round trip: %q %v, want %q %v", c2.TargetIQN, c2.ResyncInterval, c.TargetIQN, c.ResyncInterval)
+	}
+}
+
+func TestCheckFiles(t *testing.T) {
+	dir := t.TempDir()
+	c, err := load(t, nil, "SBPS_MARSHAL_SQUASHFS_S3FS_MOUNT="+dir, "SBPS_MARSHAL_TARGETCLI_BIN="+filepath.Join(dir, "missing"),
+		"SBPS_MARSHAL_S3_CREDENTIAL_FILE=", "SBPS_MARSHAL_CA_FILE="+dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.CheckFiles()
+	if err == nil {
+		t.Fatal("CheckFiles() = nil, want errors for TARGETCLI_BIN and CA_FILE")
+	}
+	for _, want := range []string{"TARGETCLI_BIN", "no such file", "CA_FILE", "found a directory"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckFiles() = %v, want it to mention %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "SQUASHFS_S3FS_MOUNT") {
+		t.Errorf("existing mount reported: %v", err)
+	}
+}
