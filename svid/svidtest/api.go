@@ -1,0 +1,119 @@
+package svidtest
+
+import (
+	"context"
+	"crypto/x509"
+	"slices"
+
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// api implements the SpiffeWorkloadAPI gRPC service on top of a Server. The
+// WIT-SVID methods stay unimplemented (Unimplemented, as on older agents).
+type api struct {
+	workload.UnimplementedSpiffeWorkloadAPIServer
+	s *Server
+}
+
+var _ workload.SpiffeWorkloadAPIServer = (*api)(nil)
+
+func (a *api) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest) (*workload.JWTSVIDResponse, error) {
+	s := a.s
+	s.mu.Lock()
+	s.counts.FetchJWTSVID++
+	ids, ttl := slices.Clone(s.ids), s.jwtTTL
+	s.mu.Unlock()
+
+	if len(req.GetAudience()) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "audience must be specified")
+	}
+	if want := req.GetSpiffeId(); want != "" {
+		if !slices.Contains(ids, want) {
+			return nil, status.Errorf(codes.PermissionDenied, "no identity issued for %s", want)
+		}
+		ids = []string{want}
+	}
+	if len(ids) == 0 {
+		return nil, status.Error(codes.PermissionDenied, "no identity issued")
+	}
+	resp := &workload.JWTSVIDResponse{}
+	for _, id := range ids {
+		tok, err := s.mintJWT(id, req.GetAudience(), ttl)
+		if err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		resp.Svids = append(resp.Svids, &workload.JWTSVID{SpiffeId: id, Svid: tok})
+	}
+	return resp, nil
+}
+
+func (a *api) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream grpc.ServerStreamingServer[workload.JWTBundlesResponse]) error {
+	s := a.s
+	s.count(func(c *Counts) { c.FetchJWTBundles++ })
+	if err := stream.Send(&workload.JWTBundlesResponse{
+		Bundles: map[string][]byte{s.td.IDString(): s.JWKS()},
+	}); err != nil {
+		return err
+	}
+	<-stream.Context().Done()
+	return nil
+}
+
+func (a *api) ValidateJWTSVID(_ context.Context, req *workload.ValidateJWTSVIDRequest) (*workload.ValidateJWTSVIDResponse, error) {
+	s := a.s
+	s.count(func(c *Counts) { c.ValidateJWTSVID++ })
+	switch {
+	case req.GetAudience() == "":
+		return nil, status.Error(codes.InvalidArgument, "audience must be specified")
+	case req.GetSvid() == "":
+		return nil, status.Error(codes.InvalidArgument, "svid must be specified")
+	}
+	id, claims, err := s.verifyJWT(req.GetSvid(), req.GetAudience())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	pb, err := structpb.NewStruct(claims)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &workload.ValidateJWTSVIDResponse{SpiffeId: id.String(), Claims: pb}, nil
+}
+
+func (a *api) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerStreamingServer[workload.X509SVIDResponse]) error {
+	s := a.s
+	s.count(func(c *Counts) { c.FetchX509SVID++ })
+	der, key, err := s.issueX509(s.x509ID, s.x509TTL, nil)
+	if err != nil {
+		return status.Error(codes.Internal, err.Error())
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return status.Error(codes.Internal, err.Error())
+	}
+	if err := stream.Send(&workload.X509SVIDResponse{Svids: []*workload.X509SVID{{
+		SpiffeId:    s.x509ID.String(),
+		X509Svid:    der,
+		X509SvidKey: keyDER,
+		Bundle:      s.caCert.Raw,
+	}}}); err != nil {
+		return err
+	}
+	<-stream.Context().Done()
+	return nil
+}
+
+func (a *api) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.ServerStreamingServer[workload.X509BundlesResponse]) error {
+	s := a.s
+	s.count(func(c *Counts) { c.FetchX509Bundles++ })
+	if err := stream.Send(&workload.X509BundlesResponse{
+		Bundles: map[string][]byte{s.td.IDString(): s.caCert.Raw},
+	}); err != nil {
+		return err
+	}
+	<-stream.Context().Done()
+	return nil
+}

@@ -1,0 +1,20 @@
+// Package svidtest is a SPIFFE Workload API server for tests and the demo: it
+// stands in for the SPIRE agent that cannot be installed on development
+// machines.
+//
+// It serves the generated gRPC SpiffeWorkloadAPI (FetchJWTSVID,
+// FetchJWTBundles, ValidateJWTSVID, FetchX509SVID, FetchX509Bundles) over a
+// unix socket, so go-spiffe's workloadapi client talks to it unchanged. Like
+// SPIRE, it rejects calls that lack the "workload.spiffe.io: true" metadata
+// header. The credentials are real: JWT-SVIDs are ES256-signed with a key
+// made at Start (header kid, claims sub, aud, iat, exp), X.509-SVIDs are
+// issued by an in-memory CA for the trust domain (default "shasta").
+//
+// A Server's keys and CA live as long as the Server, so Stop and Restart
+// (which simulate the SPIRE agent restarting) keep tokens issued before the
+// restart valid, just as a SPIRE agent restart does.
+//
+// Concurrency: every method of Server is safe for concurrent use, including
+// while RPCs are being served. Stop, Restart and Close may be called in any
+// order and more than once.
+package svidtest
