@@ -1,0 +1,83 @@
+package projector
+
+import (
+	"path/filepath"
+	"strings"
+
+	"github.com/sbps-marshal/sbps-marshal/naming"
+)
+
+// Kind is the kind of image a projection serves.
+type Kind string
+
+const (
+	PE     Kind = "pe"     // a programming-environment image: a key under PE_PREFIX
+	Rootfs Kind = "rootfs" // an IMS image's rootfs
+)
+
+// Projection is one image that should be a LUN on this node.
+type Projection struct {
+	Kind  Kind
+	ID    naming.ID
+	Key   string     // S3 key of the image file
+	ETag  string     // S3 ETag, unquoted
+	File  string     // absolute path of the file under the s3fs mount
+	Size  int64      // size S3 reports; the file must show exactly this
+	Users []ImageRef // IMS images that use this rootfs (rootfs only)
+}
+
+// ImageRef names an IMS image.
+type ImageRef struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+// Problem is an image that is not projected, and why.
+type Problem struct {
+	Kind   Kind
+	Name   string     // backstore name, when the identity is known
+	Key    string     // S3 key, when known
+	Images []ImageRef // IMS images concerned (rootfs)
+	Reason string
+}
+
+// Desired is what S3 and IMS say should be projected.
+type Desired struct {
+	Projections map[string]Projection // by backstore name
+	// Pending images exist but cannot be projected yet (the s3fs file is
+	// missing or shows the wrong size, the object is still uploading); an
+	// existing backstore of the same name is kept as it is.
+	Pending map[string]Problem // by backstore name
+	// Rejected images will not be projected until they change.
+	Rejected []Problem
+	// RootfsComplete is false when IMS, or a manifest, could not be read:
+	// then no rootfs projection may be deleted.
+	RootfsComplete bool
+	// RootfsIncompleteReason says what was missing.
+	RootfsIncompleteReason string
+}
+
+// Layout says where this node's images live.
+type Layout struct {
+	Bucket   string // S3_BUCKET
+	Mount    string // SQUASHFS_S3FS_MOUNT, absolute and clean
+	PEPrefix string // PE_PREFIX, e.g. "PE/"
+}
+
+// Managed reports whether a backstore file belongs to this agent: fileio
+// backstores over files under the s3fs mount. Anything else on the node is
+// left alone.
+func (l Layout) Managed(dev string) bool {
+	return strings.HasPrefix(filepath.Clean(dev), l.Mount+"/")
+}
+
+// KindOf says which kind of image a managed backstore file serves.
+func (l Layout) KindOf(dev string) Kind {
+	if strings.HasPrefix(filepath.Clean(dev), filepath.Join(l.Mount, l.PEPrefix)+"/") {
+		return PE
+	}
+	return Rootfs
+}
+
+// FileFor is the path of an S3 key under the mount.
+func (l Layout) FileFor(key string) string { return l.Mount + "/" + key }

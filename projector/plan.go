@@ -1,0 +1,239 @@
+package projector
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/sbps-marshal/sbps-marshal/lio"
+)
+
+// Action is what a change does.
+type Action string
+
+const (
+	Create   Action = "create"   // new backstore and LUN
+	Recreate Action = "recreate" // backstore differs (file, size or wwn): delete, then create
+	Map      Action = "map"      // backstore is right, its LUN is missing
+	Delete   Action = "delete"   // backstore no longer desired
+)
+
+// Change is one projection-level change.
+type Change struct {
+	Action     Action
+	Name       string      // backstore name
+	Projection *Projection // for create, recreate, map
+	Dev        string      // existing backstore's file (recreate, delete)
+	LUN        int         // existing LUN index, or lio.AutoLUN when there is none
+	Reason     string
+}
+
+// Plan is the difference between desired and actual state.
+type Plan struct {
+	Changes []Change
+	// Held are deletes that were not planned, with the reason: incomplete
+	// information, a pending re-upload, or the mass-delete guard.
+	Held []Change
+	// Refused explains why creates were withheld (e.g. a writable TPG).
+	Refused string
+	// Managed counts the managed backstores found in LIO.
+	Managed int
+	// Foreign lists backstores and LUNs the agent does not own and left alone.
+	Foreign []string
+}
+
+// Empty reports whether the plan changes nothing.
+func (p *Plan) Empty() bool { return len(p.Changes) == 0 }
+
+// PlanOptions tune planning.
+type PlanOptions struct {
+	Target            string  // target IQN
+	TPG               int     // TPG tag; 0 means 1
+	MaxDeleteFraction float64 // refuse a pass deleting more than this fraction of managed projections
+	AllowMassDelete   bool    // the operator's override of the guard
+	AllowWritableTPG  bool    // project into a TPG that does not write-protect
+	// LUNIndex, when set, gives the LUN index a new projection must use
+	// (fleet-stable numbering); otherwise LIO chooses.
+	LUNIndex func(p Projection) (int, bool)
+}
+
+// MakePlan compares desired with LIO's saved state. It is pure: no I/O.
+func MakePlan(d *Desired, actual *lio.Config, layout Layout, opts PlanOptions) (*Plan, error) {
+	tag := opts.TPG
+	if tag == 0 {
+		tag = 1
+	}
+	tgt, ok := actual.Target(opts.Target)
+	if !ok {
+		return nil, fmt.Errorf("target %s is not in LIO's saved state: provision it (targetcli /iscsi create %s) or set TARGET_IQN", opts.Target, opts.Target)
+	}
+	tpg, ok := tgt.TPG(tag)
+	if !ok {
+		return nil, fmt.Errorf("target %s has no tpg%d: provision it or check TARGET_IQN", opts.Target, tag)
+	}
+
+	p := &Plan{}
+	existing := map[string]*lio.StorageObject{}
+	for i := range actual.StorageObjects {
+		so := &actual.StorageObjects[i]
+		if so.Plugin != "fileio" || !layout.Managed(so.Dev) {
+			p.Foreign = append(p.Foreign, so.Path())
+			continue
+		}
+		existing[so.Name] = so
+	}
+	p.Managed = len(existing)
+	lunOf := func(name string) int {
+		if l, ok := tpg.LUNFor("/backstores/fileio/" + name); ok {
+			return l.Index
+		}
+		return lio.AutoLUN
+	}
+
+	var creates []Change
+	for _, name := range sortedKeys(d.Projections) {
+		proj := d.Projections[name]
+		so, ok := existing[name]
+		switch {
+		case !ok:
+			creates = append(creates, Change{Action: Create, Name: name, Projection: &proj, LUN: lio.AutoLUN, Reason: "new image"})
+		case mismatch(so, &proj) != "":
+			creates = append(creates, Change{Action: Recreate, Name: name, Projection: &proj, Dev: so.Dev, LUN: lunOf(name), Reason: mismatch(so, &proj)})
+		case lunOf(name) == lio.AutoLUN:
+			creates = append(creates, Change{Action: Map, Name: name, Projection: &proj, LUN: lio.AutoLUN, Reason: "backstore has no LUN in " + opts.Target})
+		}
+	}
+
+	var deletes []Change
+	for _, name := range sortedKeys(existing) {
+		if _, ok := d.Projections[name]; ok {
+			continue
+		}
+		so := existing[name]
+		ch := Change{Action: Delete, Name: name, Dev: so.Dev, LUN: lunOf(name), Reason: "no longer desired"}
+		switch {
+		case d.Pending[name].Reason != "":
+			ch.Reason = "kept while pending: " + d.Pending[name].Reason
+			p.Held = append(p.Held, ch)
+		case layout.KindOf(so.Dev) == Rootfs && !d.RootfsComplete:
+			ch.Reason = "kept: IMS information is incomplete (" + d.RootfsIncompleteReason + ")"
+			p.Held = append(p.Held, ch)
+		default:
+			deletes = append(deletes, ch)
+		}
+	}
+	limit := opts.MaxDeleteFraction * float64(p.Managed)
+	if len(deletes) > 1 && float64(len(deletes)) > limit && !opts.AllowMassDelete {
+		reason := fmt.Sprintf("kept: this pass would delete %d of %d managed projections, more than MAX_DELETE_FRACTION=%g allows (%d); if that is intended run `sbps-marshal sync --allow-mass-delete`",
+			len(deletes), p.Managed, opts.MaxDeleteFraction, int(math.Floor(limit)))
+		for _, ch := range deletes {
+			ch.Reason = reason
+			p.Held = append(p.Held, ch)
+		}
+		deletes = nil
+	}
+
+	if len(creates) > 0 && !opts.AllowWritableTPG {
+		if why := writable(tpg); why != "" {
+			p.Refused = fmt.Sprintf("not projecting %d image(s) into %s/tpg%d: %s; fix the TPG (targetcli /iscsi/%s/tpg%d set attribute demo_mode_write_protect=1 generate_node_acls=1) or set ALLOW_WRITABLE_TPG=true",
+				len(creates), opts.Target, tag, why, opts.Target, tag)
+			// A recreate whose create is refused must not delete either.
+			for _, c := range creates {
+				if c.Action == Recreate {
+					c.Reason = "kept: " + p.Refused
+					p.Held = append(p.Held, c)
+				}
+			}
+			creates = nil
+		}
+	}
+	if opts.LUNIndex != nil {
+		for i := range creates {
+			if creates[i].Action == Create || creates[i].Action == Map || creates[i].LUN == lio.AutoLUN {
+				if idx, ok := opts.LUNIndex(*creates[i].Projection); ok {
+					creates[i].LUN = idx
+				}
+			}
+		}
+	}
+	// Creates that keep or claim a known LUN index go before those that let
+	// LIO pick the lowest free one, which could otherwise take that index.
+	slices.SortStableFunc(creates, func(a, b Change) int {
+		return boolInt(a.LUN == lio.AutoLUN) - boolInt(b.LUN == lio.AutoLUN)
+	})
+	p.Changes = append(deletes, creates...)
+	return p, nil
+}
+
+// mismatch says why an existing backstore does not serve the projection, or "".
+func mismatch(so *lio.StorageObject, p *Projection) string {
+	var diffs []string
+	if so.Dev != p.File {
+		diffs = append(diffs, fmt.Sprintf("file %s, want %s", so.Dev, p.File))
+	}
+	if so.WWN != p.ID.WWN {
+		diffs = append(diffs, fmt.Sprintf("wwn %s, want %s", so.WWN, p.ID.WWN))
+	}
+	if got := so.SizeBytes(); got != p.Size {
+		diffs = append(diffs, fmt.Sprintf("size %d, want %d", got, p.Size))
+	}
+	return strings.Join(diffs, "; ")
+}
+
+// writable says why a TPG would let initiators write, or "" if it protects
+// its LUNs: generated ACLs in demo mode with demo_mode_write_protect=1 (as
+// CSM provisions it), and every explicit ACL's mapped LUNs write-protected.
+func writable(tpg *lio.TPG) string {
+	gen, _ := tpg.Attr("generate_node_acls")
+	demoWP, _ := tpg.Attr("demo_mode_write_protect")
+	if gen == 1 && demoWP != 1 {
+		return "generate_node_acls=1 but demo_mode_write_protect is not 1"
+	}
+	for _, acl := range tpg.NodeACLs {
+		for _, m := range acl.MappedLUNs {
+			if !m.WriteProtect {
+				return "node ACL " + acl.NodeWWN + " maps lun" + strconv.Itoa(m.TPGLUN) + " read-write"
+			}
+		}
+	}
+	return ""
+}
+
+// Ops turns the plan into LIO operations. Deletes come first; LIO removes a
+// backstore's LUNs with it.
+func (p *Plan) Ops(target string, tpg int) []lio.Op {
+	var ops []lio.Op
+	for _, c := range p.Changes {
+		if c.Action == Delete || c.Action == Recreate {
+			ops = append(ops, lio.Op{Kind: lio.DeleteBackstore, Backstore: c.Name})
+		}
+	}
+	for _, c := range p.Changes {
+		switch c.Action {
+		case Create, Recreate:
+			ops = append(ops, lio.Op{Kind: lio.CreateBackstore, Backstore: c.Name, File: c.Projection.File, WWN: c.Projection.ID.WWN})
+			fallthrough
+		case Map:
+			ops = append(ops, lio.Op{Kind: lio.CreateLUN, Backstore: c.Name, Target: target, TPG: tpg, LUN: c.LUN})
+		}
+	}
+	return ops
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
