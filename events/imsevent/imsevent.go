@@ -178,6 +178,9 @@ func Decode(data []byte) (Event, error) {
 		Version: *w.Version, ID: strings.ToLower(w.ID), Change: w.Change, Fields: w.Fields,
 		ETag: w.ETag, Digest: w.Digest, Source: w.Source,
 	}
+	if len(e.Fields) == 0 {
+		e.Fields = nil // "fields": [] and absent mean the same
+	}
 	if w.Time == "" {
 		return Event{}, &FieldError{Field: "time", Reason: "missing"}
 	}
