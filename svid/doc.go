@@ -1,0 +1,20 @@
+// Package svid gives the agent its SPIFFE credentials from the SPIRE agent's
+// Workload API (a unix socket, by default /var/lib/spire/agent.sock).
+//
+// JWTSource hands out the JWT-SVID the agent presents to IMS as a bearer
+// token. It accepts only the sbps-marshal workload IDs
+// (spiffe://shasta/ncn/workload/sbps-marshal or
+// spiffe://shasta/ncn/<xname>/workload/sbps-marshal), caches the token until
+// shortly before it expires and fetches a new one on demand; Invalidate drops
+// the cache after the server refused the token. X509Source provides a
+// *tls.Config for mTLS (NATS) from the node's X.509-SVID and trust bundle,
+// rotating both as the SPIRE agent pushes updates.
+//
+// Concurrency: all methods of JWTSource and X509Source are safe for concurrent
+// use. Concurrent Token calls that miss the cache share one Workload API
+// fetch; each caller still stops waiting when its own ctx ends, and the fetch
+// itself is bounded by JWTConfig.FetchTimeout, not by any one caller's ctx.
+// A failed fetch is not cached: the next Token call tries again.
+//
+// Tokens and keys are never logged and never appear in errors.
+package svid
