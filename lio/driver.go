@@ -1,0 +1,475 @@
+package lio
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Mode says how the Driver runs targetcli.
+type Mode string
+
+const (
+	// Batch runs one targetcli process per stage with the commands on
+	// stdin, then an explicit saveconfig. targetcli carries on after errors
+	// and exits 0 in this mode, so results come from its output per command
+	// and from saveconfig.json read back afterwards.
+	Batch Mode = "batch"
+	// OneShot runs one `targetcli "<command>"` process per command (exit
+	// status and stderr per command), then one for saveconfig.
+	OneShot Mode = "oneshot"
+	// Daemon sends each command to targetclid over its unix socket; no
+	// process is started.
+	Daemon Mode = "daemon"
+)
+
+// ParseMode accepts "batch", "oneshot" or "daemon"; "" means Batch.
+func ParseMode(s string) (Mode, error) {
+	switch m := Mode(s); m {
+	case "":
+		return Batch, nil
+	case Batch, OneShot, Daemon:
+		return m, nil
+	}
+	return "", fmt.Errorf("unknown targetcli mode %q: want batch, oneshot or daemon", s)
+}
+
+// DriverConfig configures a Driver. The zero value drives the system's targetcli
+// in batch mode.
+type DriverConfig struct {
+	// Mode selects how targetcli runs. Defaults to Batch.
+	Mode Mode
+	// Binary is the targetcli executable. Defaults to "/usr/bin/targetcli".
+	Binary string
+	// Socket is targetclid's unix socket (Daemon mode only). Defaults to
+	// "/var/run/targetclid.sock".
+	Socket string
+	// SaveFile is the file targetcli's saveconfig writes and the driver
+	// reads back to verify. Defaults to "/etc/target/saveconfig.json".
+	SaveFile string
+	// Home is TARGETCLI_HOME (targetcli's preferences, history and log) for
+	// every process the driver starts, so the agent never shares an
+	// administrator's preferences. Defaults to a private directory created
+	// by New under os.TempDir and removed by Close.
+	Home string
+	// Env is added to the environment of every targetcli process, as
+	// "KEY=value" strings.
+	Env []string
+	// Timeout bounds one targetcli process or one targetclid request; the
+	// process gets SIGTERM, then SIGKILL 5 s later. Defaults to 2 minutes.
+	Timeout time.Duration
+}
+
+// Defaults used for zero DriverConfig fields.
+const (
+	DefaultBinary   = "/usr/bin/targetcli"
+	DefaultSocket   = "/var/run/targetclid.sock"
+	DefaultSaveFile = "/etc/target/saveconfig.json"
+	DefaultTimeout  = 2 * time.Minute
+)
+
+// Driver applies operations to LIO through targetcli. It implements
+// Applier. Calls to Apply and Save are serialized; a Driver may be shared by
+// goroutines.
+type Driver struct {
+	cfg     DriverConfig
+	log     *slog.Logger
+	ownHome bool
+
+	mu sync.Mutex // held for the whole of Apply and Save: one change set at a time
+
+	procs    atomic.Int64
+	requests atomic.Int64
+}
+
+var _ Applier = (*Driver)(nil)
+
+// New checks cfg, fills in defaults and returns a Driver. logger may be nil.
+func New(cfg DriverConfig, logger *slog.Logger) (*Driver, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	var err error
+	if cfg.Mode, err = ParseMode(string(cfg.Mode)); err != nil {
+		return nil, err
+	}
+	if cfg.Binary == "" {
+		cfg.Binary = DefaultBinary
+	}
+	if cfg.Socket == "" {
+		cfg.Socket = DefaultSocket
+	}
+	if cfg.SaveFile == "" {
+		cfg.SaveFile = DefaultSaveFile
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if _, err := saveCommand(cfg.SaveFile); err != nil {
+		return nil, fmt.Errorf("LIO save file cannot be passed to targetcli: %w", err)
+	}
+	for _, kv := range cfg.Env {
+		if !strings.Contains(kv, "=") {
+			return nil, fmt.Errorf("targetcli environment entry %q is not KEY=value", kv)
+		}
+	}
+	d := &Driver{cfg: cfg, log: logger.With("component", "lio", "mode", string(cfg.Mode))}
+	if cfg.Home == "" && cfg.Mode != Daemon {
+		home, err := os.MkdirTemp("", "sbps-marshal-targetcli-")
+		if err != nil {
+			return nil, fmt.Errorf("create a private TARGETCLI_HOME: %w (set DriverConfig.Home to a writable directory)", err)
+		}
+		d.cfg.Home, d.ownHome = home, true
+	}
+	return d, nil
+}
+
+// Close removes the private TARGETCLI_HOME that New created, if any.
+func (d *Driver) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ownHome {
+		d.ownHome = false
+		if err := os.RemoveAll(d.cfg.Home); err != nil {
+			return fmt.Errorf("remove private TARGETCLI_HOME: %w", err)
+		}
+	}
+	return nil
+}
+
+// Stats counts what the driver has done since New.
+type Stats struct {
+	Processes int64 // targetcli processes started
+	Requests  int64 // targetclid requests sent
+}
+
+// Stats returns the counts so far.
+func (d *Driver) Stats() Stats {
+	return Stats{Processes: d.procs.Load(), Requests: d.requests.Load()}
+}
+
+// Mode returns the mode in use.
+func (d *Driver) Mode() Mode { return d.cfg.Mode }
+
+// Save runs targetcli's saveconfig.
+func (d *Driver) Save(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.save(ctx)
+}
+
+// cmdResult is what targetcli said about one command.
+type cmdResult struct {
+	reached bool   // targetcli read the command (its prompt appeared, its process ran, its request was answered)
+	failed  bool   // targetcli said it failed (one-shot exit status)
+	msg     string // targetcli's output for it
+}
+
+// Apply runs ops in order, in stages: a new stage starts wherever the ops
+// switch between removing (delete backstore, delete LUN, disable TPG) and
+// adding (create backstore, create LUN, enable TPG), because one targetcli
+// process that deletes and then creates can fail on its stale object tree.
+// Each stage ends with saveconfig, and the driver reads saveconfig.json back
+// to judge every op of the stage: an op is Applied or AlreadyDone only if its
+// change is in the saved file.
+//
+// An op whose values fail the argument checks is Failed with an *ArgError
+// and never reaches targetcli. A stage that cannot finish (targetcli could
+// not start or died, targetclid is unreachable, timeout, ctx ended) stops the
+// call: its ops are judged from what was saved (the driver saves once more to
+// capture live changes), later ops are NotAttempted, and the error says why.
+func (d *Driver) Apply(ctx context.Context, ops []Op) ([]Result, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+
+	results := make([]Result, len(ops))
+	lines := make([]line, len(ops))
+	var valid []int
+	for i, op := range ops {
+		results[i].Op = op
+		l, err := commandFor(op)
+		if err != nil {
+			results[i].Outcome = Failed
+			results[i].Err = fmt.Errorf("%s: %w", op, err)
+			continue
+		}
+		lines[i] = l
+		valid = append(valid, i)
+	}
+	if len(valid) == 0 {
+		return results, nil
+	}
+
+	before, err := d.readState(ctx)
+	if err != nil {
+		d.log.Warn("cannot read LIO saved state before applying; judging by targetcli's output and the state after", "err", err)
+		before = nil
+	}
+	for _, stage := range stages(ops, valid) {
+		if err := ctx.Err(); err != nil {
+			return results, fmt.Errorf("apply LIO changes: stopped before %s: %w", ops[stage[0]], context.Cause(ctx))
+		}
+		stageLines := make([]line, len(stage))
+		for j, i := range stage {
+			stageLines[j] = lines[i]
+		}
+		start := time.Now()
+		said, saved, runErr := d.runStage(ctx, stageLines)
+		if !saved {
+			// Capture what the stage changed live, so that saveconfig.json
+			// explains the state the call leaves behind.
+			if err := d.save(context.WithoutCancel(ctx)); err != nil {
+				d.log.Warn("saving LIO state after an unfinished stage failed", "err", err)
+			}
+		}
+		after, verr := d.readState(context.WithoutCancel(ctx))
+		for j, i := range stage {
+			results[i] = judge(ops[i], said[j], before, after, verr)
+		}
+		d.log.Debug("applied stage", "ops", len(stage), "elapsed", time.Since(start), "saved", saved, "err", runErr)
+		if runErr != nil {
+			return results, runErr
+		}
+		if verr == nil {
+			before = after
+		}
+	}
+	return results, nil
+}
+
+// stages splits the valid op indexes wherever ops switch between removing
+// and adding.
+func stages(ops []Op, valid []int) [][]int {
+	var out [][]int
+	for k, i := range valid {
+		if k == 0 || removes(ops[i].Kind) != removes(ops[valid[k-1]].Kind) {
+			out = append(out, nil)
+		}
+		out[len(out)-1] = append(out[len(out)-1], i)
+	}
+	return out
+}
+
+func removes(k OpKind) bool { return k == DeleteBackstore || k == DeleteLUN || k == DisableTPG }
+
+// runStage runs the commands of one stage and saveconfig, and reports what
+// targetcli said per command, whether the save is known to have happened,
+// and an error when the stage could not finish.
+func (d *Driver) runStage(ctx context.Context, lines []line) ([]cmdResult, bool, error) {
+	switch d.cfg.Mode {
+	case OneShot:
+		return d.runOneShot(ctx, lines)
+	case Daemon:
+		return d.runDaemon(ctx, lines)
+	default:
+		return d.runBatch(ctx, lines)
+	}
+}
+
+func (d *Driver) save(ctx context.Context) error {
+	l, err := saveCommand(d.cfg.SaveFile)
+	if err != nil {
+		return err
+	}
+	var out string
+	var res procResult
+	if d.cfg.Mode == Daemon {
+		out, err = d.request(ctx, l.String())
+	} else {
+		res, err = d.run(ctx, []string{l.String()}, "", false)
+		out = res.stdout + res.stderr
+	}
+	if err != nil {
+		return fmt.Errorf("save LIO state to %s: %w", d.cfg.SaveFile, err)
+	}
+	if d.cfg.Mode != Daemon && res.exit != 0 {
+		return fmt.Errorf("save LIO state to %s: targetcli exit status %d: %s", d.cfg.SaveFile, res.exit, strings.TrimSpace(out))
+	}
+	if d.cfg.Mode == Daemon && !savedMessage(out) {
+		return fmt.Errorf("save LIO state to %s: targetclid answered %q", d.cfg.SaveFile, strings.TrimSpace(out))
+	}
+	return nil
+}
+
+func savedMessage(out string) bool { return strings.Contains(out, "Configuration saved to") }
+
+// readState loads saveconfig.json, retrying while it is half-written. A
+// missing file is an empty state.
+func (d *Driver) readState(ctx context.Context) (*Config, error) {
+	wait := 20 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		c, err := Load(d.cfg.SaveFile)
+		switch {
+		case err == nil:
+			return c, nil
+		case errors.Is(err, fs.ErrNotExist):
+			return &Config{}, nil
+		case !errors.Is(err, ErrIncomplete) || attempt == 6:
+			return nil, fmt.Errorf("read back LIO state to verify: %w", err)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("read back LIO state to verify: %w (last error: %v)", context.Cause(ctx), err)
+		case <-t.C:
+		}
+		wait *= 2
+	}
+}
+
+// judge decides an op's outcome from what targetcli said and what
+// saveconfig.json holds before and after its stage.
+func judge(op Op, said cmdResult, before, after *Config, verr error) Result {
+	r := Result{Op: op, Message: said.msg}
+	if !said.reached {
+		r.Outcome = NotAttempted
+		return r
+	}
+	if verr != nil {
+		r.Outcome = Failed
+		r.Err = fmt.Errorf("%s: cannot verify: %w", op, verr)
+		return r
+	}
+	holds, why := satisfied(op, after)
+	if !holds {
+		r.Outcome = Failed
+		if said.msg != "" {
+			r.Err = fmt.Errorf("%s: targetcli: %s (%s)", op, firstLine(said.msg), why)
+		} else {
+			r.Err = fmt.Errorf("%s: %s", op, why)
+		}
+		return r
+	}
+	switch {
+	case succeeded(op, said.msg) && !said.failed:
+		if op.Kind == CreateBackstore {
+			if so, _ := after.FileIO(op.Backstore); so.WriteBack != nil && *so.WriteBack {
+				r.Outcome = Failed
+				r.Err = fmt.Errorf("%s: created with write_back on; delete and recreate it", op)
+				return r
+			}
+		}
+		r.Outcome = Applied
+	case said.msg != "":
+		// targetcli refused or said nothing changed, and the state holds:
+		// it held already ("exists", "already enabled", "No storage object").
+		r.Outcome = AlreadyDone
+	default:
+		// No output to go by (the process died after the command): the
+		// saved state decides.
+		r.Outcome = Applied
+		if before != nil {
+			if was, _ := satisfied(op, before); was {
+				r.Outcome = AlreadyDone
+			}
+		}
+	}
+	return r
+}
+
+// succeeded reports whether msg is targetcli's success message for op.
+func succeeded(op Op, msg string) bool {
+	var want string
+	switch op.Kind {
+	case CreateBackstore:
+		want = "Created fileio " + op.Backstore + " with size "
+	case DeleteBackstore:
+		want = "Deleted storage object " + op.Backstore + "."
+	case CreateLUN:
+		want = "Created LUN "
+		if op.LUN != AutoLUN {
+			want += strconv.Itoa(op.LUN) + "."
+		}
+	case DeleteLUN:
+		want = "Deleted LUN " + strconv.Itoa(op.LUN) + "."
+	case EnableTPG:
+		want = "The TPGT has been enabled."
+	case DisableTPG:
+		want = "The TPGT has been disabled."
+	}
+	return want != "" && strings.Contains(msg, want)
+}
+
+// satisfied reports whether c holds what op asks for, and if not, why.
+func satisfied(op Op, c *Config) (bool, string) {
+	tpgOf := func() (*TPG, string) {
+		t, ok := c.Target(op.Target)
+		if !ok {
+			return nil, "target " + op.Target + " is not in saveconfig.json"
+		}
+		tpg, ok := t.TPG(op.TPGTag())
+		if !ok {
+			return nil, fmt.Sprintf("tpg%d of %s is not in saveconfig.json", op.TPGTag(), op.Target)
+		}
+		return tpg, ""
+	}
+	switch op.Kind {
+	case CreateBackstore:
+		so, ok := c.FileIO(op.Backstore)
+		switch {
+		case !ok:
+			return false, "fileio " + op.Backstore + " is not in saveconfig.json"
+		case so.Dev != op.File:
+			return false, fmt.Sprintf("fileio %s in saveconfig.json is over %s, not %s", op.Backstore, so.Dev, op.File)
+		case so.WWN != op.WWN:
+			return false, fmt.Sprintf("fileio %s in saveconfig.json has wwn %s, not %s", op.Backstore, so.WWN, op.WWN)
+		}
+		return true, ""
+	case DeleteBackstore:
+		if _, ok := c.FileIO(op.Backstore); ok {
+			return false, "fileio " + op.Backstore + " is still in saveconfig.json"
+		}
+		return true, ""
+	case CreateLUN:
+		tpg, why := tpgOf()
+		if tpg == nil {
+			return false, why
+		}
+		lun, ok := tpg.LUNFor("/backstores/fileio/" + op.Backstore)
+		switch {
+		case !ok:
+			return false, "no LUN for fileio " + op.Backstore + " in saveconfig.json"
+		case op.LUN != AutoLUN && lun.Index != op.LUN:
+			return false, fmt.Sprintf("fileio %s is lun%d in saveconfig.json, not lun%d", op.Backstore, lun.Index, op.LUN)
+		}
+		return true, ""
+	case DeleteLUN:
+		tpg, _ := tpgOf()
+		if tpg == nil {
+			return true, ""
+		}
+		for _, l := range tpg.LUNs {
+			if l.Index == op.LUN {
+				return false, fmt.Sprintf("lun%d (%s) is still in saveconfig.json", l.Index, l.StorageObject)
+			}
+		}
+		return true, ""
+	case EnableTPG, DisableTPG:
+		tpg, why := tpgOf()
+		if tpg == nil {
+			return false, why
+		}
+		if want := op.Kind == EnableTPG; bool(tpg.Enable) != want {
+			return false, fmt.Sprintf("tpg%d of %s has enable=%v in saveconfig.json", op.TPGTag(), op.Target, bool(tpg.Enable))
+		}
+		return true, ""
+	}
+	return false, "unknown operation"
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " …"
+	}
+	return s
+}
