@@ -29,13 +29,42 @@ func LoadContract(ctx context.Context, path string) (*Contract, error) {
 	if err != nil {
 		return nil, fmt.Errorf("imstest: load OpenAPI spec %s: %w", path, err)
 	}
-	// The IMS spec carries examples that do not match their schemas (e.g.
-	// example: True on a boolean with minLength); they are documentation, not
-	// contract, so they are not validated.
-	if err := doc.Validate(ctx, openapi3.DisableExamplesValidation()); err != nil {
+	// The IMS spec has two defects that do not concern the image records:
+	// examples that do not match their schemas (example: True on a boolean
+	// with minLength) and operationIds shared by several v2 operations. The
+	// first is skipped by option, the second filtered out below; anything
+	// else makes the spec unusable as a contract.
+	err = doc.Validate(ctx, openapi3.DisableExamplesValidation(), openapi3.EnableMultiError())
+	if err = withoutDuplicateOperationIDs(err); err != nil {
 		return nil, fmt.Errorf("imstest: OpenAPI spec %s is invalid: %w", path, err)
 	}
 	return &Contract{doc: doc}, nil
+}
+
+// withoutDuplicateOperationIDs drops DuplicateOperationIDError from a
+// validation result.
+func withoutDuplicateOperationIDs(err error) error {
+	if err == nil {
+		return nil
+	}
+	var me openapi3.MultiError
+	if errors.As(err, &me) {
+		var keep openapi3.MultiError
+		for _, e := range me {
+			if e = withoutDuplicateOperationIDs(e); e != nil {
+				keep = append(keep, e)
+			}
+		}
+		if len(keep) == 0 {
+			return nil
+		}
+		return keep
+	}
+	var dup *openapi3.DuplicateOperationIDError
+	if errors.As(err, &dup) {
+		return nil
+	}
+	return err
 }
 
 // gatewayStatus reports statuses produced by the CSM API gateway rather than

@@ -10,6 +10,8 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"math/big"
 	"net"
 	"net/http"
@@ -51,7 +53,7 @@ func Start(opts Options, lopts ListenOptions) (*Server, error) {
 	}
 	s.baseURL = scheme + "://" + ln.Addr().String()
 	s.client = &http.Client{Transport: tr}
-	s.httpSrv = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	s.httpSrv = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
 	go func() { _ = s.httpSrv.Serve(ln) }()
 	return s, nil
 }

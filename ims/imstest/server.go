@@ -89,14 +89,14 @@ type Server struct {
 	now       func() time.Time
 	mux       *http.ServeMux
 
-	mu        sync.Mutex
-	images    map[string]*entry // guarded by mu
-	order     []string          // guarded by mu; listing order
-	legacy    bool              // guarded by mu
-	listMode  ListMode          // guarded by mu
-	latency   time.Duration     // guarded by mu
-	failLeft  int               // guarded by mu
-	failCode  int               // guarded by mu
+	mu       sync.Mutex
+	images   map[string]*entry // guarded by mu
+	order    []string          // guarded by mu; listing order
+	legacy   bool              // guarded by mu
+	listMode ListMode          // guarded by mu
+	latency  time.Duration     // guarded by mu
+	failLeft int               // guarded by mu
+	failCode int               // guarded by mu
 
 	// Set by Start before the Server is shared; read-only afterwards.
 	httpSrv *http.Server
