@@ -1,0 +1,323 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/sbps-marshal/sbps-marshal/bucket"
+	"github.com/sbps-marshal/sbps-marshal/ims"
+	"github.com/sbps-marshal/sbps-marshal/lio"
+	"github.com/sbps-marshal/sbps-marshal/naming"
+)
+
+// Objects is what the inventory needs of S3.
+type Objects interface {
+	// List returns every object under prefix, or an error and nothing.
+	List(ctx context.Context, prefix string) ([]bucket.Object, error)
+	Get(ctx context.Context, key string, limit int64) ([]byte, error)
+}
+
+// Images is what the inventory needs of IMS.
+type Images interface {
+	List(ctx context.Context) (ims.Listing, error)
+}
+
+// Inventory works out the desired state from S3 and IMS. Manifests are
+// cached by their S3 ETag, so a resync without changes fetches none.
+// It is safe for concurrent use.
+type Inventory struct {
+	Objects Objects
+	Images  Images // nil: no IMS (PE images only)
+	Layout  Layout
+	Tagging bool // IMS_TAGGING
+	// Lstat defaults to os.Lstat; tests may count calls.
+	Lstat func(string) (fs.FileInfo, error)
+
+	mu        sync.Mutex
+	manifests map[string]manifestEntry // by manifest key
+	stats     InventoryStats
+}
+
+// InventoryStats counts the inventory's remote and filesystem work.
+type InventoryStats struct {
+	ManifestGets int // manifest.json downloads
+	Stats        int // files stat'ed under the mount
+}
+
+type manifestEntry struct {
+	etag   string // S3 ETag of the manifest object
+	rootfs ims.Artifact
+	err    error // a permanent problem with this manifest version
+}
+
+// Stats returns the counters so far.
+func (inv *Inventory) Stats() InventoryStats {
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	return inv.stats
+}
+
+// Desired reads S3 and IMS and returns what should be projected. actual is
+// LIO's saved state, used only to skip re-checking files that already back
+// a correct backstore; it may be nil. An S3 failure is an error: with no
+// listing, nothing may change. An IMS failure is not: PE images are still
+// known, and the result says rootfs information is incomplete.
+func (inv *Inventory) Desired(ctx context.Context, actual *lio.Config) (*Desired, error) {
+	objs, err := inv.Objects.List(ctx, "")
+	if err != nil {
+		return nil, fmt.Errorf("S3 listing failed, nothing changes this pass: %w", err)
+	}
+	byKey := make(map[string]bucket.Object, len(objs))
+	for _, o := range objs {
+		byKey[o.Key] = o
+	}
+	d := &Desired{Projections: map[string]Projection{}, Pending: map[string]Problem{}, RootfsComplete: true}
+	served := servedFiles(actual, inv.Layout)
+
+	for _, o := range objs {
+		if !strings.HasPrefix(o.Key, inv.Layout.PEPrefix) || strings.HasSuffix(o.Key, "/") {
+			continue
+		}
+		inv.consider(d, served, Projection{Kind: PE, ID: naming.For(naming.PEInput(inv.Layout.Bucket, o.Key)), Key: o.Key, ETag: o.ETag, Size: o.Size})
+	}
+	if inv.Images == nil {
+		return d, nil
+	}
+	listing, err := inv.Images.List(ctx)
+	if err != nil {
+		d.RootfsComplete, d.RootfsIncompleteReason = false, "IMS listing failed: "+err.Error()
+		return d, nil
+	}
+	if n := len(listing.Errors); n > 0 {
+		d.RootfsComplete = false
+		d.RootfsIncompleteReason = fmt.Sprintf("%d IMS record(s) could not be read, first: %v", n, listing.Errors[0])
+		for _, re := range listing.Errors {
+			d.Rejected = append(d.Rejected, Problem{Kind: Rootfs, Images: []ImageRef{{ID: re.ID}}, Reason: re.Error()})
+		}
+	}
+	for _, img := range listing.Images {
+		if ok, _ := ims.Projectable(img, inv.Tagging); !ok {
+			continue
+		}
+		p, problem, transient := inv.rootfsOf(ctx, img, byKey)
+		switch {
+		case transient != nil:
+			d.RootfsComplete = false
+			d.RootfsIncompleteReason = transient.Error()
+		case problem != "":
+			d.Rejected = append(d.Rejected, Problem{Kind: Rootfs, Key: p.Key, Images: []ImageRef{{ID: img.ID, Name: img.Name}}, Reason: problem})
+		default:
+			if prev, ok := d.Projections[p.ID.Name]; ok {
+				prev.Users = append(prev.Users, p.Users...)
+				d.Projections[p.ID.Name] = prev
+				continue
+			}
+			if prev, ok := d.Pending[p.ID.Name]; ok {
+				prev.Images = append(prev.Images, p.Users...)
+				d.Pending[p.ID.Name] = prev
+				continue
+			}
+			inv.consider(d, served, p)
+		}
+	}
+	return d, nil
+}
+
+// rootfsOf follows an IMS image to its rootfs object. It returns either the
+// projection, a permanent problem, or a transient error.
+func (inv *Inventory) rootfsOf(ctx context.Context, img ims.Image, byKey map[string]bucket.Object) (Projection, string, error) {
+	p := Projection{Kind: Rootfs, Users: []ImageRef{{ID: img.ID, Name: img.Name}}}
+	if img.Link == nil {
+		return p, "IMS record has no manifest link (image still being built?)", nil
+	}
+	if img.Link.Type != "s3" {
+		return p, fmt.Sprintf("manifest link type %q, want s3", img.Link.Type), nil
+	}
+	b, mkey, err := ims.SplitS3Path(img.Link.Path)
+	if err != nil {
+		return p, "manifest link: " + err.Error(), nil
+	}
+	if b != inv.Layout.Bucket {
+		return p, fmt.Sprintf("manifest is in bucket %q, this agent serves %q", b, inv.Layout.Bucket), nil
+	}
+	mobj, ok := byKey[mkey]
+	if !ok {
+		return p, "manifest " + img.Link.Path + " is not in S3", nil
+	}
+	art, err := inv.manifest(ctx, mkey, mobj.ETag)
+	if err != nil {
+		var perm permanent
+		if errors.As(err, &perm) {
+			return p, "manifest " + img.Link.Path + ": " + err.Error(), nil
+		}
+		return p, "", fmt.Errorf("image %s: %w", img.ID, err)
+	}
+	rb, rkey, _ := ims.SplitS3Path(art.Link.Path) // checked by Manifest.Rootfs
+	p.Key = rkey
+	if rb != inv.Layout.Bucket {
+		return p, fmt.Sprintf("rootfs is in bucket %q, this agent serves %q", rb, inv.Layout.Bucket), nil
+	}
+	robj, ok := byKey[rkey]
+	if !ok {
+		return p, "rootfs " + art.Link.Path + " is not in S3", nil
+	}
+	if Unquote(robj.ETag) != Unquote(art.Link.Etag) {
+		return p, fmt.Sprintf("rootfs %s has S3 etag %s, the manifest says %s (re-uploaded without updating IMS?)", art.Link.Path, Unquote(robj.ETag), Unquote(art.Link.Etag)), nil
+	}
+	// The identity hashes the etag exactly as the manifest has it, as the
+	// old agent did, so that names stay byte-identical.
+	p.ID = naming.For(naming.RootfsInput(art.Link.Path, art.Link.Etag))
+	p.ETag = Unquote(robj.ETag)
+	p.Size = robj.Size
+	return p, "", nil
+}
+
+type permanent struct{ error }
+
+func (p permanent) Unwrap() error { return p.error }
+
+// manifest returns the rootfs artifact of the manifest at key, fetching it
+// only when its S3 ETag is new. A malformed manifest is remembered too.
+func (inv *Inventory) manifest(ctx context.Context, key, etag string) (ims.Artifact, error) {
+	inv.mu.Lock()
+	e, ok := inv.manifests[key]
+	inv.mu.Unlock()
+	if ok && e.etag == etag && etag != "" {
+		return e.rootfs, e.err
+	}
+	data, err := inv.Objects.Get(ctx, key, ims.MaxManifest)
+	inv.mu.Lock()
+	inv.stats.ManifestGets++
+	inv.mu.Unlock()
+	if err != nil {
+		return ims.Artifact{}, fmt.Errorf("fetching manifest %s: %w", key, err)
+	}
+	e = manifestEntry{etag: etag}
+	m, err := ims.ParseManifest(data)
+	if err == nil {
+		e.rootfs, err = m.Rootfs()
+	}
+	if err != nil {
+		e.err = permanent{err}
+	}
+	inv.mu.Lock()
+	if inv.manifests == nil {
+		inv.manifests = map[string]manifestEntry{}
+	}
+	inv.manifests[key] = e
+	inv.mu.Unlock()
+	return e.rootfs, e.err
+}
+
+// consider checks that an image can be served from the mount and files it
+// as a projection, pending or rejected.
+func (inv *Inventory) consider(d *Desired, served map[string]int64, p Projection) {
+	reject := func(reason string) {
+		d.Rejected = append(d.Rejected, Problem{Kind: p.Kind, Name: p.ID.Name, Key: p.Key, Images: p.Users, Reason: reason})
+	}
+	if why := unsafeKey(p.Key); why != "" {
+		reject(why)
+		return
+	}
+	p.File = inv.Layout.FileFor(p.Key)
+	if err := lio.CheckPath(p.File); err != nil {
+		reject("cannot be given to targetcli: " + err.Error())
+		return
+	}
+	if p.Size <= 0 {
+		reject("S3 object is empty; a 0-byte LUN is never projected")
+		return
+	}
+	// A file already backing a correct backstore was checked when it was
+	// projected; S3 says it has not changed, so skip the (remote, on s3fs) stat.
+	if size, ok := served[p.File]; ok && size == p.Size {
+		d.Projections[p.ID.Name] = p
+		return
+	}
+	if why, pending := inv.checkFile(p); why != "" {
+		if pending {
+			d.Pending[p.ID.Name] = Problem{Kind: p.Kind, Name: p.ID.Name, Key: p.Key, Images: p.Users, Reason: why}
+		} else {
+			reject(why)
+		}
+		return
+	}
+	d.Projections[p.ID.Name] = p
+}
+
+// checkFile looks at the file under the mount. pending means "try again
+// later" (s3fs has not caught up); otherwise the problem is permanent for
+// this object version.
+func (inv *Inventory) checkFile(p Projection) (why string, pending bool) {
+	lstat := inv.Lstat
+	if lstat == nil {
+		lstat = os.Lstat
+	}
+	inv.mu.Lock()
+	inv.stats.Stats++
+	inv.mu.Unlock()
+	fi, err := lstat(p.File)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "not visible under the s3fs mount yet: " + p.File, true
+	case err != nil:
+		return "cannot stat " + p.File + ": " + err.Error(), true
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return "is a symlink under the mount; refusing to export what it points to", false
+	case !fi.Mode().IsRegular():
+		return "is not a regular file under the mount (" + fi.Mode().Type().String() + ")", false
+	case fi.Size() != p.Size:
+		return fmt.Sprintf("s3fs shows %d bytes, S3 says %d (fresh upload not visible yet?)", fi.Size(), p.Size), true
+	}
+	// No directory on the way may be a symlink leading out of the mount.
+	if real, err := filepath.EvalSymlinks(p.File); err == nil {
+		mount, merr := filepath.EvalSymlinks(inv.Layout.Mount)
+		if merr != nil || !strings.HasPrefix(real, mount+"/") {
+			return "resolves outside the mount (" + real + "); refusing to export it", false
+		}
+	}
+	return "", false
+}
+
+// unsafeKey says why an S3 key cannot become a file path under the mount.
+func unsafeKey(key string) string {
+	switch {
+	case key == "":
+		return "empty key"
+	case len(key) > 1024:
+		return "key longer than 1024 bytes"
+	case strings.HasPrefix(key, "/"):
+		return "key starts with /"
+	case strings.HasSuffix(key, "/"):
+		return "key is a directory marker"
+	}
+	for _, part := range strings.Split(key, "/") {
+		if part == "" || part == "." || part == ".." {
+			return fmt.Sprintf("key has an empty, . or .. path element (%q); it would leave or confuse the mount", key)
+		}
+	}
+	return ""
+}
+
+// servedFiles maps the files of managed fileio backstores to their size.
+func servedFiles(actual *lio.Config, l Layout) map[string]int64 {
+	out := map[string]int64{}
+	if actual == nil {
+		return out
+	}
+	for _, so := range actual.StorageObjects {
+		if so.Plugin == "fileio" && l.Managed(so.Dev) {
+			out[so.Dev] = so.SizeBytes()
+		}
+	}
+	return out
+}
+
+// Unquote strips the quotes some S3 servers put around ETags.
+func Unquote(etag string) string { return strings.Trim(etag, `"`) }

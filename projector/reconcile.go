@@ -1,0 +1,175 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/sbps-marshal/sbps-marshal/lio"
+)
+
+// Reconciler makes LIO match the desired state. It is the only writer to
+// LIO: passes never overlap.
+type Reconciler struct {
+	Inventory *Inventory
+	LIO       lio.Applier
+	SaveFile  string // LIO_SAVE_FILE
+	Plan      PlanOptions
+	Logger    *slog.Logger
+
+	mu sync.Mutex // held for a whole pass
+}
+
+// SyncOptions tune one pass.
+type SyncOptions struct {
+	DryRun          bool   // plan only
+	AllowMassDelete bool   // the operator's override of the mass-delete guard
+	Trigger         string // what caused the pass, for the logs
+}
+
+// Report is the outcome of one pass.
+type Report struct {
+	Desired  *Desired
+	Before   *lio.Config // LIO's saved state the plan was made from
+	Plan     *Plan
+	Results  []lio.Result
+	After    *lio.Config // saved state after applying (nil on a dry run)
+	Duration time.Duration
+}
+
+// Failed returns the results that did not reach their desired state.
+func (r *Report) Failed() []lio.Result {
+	var out []lio.Result
+	for _, res := range r.Results {
+		if !res.OK() {
+			out = append(out, res)
+		}
+	}
+	return out
+}
+
+// Sync runs one full pass: inventory, plan, apply.
+func (r *Reconciler) Sync(ctx context.Context, o SyncOptions) (*Report, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	start := time.Now()
+	log := r.logger().With("trigger", o.Trigger)
+
+	before, err := ReadSaved(ctx, r.SaveFile)
+	if err != nil {
+		return nil, err
+	}
+	desired, err := r.Inventory.Desired(ctx, before)
+	if err != nil {
+		return nil, err
+	}
+	if !desired.RootfsComplete {
+		log.Warn("rootfs information incomplete; no rootfs projection will be removed this pass", "reason", desired.RootfsIncompleteReason)
+	}
+	opts := r.Plan
+	opts.AllowMassDelete = o.AllowMassDelete
+	plan, err := MakePlan(desired, before, r.Inventory.Layout, opts)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{Desired: desired, Before: before, Plan: plan}
+	for _, h := range plan.Held {
+		log.Warn("not removing projection", "backstore", h.Name, "file", h.Dev, "reason", h.Reason)
+	}
+	if plan.Refused != "" {
+		log.Error(plan.Refused)
+	}
+	if o.DryRun || plan.Empty() {
+		rep.After = before
+		rep.Duration = time.Since(start)
+		return rep, nil
+	}
+	ops := plan.Ops(opts.Target, opts.TPG)
+	results, applyErr := r.LIO.Apply(ctx, ops)
+	rep.Results = results
+	for _, res := range results {
+		attrs := []any{"op", res.Op.Kind, "backstore", res.Op.Backstore, "outcome", res.Outcome.String()}
+		if res.Op.Kind == lio.CreateLUN {
+			attrs = append(attrs, "lun", res.Op.LUN)
+		}
+		if c := changeFor(plan, res.Op.Backstore); c != nil {
+			attrs = append(attrs, "action", c.Action, "reason", c.Reason)
+			if c.Projection != nil {
+				attrs = append(attrs, "key", c.Projection.Key)
+				if len(c.Projection.Users) > 0 {
+					attrs = append(attrs, "image", c.Projection.Users[0].ID, "image_name", c.Projection.Users[0].Name)
+				}
+			}
+		}
+		if res.OK() {
+			log.Info("applied", attrs...)
+		} else {
+			log.Error("apply failed", append(attrs, "message", res.Message, "err", res.Err)...)
+		}
+	}
+	after, err := ReadSaved(ctx, r.SaveFile)
+	if err == nil {
+		rep.After = after
+	}
+	rep.Duration = time.Since(start)
+	if applyErr != nil {
+		return rep, fmt.Errorf("applying %d operation(s): %w", len(ops), applyErr)
+	}
+	if failed := rep.Failed(); len(failed) > 0 {
+		return rep, fmt.Errorf("%d of %d operation(s) failed, first: %s: %s", len(failed), len(ops), failed[0].Op, firstNonEmpty(failed[0].Message, errString(failed[0].Err)))
+	}
+	return rep, err
+}
+
+func changeFor(p *Plan, name string) *Change {
+	for i := range p.Changes {
+		if p.Changes[i].Name == name {
+			return &p.Changes[i]
+		}
+	}
+	return nil
+}
+
+func (r *Reconciler) logger() *slog.Logger {
+	if r.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return r.Logger
+}
+
+// ReadSaved loads saveconfig.json, retrying for a short while when it is
+// caught half-written (rtslib 2.1.75 rewrites it in place).
+func ReadSaved(ctx context.Context, path string) (*lio.Config, error) {
+	wait := 20 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		c, err := lio.Load(path)
+		if err == nil || !errors.Is(err, lio.ErrIncomplete) || attempt == 8 {
+			return c, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("reading %s: %w", path, context.Cause(ctx))
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

@@ -1,0 +1,126 @@
+package projector
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+
+	"github.com/sbps-marshal/sbps-marshal/lio"
+	"github.com/sbps-marshal/sbps-marshal/naming"
+)
+
+// State of one entry of the status view.
+type State string
+
+const (
+	Projected State = "projected" // LUN present and correct
+	Missing   State = "missing"   // desired, not (correctly) in LIO yet
+	Pending   State = "pending"   // exists, not ready to project (s3fs lagging, ...)
+	Rejected  State = "rejected"  // will not be projected until it changes
+	Held      State = "held"      // no longer desired, kept (see reason)
+	Stale     State = "stale"     // no longer desired, will be removed
+	Foreign   State = "foreign"   // not managed by this agent; left alone
+)
+
+// Entry is one line of `sbps-marshal status`.
+type Entry struct {
+	State     State      `json:"state"`
+	Kind      Kind       `json:"kind,omitempty"`
+	Key       string     `json:"key,omitempty"` // S3 key (PE key, or rootfs key)
+	Images    []ImageRef `json:"images,omitempty"`
+	Backstore string     `json:"backstore,omitempty"`
+	WWN       string     `json:"wwn,omitempty"`
+	WWID      string     `json:"multipath_wwid,omitempty"`
+	LUN       *int       `json:"lun,omitempty"`
+	Size      int64      `json:"size,omitempty"`
+	File      string     `json:"file,omitempty"`
+	Reason    string     `json:"reason,omitempty"`
+}
+
+// StatusOf builds the status view from a pass's inputs and outcome.
+// actual is LIO's current saved state (after the pass, if it applied).
+func StatusOf(d *Desired, plan *Plan, actual *lio.Config, layout Layout, target string, tag int) []Entry {
+	if tag == 0 {
+		tag = 1
+	}
+	var tpg *lio.TPG
+	if t, ok := actual.Target(target); ok {
+		tpg, _ = t.TPG(tag)
+	}
+	lunOf := func(path string) *int {
+		if tpg == nil {
+			return nil
+		}
+		if l, ok := tpg.LUNFor(path); ok {
+			idx := l.Index
+			return &idx
+		}
+		return nil
+	}
+	held := map[string]string{}
+	for _, h := range plan.Held {
+		held[h.Name] = h.Reason
+	}
+	var out []Entry
+	seen := map[string]bool{}
+	for _, so := range actual.StorageObjects {
+		e := Entry{Backstore: so.Name, WWN: so.WWN, LUN: lunOf(so.Path()), Size: so.SizeBytes(), File: so.Dev}
+		if so.Plugin != "fileio" || !layout.Managed(so.Dev) {
+			e.State, e.Backstore = Foreign, so.Path()
+			out = append(out, e)
+			continue
+		}
+		seen[so.Name] = true
+		e.WWID = naming.WWIDFromWWN(so.WWN)
+		e.Kind = layout.KindOf(so.Dev)
+		e.Key = strings.TrimPrefix(so.Dev, layout.Mount+"/")
+		if p, ok := d.Projections[so.Name]; ok {
+			e.Images = p.Users
+			switch why := mismatch(&so, &p); {
+			case why != "":
+				e.State, e.Reason = Missing, "will be recreated: "+why
+			case e.LUN == nil:
+				e.State, e.Reason = Missing, "backstore has no LUN in "+target
+			default:
+				e.State = Projected
+			}
+		} else if why, ok := held[so.Name]; ok {
+			e.State, e.Reason = Held, why
+		} else {
+			e.State, e.Reason = Stale, "no longer desired"
+		}
+		out = append(out, e)
+	}
+	for name, p := range d.Projections {
+		if !seen[name] {
+			out = append(out, Entry{State: Missing, Kind: p.Kind, Key: p.Key, Images: p.Users, Backstore: name, WWN: p.ID.WWN, WWID: p.ID.WWID, Size: p.Size, File: p.File, Reason: "not projected yet"})
+		}
+	}
+	for name, pr := range d.Pending {
+		if !seen[name] {
+			out = append(out, problemEntry(Pending, pr))
+		}
+	}
+	for _, pr := range d.Rejected {
+		out = append(out, problemEntry(Rejected, pr))
+	}
+	if plan.Refused != "" {
+		for i := range out {
+			if out[i].State == Missing {
+				out[i].Reason = plan.Refused
+			}
+		}
+	}
+	slices.SortStableFunc(out, func(a, b Entry) int {
+		return cmp.Or(cmp.Compare(stateOrder(a.State), stateOrder(b.State)), cmp.Compare(a.Key, b.Key), cmp.Compare(a.Backstore, b.Backstore))
+	})
+	return out
+}
+
+func problemEntry(s State, pr Problem) Entry {
+	return Entry{State: s, Kind: pr.Kind, Key: pr.Key, Images: pr.Images, Backstore: pr.Name, Reason: pr.Reason}
+}
+
+func stateOrder(s State) int {
+	return slices.Index([]State{Projected, Missing, Pending, Held, Stale, Rejected, Foreign}, s)
+}
