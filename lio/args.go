@@ -208,23 +208,17 @@ type kparam struct{ Key, Value string }
 
 // String renders the line for targetcli: tokens joined by single spaces.
 func (l line) String() string {
-	var b strings.Builder
-	b.WriteString(l.Path)
-	if l.Command != "" {
-		b.WriteByte(' ')
-		b.WriteString(l.Command)
+	tokens := make([]string, 0, 2+len(l.PParams)+len(l.KParams))
+	for _, t := range []string{l.Path, l.Command} {
+		if t != "" {
+			tokens = append(tokens, t)
+		}
 	}
-	for _, p := range l.PParams {
-		b.WriteByte(' ')
-		b.WriteString(p)
-	}
+	tokens = append(tokens, l.PParams...)
 	for _, kv := range l.KParams {
-		b.WriteByte(' ')
-		b.WriteString(kv.Key)
-		b.WriteByte('=')
-		b.WriteString(kv.Value)
+		tokens = append(tokens, kv.Key+"="+kv.Value)
 	}
-	return b.String()
+	return strings.Join(tokens, " ")
 }
 
 func checkTPG(op Op) error {
