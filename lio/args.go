@@ -240,13 +240,13 @@ func commandFor(op Op) (line, error) {
 	switch op.Kind {
 	case CreateBackstore:
 		if err := CheckName(op.Backstore); err != nil {
-			return l, err
+			return line{}, err
 		}
 		if err := CheckPath(op.File); err != nil {
-			return l, err
+			return line{}, err
 		}
 		if err := CheckWWN(op.WWN); err != nil {
-			return l, err
+			return line{}, err
 		}
 		// No size: an existing file's real size is used, and a missing
 		// file fails instead of being created.
@@ -255,15 +255,15 @@ func commandFor(op Op) (line, error) {
 			KParams: []kparam{{"write_back", "false"}, {"wwn", op.WWN}}}
 	case DeleteBackstore:
 		if err := CheckName(op.Backstore); err != nil {
-			return l, err
+			return line{}, err
 		}
 		l = line{Path: "/backstores/fileio", Command: "delete", PParams: []string{op.Backstore}}
 	case CreateLUN:
 		if err := CheckName(op.Backstore); err != nil {
-			return l, err
+			return line{}, err
 		}
 		if err := checkTPG(op); err != nil {
-			return l, err
+			return line{}, err
 		}
 		l = line{Path: tpgPath(op) + "/luns", Command: "create", PParams: []string{"/backstores/fileio/" + op.Backstore}}
 		switch {
@@ -271,20 +271,20 @@ func commandFor(op Op) (line, error) {
 		case op.LUN >= 0 && op.LUN <= MaxLUN:
 			l.KParams = append(l.KParams, kparam{"lun", strconv.Itoa(op.LUN)})
 		default:
-			return l, fmt.Errorf("refusing LUN index %d for %s: want 0–%d or AutoLUN", op.LUN, op.Backstore, MaxLUN)
+			return line{}, fmt.Errorf("refusing LUN index %d for %s: want 0–%d or AutoLUN", op.LUN, op.Backstore, MaxLUN)
 		}
 		l.KParams = append(l.KParams, kparam{"add_mapped_luns", "false"})
 	case DeleteLUN:
 		if err := checkTPG(op); err != nil {
-			return l, err
+			return line{}, err
 		}
 		if op.LUN < 0 || op.LUN > MaxLUN {
-			return l, fmt.Errorf("refusing LUN index %d to delete in %s: want 0–%d", op.LUN, op.Target, MaxLUN)
+			return line{}, fmt.Errorf("refusing LUN index %d to delete in %s: want 0–%d", op.LUN, op.Target, MaxLUN)
 		}
 		l = line{Path: tpgPath(op) + "/luns", Command: "delete", KParams: []kparam{{"lun", strconv.Itoa(op.LUN)}}}
 	case EnableTPG, DisableTPG:
 		if err := checkTPG(op); err != nil {
-			return l, err
+			return line{}, err
 		}
 		cmd := "enable"
 		if op.Kind == DisableTPG {
@@ -292,7 +292,7 @@ func commandFor(op Op) (line, error) {
 		}
 		l = line{Path: tpgPath(op), Command: cmd}
 	default:
-		return l, fmt.Errorf("unknown LIO operation kind %q", op.Kind)
+		return line{}, fmt.Errorf("unknown LIO operation kind %q", op.Kind)
 	}
 	// Defence in depth: targetcli must read back exactly these tokens.
 	if err := l.verify(); err != nil {
@@ -307,7 +307,10 @@ func saveCommand(file string) (line, error) {
 		return line{}, fmt.Errorf("saveconfig file: %w", err)
 	}
 	l := line{Command: "saveconfig", PParams: []string{file}}
-	return l, l.verify()
+	if err := l.verify(); err != nil {
+		return line{}, err
+	}
+	return l, nil
 }
 
 // verify parses the rendered line with the model of configshell's grammar
