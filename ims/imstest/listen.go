@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +48,7 @@ func Start(opts Options, lopts ListenOptions) (*Server, error) {
 			ln.Close()
 			return nil, err
 		}
+		s.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]})
 		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 		scheme = "https"
@@ -68,6 +70,10 @@ func (s *Server) ImagesURL() string { return s.baseURL + "/apis/ims/v3/images" }
 // Client returns an HTTP client that trusts the server (TLS) and uses no
 // proxy; nil if not started.
 func (s *Server) Client() *http.Client { return s.client }
+
+// CACertPEM is the PEM certificate a client must trust to reach a TLS
+// server (for the agent's CA_FILE); nil without TLS.
+func (s *Server) CACertPEM() []byte { return s.caPEM }
 
 // Close stops a started server, cancelling requests in flight.
 func (s *Server) Close() error {

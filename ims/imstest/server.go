@@ -102,6 +102,7 @@ type Server struct {
 	httpSrv *http.Server
 	baseURL string
 	client  *http.Client
+	caPEM   []byte
 
 	requests, lists, gets, posts, patches, deletes, unauthorized, injected atomic.Int64
 }
@@ -556,11 +557,10 @@ func (s *Server) handlePatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var (
-		link     *Link
-		arch     string
-		op       struct{ Operation, Key, Value string }
-		hasValue bool
-		errs     = map[string]string{}
+		link *Link
+		arch string
+		op   struct{ Operation, Key, Value string } // a set without value sets "", as IMS does
+		errs = map[string]string{}
 	)
 	for k, v := range obj {
 		switch k {
@@ -596,7 +596,7 @@ func (s *Server) handlePatch(w http.ResponseWriter, r *http.Request) {
 				case "key":
 					op.Key = sv
 				case "value":
-					op.Value, hasValue = sv, true
+					op.Value = sv
 				default:
 					errs["metadata."+mk] = "unknown field"
 				}
@@ -615,8 +615,6 @@ func (s *Server) handlePatch(w http.ResponseWriter, r *http.Request) {
 		invalid(w, errs)
 		return
 	}
-	_ = hasValue // IMS sets "" when a set carries no value
-
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.images[id]

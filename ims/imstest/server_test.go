@@ -3,6 +3,7 @@ package imstest
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
@@ -309,6 +310,9 @@ func TestTLS(t *testing.T) {
 	}
 	if got := do(t, srv.Client(), "GET", srv.ImagesURL(), "", nil); got.status != 200 {
 		t.Errorf("GET over TLS = %d", got.status)
+	}
+	if pool := x509.NewCertPool(); !pool.AppendCertsFromPEM(srv.CACertPEM()) {
+		t.Errorf("CACertPEM() = %q, not a PEM certificate", srv.CACertPEM())
 	}
 	if _, err := http.Get(srv.ImagesURL()); err == nil {
 		t.Error("a client without the server's CA connected; TLS verification is not exercised")
