@@ -300,7 +300,7 @@ func TestDaemonClient(t *testing.T) {
 		{"ascii", reply("Created LUN 0.\n", 15), 0, "Created LUN 0.\n", ""},
 		{"length counts characters", reply("Deleted LUN 1 \u2014 ok\n", len([]rune("Deleted LUN 1 \u2014 ok\n"))), 0, "Deleted LUN 1 \u2014 ok\n", ""},
 		{"empty reply", reply("", 0), 0, "", ""},
-		{"closed early", func(c net.Conn) {}, 0, "", "reply length"},
+		{"closed after the request", func(c net.Conn) { _, _ = c.Read(make([]byte, 65535)) }, 0, "", "reply length"},
 		{"hangs", func(c net.Conn) { time.Sleep(2 * time.Second) }, 100 * time.Millisecond, "", "took longer"},
 	}
 	for _, tt := range tests {
