@@ -3,6 +3,7 @@ package rig
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -340,4 +341,84 @@ func TestStartNATSNeedsDir(t *testing.T) {
 
 func headInput(bucket, key string) *s3.HeadObjectInput {
 	return &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)}
+}
+
+// TestS3FSMount mounts the bucket through real s3fs-fuse and reads an
+// uploaded object through the mount. Without s3fs or /dev/fuse it fails
+// naming the package to install, unless SBPS_NO_FUSE=1.
+func TestS3FSMount(t *testing.T) {
+	s := startS3(t, "")
+	ctx := t.Context()
+	const key, data = "PE/fuse image ü.squashfs", "read through s3fs"
+	if _, err := s.Put(ctx, key, []byte(data)); err != nil {
+		t.Fatal(err)
+	}
+	mnt := filepath.Join(t.TempDir(), "boot images")
+	begin := time.Now()
+	unmount, err := MountS3FS(ctx, s, mnt)
+	if errors.Is(err, ErrNoFUSE) && os.Getenv("SBPS_NO_FUSE") == "1" {
+		t.Skipf("SBPS_NO_FUSE=1: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("MountS3FS: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := unmount(); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+	})
+	t.Logf("s3fs mounted in %s", time.Since(begin).Round(time.Millisecond))
+
+	path := filepath.Join(mnt, key)
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		got, err := os.ReadFile(path)
+		if err == nil && string(got) == data {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("read %s through s3fs = %q, %v; want %q", path, got, err, data)
+		}
+		<-tick.C
+	}
+	entries, err := os.ReadDir(filepath.Join(mnt, "PE"))
+	if err != nil || len(entries) != 1 || entries[0].Name() != filepath.Base(key) {
+		t.Errorf("ReadDir(PE) through s3fs = %v, %v; want [%s]", entries, err, filepath.Base(key))
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "PE", "new"), []byte("x"), 0o644); err == nil {
+		t.Errorf("writing through the read-only mount succeeded, want an error")
+	}
+
+	if err := unmount(); err != nil {
+		t.Fatalf("unmount: %v", err)
+	}
+	if mounted, err := isFUSEMount(mnt); err != nil || mounted {
+		t.Errorf("after unmount isFUSEMount(%s) = %v, %v; want false", mnt, mounted, err)
+	}
+}
+
+func TestUnescapeMountinfo(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{in: "/plain/path", want: "/plain/path"},
+		{in: `/boot\040images`, want: "/boot images"},
+		{in: `/tab\011x\134y`, want: "/tab\tx\\y"},
+		{in: `/trailing\04`, want: `/trailing\04`},
+		{in: `/bad\09x`, want: `/bad\09x`},
+	}
+	for _, tc := range tests {
+		if got := unescapeMountinfo(tc.in); got != tc.want {
+			t.Errorf("unescapeMountinfo(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestMountS3FSWithoutS3FS(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	s := &S3{opts: S3Options{Dir: t.TempDir(), Bucket: DefaultBucket}}
+	_, err := MountS3FS(t.Context(), s, filepath.Join(t.TempDir(), "mnt"))
+	if !errors.Is(err, ErrNoFUSE) || !strings.Contains(err.Error(), "apt-get install s3fs") || !strings.Contains(err.Error(), "SBPS_NO_FUSE=1") {
+		t.Fatalf("MountS3FS without s3fs = %v, want ErrNoFUSE naming the s3fs package and SBPS_NO_FUSE=1", err)
+	}
 }

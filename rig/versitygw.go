@@ -466,3 +466,167 @@ func (s *S3) Restart(ctx context.Context) error {
 		}
 	}
 }
+
+// ErrNoFUSE means MountS3FS cannot run here: /dev/fuse or the s3fs program
+// is missing. Tests that need the mount fail on it unless SBPS_NO_FUSE=1.
+var ErrNoFUSE = errors.New("s3fs mount unavailable")
+
+const s3fsHint = "install the Debian package s3fs (`apt-get install s3fs`; .ci/run does this) and make sure /dev/fuse exists, or set SBPS_NO_FUSE=1 to skip s3fs tests"
+
+// MountS3FS mounts s's bucket read-only at mountpoint (created if missing)
+// with the real s3fs-fuse, as a CSM worker mounts boot-images: path-style
+// requests to s.Endpoint(), keys from a 0600 passwd file in s's directory,
+// `-o ro`. It returns once the mount is in place; the returned function
+// unmounts it and waits for s3fs to exit (calling it again does nothing).
+// s3fs logs go to <S3Options.Dir>/s3fs.log.
+func MountS3FS(ctx context.Context, s *S3, mountpoint string) (unmount func() error, err error) {
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return nil, fmt.Errorf("rig: %w: /dev/fuse: %v; %s", ErrNoFUSE, err, s3fsHint)
+	}
+	bin, err := exec.LookPath("s3fs")
+	if err != nil {
+		return nil, fmt.Errorf("rig: %w: s3fs not on PATH; %s", ErrNoFUSE, s3fsHint)
+	}
+	mountpoint, err = filepath.Abs(mountpoint)
+	if err != nil {
+		return nil, fmt.Errorf("rig: s3fs mountpoint: %w", err)
+	}
+	if err := os.MkdirAll(mountpoint, 0o755); err != nil {
+		return nil, fmt.Errorf("rig: create s3fs mountpoint: %w", err)
+	}
+	passwd, err := os.CreateTemp(s.opts.Dir, "s3fs-passwd-*")
+	if err != nil {
+		return nil, fmt.Errorf("rig: create s3fs passwd file: %w", err)
+	}
+	// CreateTemp makes the file 0600, which s3fs insists on.
+	_, werr := fmt.Fprintf(passwd, "%s:%s\n", s.access, s.secret)
+	if cerr := passwd.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return nil, fmt.Errorf("rig: write s3fs passwd file: %w", werr)
+	}
+	logPath := filepath.Join(s.opts.Dir, "s3fs.log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("rig: open s3fs log: %w", err)
+	}
+	defer logf.Close()
+
+	opts := strings.Join([]string{
+		"ro",
+		"url=" + s.Endpoint(),
+		"use_path_request_style",
+		"passwd_file=" + passwd.Name(),
+		"endpoint=us-east-1",
+		"stat_cache_expire=1",
+		"dbglevel=warn",
+	}, ",")
+	cmd := exec.Command(bin, s.opts.Bucket, mountpoint, "-f", "-o", opts)
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("rig: start s3fs: %w", err)
+	}
+	p := &process{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+
+	var once sync.Once
+	var unmountErr error
+	unmount = func() error {
+		once.Do(func() {
+			if err := syscall.Unmount(mountpoint, 0); err != nil && !errors.Is(err, syscall.EINVAL) {
+				// Busy: detach now, the kernel finishes when it is unused.
+				_ = syscall.Unmount(mountpoint, syscall.MNT_DETACH)
+			}
+			select {
+			case <-p.done:
+			case <-time.After(stopGrace):
+				p.kill()
+				unmountErr = fmt.Errorf("rig: s3fs did not exit %s after unmounting %s and was killed", stopGrace, mountpoint)
+			}
+		})
+		return unmountErr
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		mounted, err := isFUSEMount(mountpoint)
+		if err != nil {
+			_ = unmount()
+			return nil, err
+		}
+		if mounted {
+			return unmount, nil
+		}
+		select {
+		case <-p.done:
+			return nil, fmt.Errorf("rig: s3fs exited before mounting %s (%v)\n---- tail of %s:\n%s", mountpoint, p.err, logPath, tail(logPath, logTailBytes))
+		case <-ctx.Done():
+			_ = unmount()
+			return nil, fmt.Errorf("rig: s3fs did not mount %s: %w\n---- tail of %s:\n%s", mountpoint, ctx.Err(), logPath, tail(logPath, logTailBytes))
+		case <-tick.C:
+		}
+	}
+}
+
+// isFUSEMount reports whether mountpoint is a FUSE mount point, per
+// /proc/self/mountinfo.
+func isFUSEMount(mountpoint string) (bool, error) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false, fmt.Errorf("rig: read mount table: %w", err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		// Fields: id parent major:minor root mountpoint options ... - fstype source superoptions
+		fields := strings.Fields(line)
+		if len(fields) < 5 || unescapeMountinfo(fields[4]) != mountpoint {
+			continue
+		}
+		if _, rest, ok := strings.Cut(line, " - "); ok && strings.HasPrefix(rest, "fuse") {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 for space and so on)
+// the kernel uses in mountinfo paths.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if v, ok := octal3(s[i+1 : i+4]); ok {
+				b.WriteByte(v)
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func octal3(s string) (byte, bool) {
+	if len(s) != 3 {
+		return 0, false
+	}
+	var v int
+	for _, c := range s {
+		if c < '0' || c > '7' {
+			return 0, false
+		}
+		v = v*8 + int(c-'0')
+	}
+	return byte(v), v < 256
+}
