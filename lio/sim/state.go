@@ -15,11 +15,11 @@ import (
 
 // Files inside a node directory.
 const (
-	liveFile     = "live.json"     // the simulated kernel (configfs) state
-	liveLockFile = "live.lock"     // flock'd around every read-modify-write of liveFile and countersFile
-	nodeFile     = "node.json"     // static node settings (nodeConfig)
-	faultsFile   = "faults.json"   // Faults
-	countersFile = "counters.json" // counters
+	liveFile     = "live.json"      // the simulated kernel (configfs) state
+	liveLockFile = "live.lock"      // flock'd around every read-modify-write of liveFile and countersFile
+	nodeFile     = "node.json"      // static node settings (nodeConfig)
+	faultsFile   = "faults.json"    // Faults
+	countersFile = "counters.json"  // counters
 	lockFile     = "targetcli.lock" // model of /var/run/targetcli.lock
 	pidFile      = "targetclid.pid" // model of /var/run/targetclid.pid
 	socketFile   = "targetclid.sock"
