@@ -121,7 +121,9 @@ func (d *Driver) runOneShot(ctx context.Context, lines []line) ([]cmdResult, boo
 		args := []string{l.String()}
 		res, err := d.run(ctx, args, "", false)
 		msg := strings.TrimSpace(res.stdout + "\n" + res.stderr)
-		said[i] = cmdResult{reached: res.started, failed: res.exit != 0, msg: msg}
+		// A killed process (exit -1) did not refuse the command; the
+		// saved state decides.
+		said[i] = cmdResult{reached: res.started, failed: res.exit > 0, msg: msg}
 		if err != nil {
 			return said, false, err
 		}
