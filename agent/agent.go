@@ -12,6 +12,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
@@ -48,6 +49,9 @@ type Options struct {
 	TargetcliEnv []string
 	// Token overrides the IMS token source chosen by IMS_AUTH.
 	Token ims.TokenSource
+	// Lstat overrides how files under the mount are examined (tests model
+	// s3fs showing a fresh upload at 0 bytes with it).
+	Lstat func(string) (fs.FileInfo, error)
 }
 
 // New builds the agent from a validated configuration.
@@ -114,7 +118,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (
 		cfg: cfg, log: log, driver: driver, s3: s3, ims: imsClient,
 		resync: make(chan string, 1),
 		Reconciler: &projector.Reconciler{
-			Inventory: &projector.Inventory{Objects: s3, Images: imsClient, Layout: layout, Tagging: cfg.IMSTagging},
+			Inventory: &projector.Inventory{Objects: s3, Images: imsClient, Layout: layout, Tagging: cfg.IMSTagging, Lstat: o.Lstat},
 			LIO:       driver,
 			SaveFile:  cfg.LIOSaveFile,
 			Plan: projector.PlanOptions{

@@ -74,6 +74,9 @@ func StartStack(ctx context.Context, o StackOptions) (_ *Stack, err error) {
 	if s.S3, err = StartS3(ctx, s3opts); err != nil {
 		return nil, err
 	}
+	if err := os.MkdirAll(filepath.Join(o.Dir, "spire"), 0o700); err != nil {
+		return nil, err
+	}
 	if s.SPIFFE, err = svidtest.Start(filepath.Join(o.Dir, "spire"), svidtest.Options{}); err != nil {
 		return nil, fmt.Errorf("rig: SPIFFE Workload API: %w", err)
 	}
