@@ -107,6 +107,8 @@ type Server struct {
 	requests, lists, gets, posts, patches, deletes, unauthorized, injected atomic.Int64
 }
 
+var _ http.Handler = (*Server)(nil)
+
 // NewServer returns a Server handler that is not listening; see Start.
 func NewServer(opts Options) *Server {
 	s := &Server{
