@@ -644,12 +644,17 @@ func (sh *shell) cmdLunCreate(node []string, p params) error {
 			}
 			index = n
 		} else {
-			index = -1
-			for i := 0; i <= maxLUN; i++ {
-				if g.lunAt(i) < 0 {
-					index = i
+			// LUNs are kept sorted by index: the lowest free index is the
+			// first gap.
+			index = 0
+			for _, l := range g.LUNs {
+				if l.Index != index {
 					break
 				}
+				index++
+			}
+			if index > maxLUN {
+				index = -1
 			}
 			if index < 0 {
 				return false, execErr("All LUNs 0-%d in use", maxLUN)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -543,7 +544,7 @@ func TestSaveModes(t *testing.T) {
 }
 
 // daemonClient talks targetclid's protocol.
-func daemonRequest(t *testing.T, socket, req string) string {
+func daemonRequest(t testing.TB, socket, req string) string {
 	t.Helper()
 	conn, err := net.Dial("unix", socket)
 	if err != nil {
@@ -673,4 +674,88 @@ func canDial(socket string) bool {
 	c.Write([]byte("-END@OF@DATA-"))
 	c.Close()
 	return true
+}
+
+func TestLUNCreateMapsIntoNodeACLs(t *testing.T) {
+	base := newNode(t)
+	seed := live(t, base)
+	seed.Targets[0].TPGs[0].NodeACLs = []lio.NodeACL{{NodeWWN: "iqn.2023-06.csm.iscsi:client", MappedLUNs: []lio.MappedLUN{}}}
+	n, err := sim.NewNode(t.TempDir(), sim.NodeOptions{Seed: seed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, line, wantOut string
+		wantMapped          int
+	}{
+		{"default maps read-write", tpgPath + "/luns create /backstores/fileio/a",
+			"Created LUN 0.\nCreated LUN 0->0 mapping in node ACL iqn.2023-06.csm.iscsi:client\n", 1},
+		{"add_mapped_luns=false does not", tpgPath + "/luns create /backstores/fileio/b add_mapped_luns=false", "Created LUN 1.\n", 1},
+	}
+	for _, name := range []string{"a", "b"} {
+		if _, err := n.Run(t.Context(), "/backstores/fileio create "+name+" "+imageFile(t, 512)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := oneShot(t, n, tt.line)
+			if r.code != 0 || r.stdout != tt.wantOut {
+				t.Fatalf("targetcli %q = %+v, want stdout %q", tt.line, r, tt.wantOut)
+			}
+			acl := live(t, n).Targets[0].TPGs[0].NodeACLs[0]
+			if len(acl.MappedLUNs) != tt.wantMapped || acl.MappedLUNs[0].WriteProtect {
+				t.Errorf("mapped LUNs = %+v, want %d read-write", acl.MappedLUNs, tt.wantMapped)
+			}
+		})
+	}
+}
+
+// BenchmarkCreate1000 applies 1,000 backstore+LUN creates through the
+// simulator in batch (one process) and daemon (no process) mode.
+func BenchmarkCreate1000(b *testing.B) {
+	const count = 1000
+	imgDir := b.TempDir()
+	var lines []string
+	for i := range count {
+		p := filepath.Join(imgDir, "img"+strconv.Itoa(i))
+		os.WriteFile(p, []byte("squashfs"), 0o644)
+		name := "so" + strconv.Itoa(i)
+		lines = append(lines, "/backstores/fileio create "+name+" "+p+" write_back=false",
+			tpgPath+"/luns create /backstores/fileio/"+name+" add_mapped_luns=false")
+	}
+	b.Run("batch", func(b *testing.B) {
+		for b.Loop() {
+			n, _ := sim.NewNode(b.TempDir(), sim.NodeOptions{})
+			cmd := exec.Command(sim.Binary(b))
+			cmd.Env = append(os.Environ(), n.Env()...)
+			cmd.Stdin = strings.NewReader(strings.Join(lines, "\n") + "\n")
+			var errb bytes.Buffer
+			cmd.Stderr = &errb
+			if err := cmd.Run(); err != nil || errb.Len() > 0 {
+				b.Fatalf("batch: %v %s", err, errb.Bytes())
+			}
+			b.ReportMetric(float64(n.Processes()), "processes/op")
+		}
+	})
+	b.Run("daemon", func(b *testing.B) {
+		for b.Loop() {
+			n, _ := sim.NewNode(b.TempDir(), sim.NodeOptions{})
+			ctx, cancel := context.WithCancel(b.Context())
+			errc := make(chan error, 1)
+			go func() { errc <- n.ServeDaemon(ctx, "") }()
+			for !canDial(n.SocketPath()) {
+				time.Sleep(time.Millisecond)
+			}
+			for i := 0; i < len(lines); i += 100 {
+				out := daemonRequest(b, n.SocketPath(), "cd /%"+strings.Join(lines[i:i+100], "%"))
+				if strings.Count(out, "\n") != 100 {
+					b.Fatalf("daemon reply: %q", out)
+				}
+			}
+			cancel()
+			<-errc
+			b.ReportMetric(float64(n.Processes()), "processes/op")
+		}
+	})
 }
