@@ -340,7 +340,9 @@ func (s *NATSSource) run(ctx context.Context, nc *nats.Conn, closed <-chan struc
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if s.cfg.Stream == "" {
-		for _, subj := range []string{s.cfg.S3Subject, s.cfg.IMSSubject} {
+		// S3 last: a connection's subscriptions reach the server in order,
+		// so an S3 message delivered proves all subscriptions are in place.
+		for _, subj := range []string{s.cfg.IMSSubject, s.cfg.S3Subject} {
 			source := "nats " + subj
 			sub, err := nc.Subscribe(subj, func(m *nats.Msg) {
 				s.handle(m.Subject, m.Data, source, nil, em)
@@ -385,6 +387,7 @@ func (s *NATSSource) handle(subject string, data []byte, source string, js *jsAc
 		js.attach(evs)
 	}
 	for i, ev := range evs {
+		s.logger.Debug("event", "event", ev.String())
 		if !em.send(ev) {
 			// Shutting down: the rest was not handed over.
 			for _, rest := range evs[i:] {

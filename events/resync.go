@@ -43,6 +43,11 @@ func PublishResync(ctx context.Context, nc *nats.Conn, subject, who string) erro
 	if err := nc.Publish(subject, data); err != nil {
 		return fmt.Errorf("events: publish resync request on %s: %w", subject, err)
 	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+	}
 	if err := nc.FlushWithContext(ctx); err != nil {
 		return fmt.Errorf("events: resync request on %s not confirmed by the NATS server: %w; check NATS_URL and retry", subject, err)
 	}
