@@ -32,7 +32,7 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 20m ./...
 
 ## demo: run the agent's main job against the embedded rig.
-demo: build
+demo: build tools
 	$(GO) run ./cmd/sbps-marshal-demo
 
 lint:
