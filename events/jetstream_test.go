@@ -260,3 +260,39 @@ func TestSubjectCovers(t *testing.T) {
 		}
 	}
 }
+
+func TestJetStreamSurvivesServerRestart(t *testing.T) {
+	n := startNATS(t)
+	nc := connect(t, n.ClientURL())
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := EnsureStream(t.Context(), js, testStream, []string{DefaultS3Subject, DefaultIMSSubject}); err != nil {
+		t.Fatal(err)
+	}
+	src := jsSource(t, n.ClientURL(), "w006")
+	r := run(t, src, 16)
+	jsPublish(t, js, DefaultS3Subject, s3Note(testBucket, "s3:ObjectCreated:Put", "PE/before"))
+	ev := r.nextKind(t, S3Object, 10*time.Second)
+	ev.Done(nil)
+	waitSettled(t, js, "w006")
+
+	if err := n.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if ev := r.nextKind(t, Resync, 15*time.Second); ev.Source != "nats reconnect" {
+		t.Errorf("resync source = %q, want nats reconnect", ev.Source)
+	}
+	// The test's own connection reconnects too; publish until stored.
+	waitFor(t, 15*time.Second, func() error {
+		_, err := js.Publish(t.Context(), DefaultS3Subject, s3Note(testBucket, "s3:ObjectCreated:Put", "PE/after"))
+		return err
+	})
+	ev = r.nextKind(t, S3Object, 15*time.Second)
+	if ev.S3.Key != "PE/after" {
+		t.Errorf("after restart got %s, want PE/after (PE/before was acked)", ev.S3.Key)
+	}
+	ev.Done(nil)
+	waitSettled(t, js, "w006")
+}

@@ -57,12 +57,6 @@ func (c *counters) add(source, outcome string, n uint64) {
 
 func (c *counters) inc(source, outcome string) { c.add(source, outcome, 1) }
 
-func (c *counters) get(source, outcome string) uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.m[[2]string{source, outcome}]
-}
-
 // snapshot returns the counters sorted by source, then outcome.
 func (c *counters) snapshot() []Stat {
 	c.mu.Lock()
