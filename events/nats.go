@@ -247,7 +247,7 @@ func (s *NATSSource) Start(ctx context.Context, out chan<- Event) error {
 		nc, closed, err := s.connect(requestResync)
 		if err == nil {
 			err = s.run(ctx, nc, closed, em)
-			nc.Close()
+			s.shutdown(nc, closed)
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -259,6 +259,25 @@ func (s *NATSSource) Start(ctx context.Context, out chan<- Event) error {
 			return nil
 		}
 	}
+}
+
+// shutdown drains the connection so that the server has dropped this
+// node's subscriptions and pending pull requests before Start returns (a
+// message must not go to a request nobody reads: it would wait AckWait),
+// then closes it.
+func (s *NATSSource) shutdown(nc *nats.Conn, closed <-chan struct{}) {
+	if nc.IsConnected() {
+		if err := nc.Drain(); err == nil {
+			t := time.NewTimer(5 * time.Second)
+			select {
+			case <-closed:
+			case <-t.C:
+				s.logger.Warn("NATS drain did not finish within 5s; closing")
+			}
+			t.Stop()
+		}
+	}
+	nc.Close()
 }
 
 // connect builds the connection with handlers. With RetryOnFailedConnect
@@ -315,6 +334,7 @@ func (s *NATSSource) connect(requestResync func(source, reason string)) (*nats.C
 	state.Store(1)
 	if !nc.IsConnected() {
 		state.Store(2)
+		s.stats.inc("nats", OutcomeUnreachable)
 		s.logger.Warn("NATS not reachable; retrying in the background (projecting without events meanwhile)", "servers", len(s.cfg.URLs))
 	}
 	return nc, closed, nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -151,6 +152,12 @@ func TestNATSStartsWithoutServerAndConnectsLater(t *testing.T) {
 		t.Fatalf("Start returned %v without a server; it must retry in the background", err)
 	default:
 	}
+	waitFor(t, 10*time.Second, func() error {
+		if statOf(src.Stats(), "nats", OutcomeUnreachable) == 0 {
+			return errors.New("source has not tried to connect yet")
+		}
+		return nil
+	})
 	if err := n.Restart(); err != nil {
 		t.Fatalf("start server: %v", err)
 	}

@@ -25,6 +25,7 @@ const (
 	OutcomeNoRecords    = "no_records"   // a notification without records
 	OutcomeUnknownSubj  = "unknown_subject"
 	OutcomeConnect      = "connect"
+	OutcomeUnreachable  = "unreachable" // no server answered at start; retrying
 	OutcomeDisconnect   = "disconnect"
 	OutcomeReconnect    = "reconnect"
 	OutcomeSlowConsumer = "slow_consumer" // NATS dropped messages: a resync follows
