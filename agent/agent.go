@@ -24,6 +24,7 @@ import (
 
 	"github.com/sbps-marshal/sbps-marshal/bucket"
 	"github.com/sbps-marshal/sbps-marshal/config"
+	"github.com/sbps-marshal/sbps-marshal/events"
 	"github.com/sbps-marshal/sbps-marshal/ims"
 	"github.com/sbps-marshal/sbps-marshal/lio"
 	"github.com/sbps-marshal/sbps-marshal/projector"
@@ -41,6 +42,8 @@ type Agent struct {
 
 	lastReport atomic.Pointer[projector.Report]
 	resync     chan string
+	sources    []events.Source
+	ownDigest  string // digest of saveconfig.json after the agent's latest pass
 }
 
 // Options are dependencies tests and the demo may replace.
@@ -113,10 +116,14 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (
 	if err != nil {
 		return nil, err
 	}
+	sources, err := eventSources(cfg, log)
+	if err != nil {
+		return nil, err
+	}
 	layout := projector.Layout{Bucket: cfg.S3Bucket, Mount: cfg.Mount, PEPrefix: cfg.PEPrefix}
 	a := &Agent{
 		cfg: cfg, log: log, driver: driver, s3: s3, ims: imsClient,
-		resync: make(chan string, 1),
+		resync: make(chan string, 1), sources: sources,
 		Reconciler: &projector.Reconciler{
 			Inventory: &projector.Inventory{Objects: s3, Images: imsClient, Layout: layout, Tagging: cfg.IMSTagging, Lstat: o.Lstat},
 			LIO:       driver,
@@ -173,17 +180,40 @@ func (a *Agent) SyncOnce(ctx context.Context, o projector.SyncOptions) (*project
 }
 
 // Run is the daemon: it saves LIO's live state so saveconfig.json is
-// current, reconciles, and keeps reconciling until ctx ends. Errors of a
-// pass are logged and retried with backoff; they never stop the loop.
+// current, reconciles, and keeps reconciling until ctx ends: on events
+// (coalesced), on the resync timer, on Resync requests, and sooner while
+// images are pending. Errors of a pass are logged and retried with backoff;
+// they never stop the loop, and an event source's outage never stops it.
 func (a *Agent) Run(ctx context.Context, ready func()) error {
 	if err := a.driver.Save(ctx); err != nil {
 		return fmt.Errorf("saving LIO's live state before the first pass: %w", err)
 	}
+	evs := make(chan events.Event, 1024)
+	go func() {
+		if err := events.Merge(ctx, evs, a.sources...); err != nil && ctx.Err() == nil {
+			a.log.Error("event sources stopped; continuing with periodic resyncs", "err", err)
+		}
+	}()
 	backoff := newBackoff(time.Second, a.cfg.ResyncInterval)
 	trigger := "start"
+	var batch []events.Event
 	first := true
 	for {
-		rep, err := a.SyncOnce(ctx, projector.SyncOptions{Trigger: trigger})
+		var rep *projector.Report
+		var err error
+		if trigger == "" {
+			rep, err = a.Reconciler.Repair(ctx, projector.SyncOptions{Trigger: describe(batch)})
+		} else {
+			rep, err = a.SyncOnce(ctx, projector.SyncOptions{Trigger: trigger})
+		}
+		if rep != nil {
+			a.lastReport.Store(rep)
+			a.noteOwnSave()
+		}
+		for _, ev := range batch {
+			ev.Done(err)
+		}
+		batch = nil
 		next := a.cfg.ResyncInterval
 		switch {
 		case ctx.Err() != nil:
@@ -205,15 +235,101 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 			}
 		}
 		timer := time.NewTimer(next)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return nil
-		case trigger = <-a.resync:
-			timer.Stop()
-		case <-timer.C:
-			trigger = "resync timer"
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				return nil
+			case trigger = <-a.resync:
+				timer.Stop()
+				break wait
+			case <-timer.C:
+				trigger = "resync timer"
+				break wait
+			case ev := <-evs:
+				batch = a.collect(ctx, ev, evs)
+				a.log.Debug("events", "count", len(batch), "first", batch[0].String())
+				if trigger = a.triggerFor(batch); trigger == "skip" {
+					for _, ev := range batch {
+						ev.Done(nil)
+					}
+					batch = nil
+					continue
+				}
+				timer.Stop()
+				break wait
+			}
 		}
+	}
+}
+
+// coalesceWindow is how long the loop gathers events after the first one,
+// so that a burst applies in one LIO batch.
+const coalesceWindow = 50 * time.Millisecond
+
+func (a *Agent) collect(ctx context.Context, first events.Event, evs <-chan events.Event) []events.Event {
+	batch := []events.Event{first}
+	deadline := time.NewTimer(coalesceWindow)
+	defer deadline.Stop()
+	for len(batch) < 10000 {
+		select {
+		case ev := <-evs:
+			batch = append(batch, ev)
+		case <-deadline.C:
+			return batch
+		case <-ctx.Done():
+			return batch
+		}
+	}
+	return batch
+}
+
+// triggerFor decides what a batch of events asks for: a full pass (its
+// description), a repair of outside LIO changes (""), or nothing ("skip",
+// the agent's own save seen by the watcher).
+func (a *Agent) triggerFor(batch []events.Event) string {
+	drift := false
+	for _, ev := range batch {
+		switch ev.Kind {
+		case events.LIOChanged:
+			if ev.Digest != a.ownDigest {
+				drift = true
+			}
+		default:
+			return describe(batch)
+		}
+	}
+	if drift {
+		return ""
+	}
+	return "skip"
+}
+
+// describe names what caused a pass: the first event that asks for one
+// (an outside LIO change only when nothing else does), and how many more.
+func describe(batch []events.Event) string {
+	if len(batch) == 0 {
+		return ""
+	}
+	lead := batch[0]
+	for _, ev := range batch {
+		if ev.Kind != events.LIOChanged {
+			lead = ev
+			break
+		}
+	}
+	if len(batch) == 1 {
+		return lead.String()
+	}
+	return fmt.Sprintf("%s and %d more event(s)", lead.String(), len(batch)-1)
+}
+
+// noteOwnSave remembers the digest of saveconfig.json as the agent left it,
+// so the watcher's report of that write is not mistaken for drift.
+func (a *Agent) noteOwnSave() {
+	if data, err := os.ReadFile(a.cfg.LIOSaveFile); err == nil {
+		a.ownDigest = events.ContentDigest(data)
 	}
 }
 
@@ -225,6 +341,30 @@ func (a *Agent) logPass(rep *projector.Report) {
 	a.log.Info("pass done", "duration", rep.Duration.Round(time.Millisecond), "changes", len(rep.Plan.Changes),
 		"projected", counts[projector.Projected], "pending", counts[projector.Pending], "rejected", counts[projector.Rejected],
 		"held", counts[projector.Held], "foreign", counts[projector.Foreign])
+}
+
+func eventSources(cfg *config.Config, log *slog.Logger) ([]events.Source, error) {
+	w, err := events.NewWatcher(events.WatcherConfig{Path: cfg.LIOSaveFile}, log)
+	if err != nil {
+		return nil, fmt.Errorf("saveconfig.json watcher: %w", err)
+	}
+	sources := []events.Source{w}
+	if len(cfg.NATSURL) == 0 {
+		return sources, nil
+	}
+	if cfg.NATSSPIFFE {
+		return nil, errors.New("NATS_SPIFFE=true is not supported yet: use NATS_TLS_CERT and NATS_TLS_KEY")
+	}
+	n, err := events.NewNATS(events.NATSConfig{
+		URLs: cfg.NATSURL, Creds: cfg.NATSCreds, NKeySeed: cfg.NATSNKeySeed,
+		TLSCA: cfg.NATSTLSCA, TLSCert: cfg.NATSTLSCert, TLSKey: cfg.NATSTLSKey,
+		S3Subject: cfg.NATSS3Subject, IMSSubject: cfg.NATSIMSSubject, Stream: cfg.NATSStream,
+		NodeName: cfg.NodeName, Bucket: cfg.S3Bucket,
+	}, log)
+	if err != nil {
+		return nil, fmt.Errorf("NATS: %w", err)
+	}
+	return append(sources, n), nil
 }
 
 func tokenSource(cfg *config.Config, log *slog.Logger) (ims.TokenSource, error) {

@@ -46,7 +46,7 @@ func newAgentWith(t *testing.T, s *rig.Stack, o Options, env ...string) *Agent {
 	}
 	log := slog.New(slog.DiscardHandler)
 	if os.Getenv("SBPS_TEST_LOG") != "" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	o.TargetcliEnv = s.Node.Env()
 	a, err := New(t.Context(), cfg, log, o)

@@ -150,6 +150,19 @@ func (r *running) noneQueued(t testing.TB, k Kind) {
 	}
 }
 
+// drain returns the events queued now, without waiting.
+func (r *running) drain() []Event {
+	var out []Event
+	for {
+		select {
+		case ev := <-r.out:
+			out = append(out, ev)
+		default:
+			return out
+		}
+	}
+}
+
 // waitFor polls f until it returns nil or the deadline passes.
 func waitFor(t testing.TB, d time.Duration, f func() error) {
 	t.Helper()

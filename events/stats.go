@@ -34,7 +34,6 @@ const (
 	OutcomeAck          = "ack"
 	OutcomeNak          = "nak"
 	OutcomeTerm         = "term"
-	OutcomeUnchanged    = "unchanged"  // saveconfig.json read, same digest as before
 	OutcomeIncomplete   = "incomplete" // saveconfig.json half-written, retried
 	OutcomeInvalid      = "invalid"    // saveconfig.json is not valid rtslib JSON
 	OutcomeMissing      = "missing"    // saveconfig.json absent

@@ -100,10 +100,15 @@ func (w *Watcher) Digest() string {
 	return w.last
 }
 
-// Start watches until ctx ends, then returns nil. The content found when it
-// starts is the baseline and is not emitted (the agent reads LIO state at
-// start anyway). A missing directory is waited for. It returns an error
-// only if inotify cannot be used.
+// Start watches until ctx ends, then returns nil. It emits the content
+// found once the directory is watched (so a change made before the watch
+// began is not missed), then one event per settled change: after every
+// burst of writes, once the debounce has passed and the file parses. It does
+// not drop a content equal to one it reported before: the file may have
+// changed and changed back in between, and only the consumer knows what it
+// last wrote (compare Event.Digest with ContentDigest of your own save).
+// A missing directory is waited for. It returns an error only if inotify
+// cannot be used.
 func (w *Watcher) Start(ctx context.Context, out chan<- Event) error {
 	fw, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -131,8 +136,8 @@ func (w *Watcher) Start(ctx context.Context, out chan<- Event) error {
 		case <-t.C:
 		}
 	}
-	if d, ok := w.read(ctx); ok {
-		w.setLast(d)
+	if d, ok := w.read(ctx); ok && !w.emit(ctx, out, d, "fsnotify (baseline)") {
+		return nil
 	}
 
 	debounce := time.NewTimer(time.Hour)
@@ -163,22 +168,23 @@ func (w *Watcher) Start(ctx context.Context, out chan<- Event) error {
 			debounce.Reset(w.cfg.Debounce)
 		case <-debounce.C:
 			d, ok := w.read(ctx)
-			if !ok {
-				continue
-			}
-			if d == w.Digest() {
-				w.stats.inc("saveconfig", OutcomeUnchanged)
-				continue
-			}
-			w.setLast(d)
-			w.stats.inc("saveconfig", OutcomeEvent)
-			w.logger.Debug("saveconfig.json changed", "digest", d)
-			select {
-			case out <- Event{Kind: LIOChanged, Source: "fsnotify", Digest: d, Received: time.Now()}:
-			case <-ctx.Done():
+			if ok && !w.emit(ctx, out, d, "fsnotify") {
 				return nil
 			}
 		}
+	}
+}
+
+// emit reports digest d; false means ctx ended.
+func (w *Watcher) emit(ctx context.Context, out chan<- Event, d, source string) bool {
+	w.setLast(d)
+	w.stats.inc("saveconfig", OutcomeEvent)
+	w.logger.Debug("saveconfig.json read", "digest", d, "source", source)
+	select {
+	case out <- Event{Kind: LIOChanged, Source: source, Digest: d, Received: time.Now()}:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

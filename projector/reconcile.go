@@ -20,7 +20,8 @@ type Reconciler struct {
 	Plan      PlanOptions
 	Logger    *slog.Logger
 
-	mu sync.Mutex // held for a whole pass
+	mu   sync.Mutex // held for a whole pass
+	last *Desired   // desired state of the latest full pass, for repairs
 }
 
 // SyncOptions tune one pass.
@@ -32,6 +33,7 @@ type SyncOptions struct {
 
 // Report is the outcome of one pass.
 type Report struct {
+	Trigger  string // what caused the pass
 	Desired  *Desired
 	Before   *lio.Config // LIO's saved state the plan was made from
 	Plan     *Plan
@@ -55,6 +57,20 @@ func (r *Report) Failed() []lio.Result {
 func (r *Reconciler) Sync(ctx context.Context, o SyncOptions) (*Report, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.pass(ctx, o, nil)
+}
+
+// Repair makes LIO match the desired state of the latest full pass again,
+// after someone else changed LIO, without asking S3 or IMS. Before any full
+// pass it runs one.
+func (r *Reconciler) Repair(ctx context.Context, o SyncOptions) (*Report, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pass(ctx, o, r.last)
+}
+
+// pass plans against desired, or against a fresh inventory when it is nil.
+func (r *Reconciler) pass(ctx context.Context, o SyncOptions, desired *Desired) (*Report, error) {
 	start := time.Now()
 	log := r.logger().With("trigger", o.Trigger)
 
@@ -62,9 +78,13 @@ func (r *Reconciler) Sync(ctx context.Context, o SyncOptions) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	desired, err := r.Inventory.Desired(ctx, before)
-	if err != nil {
-		return nil, err
+	if desired == nil {
+		if desired, err = r.Inventory.Desired(ctx, before); err != nil {
+			return nil, err
+		}
+		if !o.DryRun {
+			r.last = desired
+		}
 	}
 	if !desired.RootfsComplete {
 		log.Warn("rootfs information incomplete; no rootfs projection will be removed this pass", "reason", desired.RootfsIncompleteReason)
@@ -75,7 +95,7 @@ func (r *Reconciler) Sync(ctx context.Context, o SyncOptions) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	rep := &Report{Desired: desired, Before: before, Plan: plan}
+	rep := &Report{Trigger: o.Trigger, Desired: desired, Before: before, Plan: plan}
 	for _, h := range plan.Held {
 		log.Warn("not removing projection", "backstore", h.Name, "file", h.Dev, "reason", h.Reason)
 	}
