@@ -72,6 +72,15 @@ type Config struct {
 	LogFormat         string        // LOG_FORMAT: auto, text, json, logfmt
 	LogLevel          string        // LOG_LEVEL: debug, info, warn, error
 	Gate              string        // GATE: kubectl, file:<path>, none
+	KubectlBin        string        // KUBECTL_BIN
+	LUNRegistry       string        // LUN_REGISTRY: nats, local, off
+	LUNKVBucket       string        // LUN_KV_BUCKET
+	LUNQuarantine     time.Duration // LUN_QUARANTINE
+	LUNRegistryWait   time.Duration // LUN_REGISTRY_TIMEOUT
+	BridgeListen      string        // BRIDGE_LISTEN
+	BridgeTokenFile   string        // BRIDGE_TOKEN_FILE
+	BridgePoll        time.Duration // BRIDGE_POLL_INTERVAL
+	NATSResyncSubject string        // NATS_RESYNC_SUBJECT
 
 	effective map[string]string // key -> value as resolved, for Print
 
@@ -186,6 +195,22 @@ var keys = []key{
 		set: func(c *Config, v string) error { c.NATSIMSSubject = v; return checkSubject(v) }},
 	{name: "NATS_STREAM", def: "", help: "JetStream stream holding both subjects; empty = plain subscriptions",
 		set: func(c *Config, v string) error { c.NATSStream = v; return nil }},
+	{name: "NATS_RESYNC_SUBJECT", def: "sbps.control.resync", help: "subject of fleet-wide resync requests (sbps-marshal resync --all)",
+		set: func(c *Config, v string) error { c.NATSResyncSubject = v; return checkSubject(v) }},
+	{name: "LUN_REGISTRY", def: "local", kind: kChoice, choices: []string{"nats", "local", "off"}, help: "where LUN numbers are kept stable: nats (JetStream KV, same numbers on every worker), local (STATE_DIR only), off (LIO picks the lowest free index, as the old agent)",
+		set: func(c *Config, v string) error { c.LUNRegistry = v; return nil }},
+	{name: "LUN_KV_BUCKET", def: "sbps-luns", help: "JetStream KV bucket of the fleet LUN registry",
+		set: func(c *Config, v string) error { c.LUNKVBucket = v; return checkSubject(v) }},
+	{name: "LUN_QUARANTINE", def: "24h", kind: kDuration, help: "how long a released LUN number stays reserved before another image may get it",
+		set: func(c *Config, v string) error { return setDur(&c.LUNQuarantine, v, true) }},
+	{name: "LUN_REGISTRY_TIMEOUT", def: "2s", kind: kDuration, help: "longest a projection waits for the fleet registry before using the local one",
+		set: func(c *Config, v string) error { return setDur(&c.LUNRegistryWait, v, true) }},
+	{name: "BRIDGE_LISTEN", def: "127.0.0.1:9588", help: "listen address of `sbps-marshal bridge webhook` (Ceph RGW HTTP push endpoint)",
+		set: func(c *Config, v string) error { c.BridgeListen = v; return nonEmpty(v) }},
+	{name: "BRIDGE_TOKEN_FILE", def: "", kind: kPath, help: "file holding the shared token RGW must send (Authorization: Bearer) to the webhook bridge; empty = none",
+		set: func(c *Config, v string) error { c.BridgeTokenFile = v; return nil }},
+	{name: "BRIDGE_POLL_INTERVAL", def: "15s", kind: kDuration, help: "how often `sbps-marshal bridge ims` polls IMS",
+		set: func(c *Config, v string) error { return setDur(&c.BridgePoll, v, true) }},
 	{name: "METRICS_ADDR", def: "127.0.0.1:9587", help: "listen address of /metrics, /healthz, /readyz; empty disables",
 		set: func(c *Config, v string) error { c.MetricsAddr = v; return nil }},
 	{name: "LOG_FORMAT", def: "auto", kind: kChoice, choices: []string{"auto", "text", "logfmt", "json"}, help: "auto = colour on a terminal, logfmt otherwise",
@@ -194,6 +219,22 @@ var keys = []key{
 		set: func(c *Config, v string) error { c.LogLevel = v; return nil }},
 	{name: "GATE", def: "kubectl", help: "node gate: kubectl (label iscsi=sbps), file:<path>, none",
 		set: func(c *Config, v string) error { c.Gate = v; return checkGate(v) }},
+	{name: "KUBECTL_BIN", def: "/usr/bin/kubectl", kind: kPath, help: "kubectl for GATE=kubectl",
+		set: func(c *Config, v string) error { c.KubectlBin = v; return nil }},
+}
+
+// Key describes one configuration key, for documentation and tests.
+type Key struct {
+	Env, Flag, Default, Help string
+}
+
+// Keys lists every configuration key in the order `sbps-marshal config` prints them.
+func Keys() []Key {
+	out := make([]Key, len(keys))
+	for i, k := range keys {
+		out[i] = Key{Env: k.env(), Flag: "--" + k.flag(), Default: k.def, Help: k.help}
+	}
+	return out
 }
 
 // Error is a configuration error: one line naming the key, the value and
@@ -354,6 +395,8 @@ func (c *Config) finish(src Sources) error {
 		return bad("NATS_STREAM", c.NATSStream, "a stream needs NATS_URL")
 	case c.NATSS3Subject == c.NATSIMSSubject:
 		return bad("NATS_IMS_SUBJECT", c.NATSIMSSubject, "must differ from NATS_S3_SUBJECT")
+	case c.LUNRegistry == "nats" && len(c.NATSURL) == 0:
+		return bad("LUN_REGISTRY", "nats", "the fleet registry needs NATS_URL (or use local)")
 	case c.ResyncInterval < time.Second:
 		return bad("RESYNC_INTERVAL", c.ResyncInterval.String(), "want at least 1s")
 	}
