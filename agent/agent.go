@@ -358,7 +358,7 @@ func eventSources(cfg *config.Config, log *slog.Logger) ([]events.Source, error)
 	n, err := events.NewNATS(events.NATSConfig{
 		URLs: cfg.NATSURL, Creds: cfg.NATSCreds, NKeySeed: cfg.NATSNKeySeed,
 		TLSCA: cfg.NATSTLSCA, TLSCert: cfg.NATSTLSCert, TLSKey: cfg.NATSTLSKey,
-		S3Subject: cfg.NATSS3Subject, IMSSubject: cfg.NATSIMSSubject, Stream: cfg.NATSStream,
+		S3Subject: cfg.NATSS3Subject, IMSSubject: cfg.NATSIMSSubject, ResyncSubject: cfg.NATSResyncSubject, Stream: cfg.NATSStream,
 		NodeName: cfg.NodeName, Bucket: cfg.S3Bucket,
 	}, log)
 	if err != nil {

@@ -25,9 +25,11 @@ import (
 	"time"
 
 	"github.com/lmittmann/tint"
+	"github.com/nats-io/nats.go"
 
 	"github.com/sbps-marshal/sbps-marshal/agent"
 	"github.com/sbps-marshal/sbps-marshal/config"
+	"github.com/sbps-marshal/sbps-marshal/events"
 	"github.com/sbps-marshal/sbps-marshal/internal/version"
 	"github.com/sbps-marshal/sbps-marshal/projector"
 )
@@ -43,7 +45,8 @@ commands:
   plan      print what a pass would change (--json); exit 0 nothing, 2 something, 1 error
   sync      run one full pass and exit (--allow-mass-delete to pass the mass-delete guard)
   status    print every projection and its state (--json)
-  resync    ask the running agent for a full pass now
+  resync    ask the running agent for a full pass now (--all: every agent, through NATS)
+  bridge    webhook | ims: publish Ceph RGW notifications or IMS changes to NATS
   config    print the effective configuration, secrets redacted
   version   print version, commit and Go version
 
@@ -56,6 +59,14 @@ func Main(args []string, stdout, stderr io.Writer, environ []string) int {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd, args = args[0], args[1:]
 	}
+	sub := ""
+	if cmd == "bridge" {
+		if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+			fmt.Fprintln(stderr, "sbps-marshal bridge: which bridge? webhook (Ceph RGW HTTP push -> NATS) or ims (IMS changes -> NATS)")
+			return 1
+		}
+		sub, args = args[0], args[1:]
+	}
 	fs := flag.NewFlagSet("sbps-marshal "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -64,6 +75,7 @@ func Main(args []string, stdout, stderr io.Writer, environ []string) int {
 	}
 	jsonOut := fs.Bool("json", false, "machine-readable output (plan, status)")
 	allowMass := fs.Bool("allow-mass-delete", false, "sync: apply deletes the mass-delete guard held back")
+	all := fs.Bool("all", false, "resync: ask every agent of the fleet, through NATS")
 
 	switch cmd {
 	case "version":
@@ -72,7 +84,7 @@ func Main(args []string, stdout, stderr io.Writer, environ []string) int {
 	case "help", "-h", "--help":
 		fs.Usage()
 		return 0
-	case "run", "plan", "sync", "status", "resync", "config":
+	case "run", "plan", "sync", "status", "resync", "config", "bridge":
 	default:
 		fmt.Fprintf(stderr, "sbps-marshal: unknown command %q\n\n%s", cmd, usage)
 		return 1
@@ -98,6 +110,9 @@ func Main(args []string, stdout, stderr io.Writer, environ []string) int {
 		return 0
 	}
 	if cmd == "resync" {
+		if *all {
+			return resyncAll(cfg, stdout, stderr)
+		}
 		return resync(cfg, stdout, stderr)
 	}
 	if err := cfg.CheckFiles(); err != nil {
@@ -107,6 +122,9 @@ func Main(args []string, stdout, stderr io.Writer, environ []string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if cmd == "bridge" {
+		return bridgeMain(ctx, sub, cfg, log, stdout, stderr)
+	}
 	a, err := agent.New(ctx, cfg, log, agent.Options{})
 	if err != nil {
 		fmt.Fprintln(stderr, "sbps-marshal:", err)
@@ -219,6 +237,49 @@ func resync(cfg *config.Config, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "asked sbps-marshal (pid %d) for a full resync\n", pid)
 	return 0
+}
+
+func resyncAll(cfg *config.Config, stdout, stderr io.Writer) int {
+	if len(cfg.NATSURL) == 0 {
+		fmt.Fprintln(stderr, "sbps-marshal resync --all: needs NATS_URL (the fleet is reached through NATS)")
+		return 1
+	}
+	nc, err := nats.Connect(strings.Join(cfg.NATSURL, ","), natsAuth(cfg)...)
+	if err != nil {
+		fmt.Fprintln(stderr, "sbps-marshal resync --all: connecting to NATS:", err)
+		return 1
+	}
+	defer nc.Close()
+	host, _ := os.Hostname()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := events.PublishResync(ctx, nc, cfg.NATSResyncSubject, "sbps-marshal resync --all on "+host); err != nil {
+		fmt.Fprintln(stderr, "sbps-marshal resync --all:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "asked every agent for a full resync (subject %s)\n", cfg.NATSResyncSubject)
+	return 0
+}
+
+// natsAuth returns the connection options for the configured NATS
+// credentials and TLS files.
+func natsAuth(cfg *config.Config) []nats.Option {
+	var o []nats.Option
+	if cfg.NATSCreds != "" {
+		o = append(o, nats.UserCredentials(cfg.NATSCreds))
+	}
+	if cfg.NATSTLSCA != "" {
+		o = append(o, nats.RootCAs(cfg.NATSTLSCA))
+	}
+	if cfg.NATSTLSCert != "" {
+		o = append(o, nats.ClientCert(cfg.NATSTLSCert, cfg.NATSTLSKey))
+	}
+	if cfg.NATSNKeySeed != "" {
+		if opt, err := nats.NkeyOptionFromSeed(cfg.NATSNKeySeed); err == nil {
+			o = append(o, opt)
+		}
+	}
+	return o
 }
 
 func printStatus(w io.Writer, entries []projector.Entry) {
