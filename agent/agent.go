@@ -17,6 +17,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -181,9 +183,10 @@ func (a *Agent) SyncOnce(ctx context.Context, o projector.SyncOptions) (*project
 
 // Run is the daemon: it saves LIO's live state so saveconfig.json is
 // current, reconciles, and keeps reconciling until ctx ends: on events
-// (coalesced), on the resync timer, on Resync requests, and sooner while
-// images are pending. Errors of a pass are logged and retried with backoff;
-// they never stop the loop, and an event source's outage never stops it.
+// (coalesced; each batch re-reads only what it names), on the resync timer,
+// on Resync requests, and sooner while images are pending. Errors of a pass
+// are logged and retried with backoff; they never stop the loop, and an
+// event source's outage never stops it.
 func (a *Agent) Run(ctx context.Context, ready func()) error {
 	if err := a.driver.Save(ctx); err != nil {
 		return fmt.Errorf("saving LIO's live state before the first pass: %w", err)
@@ -195,16 +198,16 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 		}
 	}()
 	backoff := newBackoff(time.Second, a.cfg.ResyncInterval)
-	trigger := "start"
+	w := work{full: true, trigger: "start"}
 	var batch []events.Event
 	first := true
 	for {
 		var rep *projector.Report
 		var err error
-		if trigger == "" {
-			rep, err = a.Reconciler.Repair(ctx, projector.SyncOptions{Trigger: describe(batch)})
+		if w.full {
+			rep, err = a.Reconciler.Sync(ctx, projector.SyncOptions{Trigger: w.trigger})
 		} else {
-			rep, err = a.SyncOnce(ctx, projector.SyncOptions{Trigger: trigger})
+			rep, err = a.Reconciler.SyncKeys(ctx, projector.SyncOptions{Trigger: w.trigger}, w.peKeys, w.imageIDs)
 		}
 		if rep != nil {
 			a.lastReport.Store(rep)
@@ -241,27 +244,37 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 			case <-ctx.Done():
 				timer.Stop()
 				return nil
-			case trigger = <-a.resync:
-				timer.Stop()
-				break wait
+			case trigger := <-a.resync:
+				w = work{full: true, trigger: trigger}
 			case <-timer.C:
-				trigger = "resync timer"
-				break wait
+				w = work{full: true, trigger: "resync timer"}
 			case ev := <-evs:
 				batch = a.collect(ctx, ev, evs)
-				a.log.Debug("events", "count", len(batch), "first", batch[0].String())
-				if trigger = a.triggerFor(batch); trigger == "skip" {
+				var ok bool
+				if w, ok = a.workFor(batch); !ok {
 					for _, ev := range batch {
 						ev.Done(nil)
 					}
 					batch = nil
 					continue
 				}
-				timer.Stop()
-				break wait
+				if err != nil {
+					// The last pass failed: its retry is a full pass.
+					w.full = true
+				}
 			}
+			timer.Stop()
+			break wait
 		}
 	}
+}
+
+// work is what one pass must do.
+type work struct {
+	full     bool     // a full pass (listings)
+	trigger  string   // for the logs
+	peKeys   []string // PE keys to read again
+	imageIDs []string // IMS images to read again
 }
 
 // coalesceWindow is how long the loop gathers events after the first one,
@@ -285,25 +298,40 @@ func (a *Agent) collect(ctx context.Context, first events.Event, evs <-chan even
 	return batch
 }
 
-// triggerFor decides what a batch of events asks for: a full pass (its
-// description), a repair of outside LIO changes (""), or nothing ("skip",
-// the agent's own save seen by the watcher).
-func (a *Agent) triggerFor(batch []events.Event) string {
+// workFor decides what a batch of events asks for. ok=false means nothing:
+// the watcher reporting the agent's own save, or S3 keys nobody uses.
+func (a *Agent) workFor(batch []events.Event) (w work, ok bool) {
+	w.trigger = describe(batch)
 	drift := false
 	for _, ev := range batch {
 		switch ev.Kind {
+		case events.Resync:
+			w.full = true
+		case events.S3Object:
+			key := ev.S3.Key
+			if strings.HasPrefix(key, a.cfg.PEPrefix) {
+				w.peKeys = appendNew(w.peKeys, key)
+				continue
+			}
+			for _, id := range a.Reconciler.ImagesUsing(key) {
+				w.imageIDs = appendNew(w.imageIDs, id)
+			}
+		case events.IMSImage:
+			w.imageIDs = appendNew(w.imageIDs, ev.IMS.ID)
 		case events.LIOChanged:
 			if ev.Digest != a.ownDigest {
 				drift = true
 			}
-		default:
-			return describe(batch)
 		}
 	}
-	if drift {
-		return ""
+	return w, w.full || drift || len(w.peKeys) > 0 || len(w.imageIDs) > 0
+}
+
+func appendNew(list []string, s string) []string {
+	if slices.Contains(list, s) {
+		return list
 	}
-	return "skip"
+	return append(list, s)
 }
 
 // describe names what caused a pass: the first event that asks for one

@@ -11,7 +11,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sbps-marshal/sbps-marshal/events"
+	"github.com/sbps-marshal/sbps-marshal/events/imsevent"
 	"github.com/sbps-marshal/sbps-marshal/naming"
+	"github.com/sbps-marshal/sbps-marshal/projector"
 	"github.com/sbps-marshal/sbps-marshal/rig"
 )
 
@@ -73,12 +75,16 @@ func TestEventsDriveProjection(t *testing.T) {
 	})
 	<-ready
 
+	pagesBefore := a.s3.Stats().ListPages
 	key, err := s.PutPE(ctx, "CPE-event.squashfs", []byte("pe image bytes, event driven"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	d := waitLUNs(t, s, "upload notification", peID(key))
 	t.Logf("S3 upload -> LUN in saveconfig.json: %s", d)
+	if p := a.s3.Stats().ListPages - pagesBefore; p != 0 {
+		t.Errorf("the upload event caused %d S3 list pages, want none (one HEAD)", p)
+	}
 	// The pass that projected it was the notification's (the report is
 	// stored when the pass returns, just after saveconfig.json is written).
 	deadline := time.Now().Add(10 * time.Second)
@@ -96,11 +102,11 @@ func TestEventsDriveProjection(t *testing.T) {
 			t.Fatalf("%s: %v %s", cmd, err, out)
 		}
 	}
-	imsBefore := s.IMS.Stats().Requests
+	imsBefore, pagesBefore := s.IMS.Stats().Requests, a.s3.Stats().ListPages
 	d = waitLUNs(t, s, "drift repaired", id)
 	t.Logf("outside targetcli delete -> repaired: %s", d)
-	if n := s.IMS.Stats().Requests - imsBefore; n != 0 {
-		t.Errorf("repair sent %d IMS requests, want 0 (repairs use the cached desired state)", n)
+	if n, p := s.IMS.Stats().Requests-imsBefore, a.s3.Stats().ListPages-pagesBefore; n != 0 || p != 0 {
+		t.Errorf("repair sent %d IMS requests and %d S3 list pages, want none (repairs use the cached desired state)", n, p)
 	}
 
 	if err := s.S3.Delete(ctx, key); err != nil {
@@ -108,4 +114,42 @@ func TestEventsDriveProjection(t *testing.T) {
 	}
 	d = waitLUNs(t, s, "delete notification")
 	t.Logf("S3 delete -> LUN gone: %s", d)
+
+	// An IMS change event (what `sbps-marshal bridge ims` publishes) for an
+	// image that was just tagged: projected after reading that one image,
+	// without listing S3 or IMS.
+	img, err := s.AddImage(ctx, "cos-event", []byte("rootfs bytes for an IMS event"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.IMS.Tag(img.ID)
+	lists, listPages := s.IMS.Stats().Lists, a.s3.Stats().ListPages
+	msg, err := imsevent.Encode(imsevent.Event{Version: 1, ID: img.ID, Change: imsevent.Changed, Fields: []string{imsevent.FieldMetadata},
+		Digest: imsevent.Digest(img.ID, "tagged"), Time: time.Now(), Source: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "sbps.ims.events", msg); err != nil {
+		t.Fatal(err)
+	}
+	d = waitLUNs(t, s, "IMS tag event", rootfsID(img))
+	t.Logf("IMS change event -> LUN: %s", d)
+	if n, p := s.IMS.Stats().Lists-lists, a.s3.Stats().ListPages-listPages; n != 0 || p != 0 {
+		t.Errorf("the IMS event caused %d IMS listings and %d S3 list pages, want none", n, p)
+	}
+
+	// `sbps-marshal status` shows it.
+	entries, _, err := a.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range entries {
+		if e.Backstore == rootfsID(img).Name && e.State == projector.Projected && len(e.Images) == 1 && e.Images[0].ID == img.ID {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("status does not show %s projected: %+v", img.ID, entries)
+	}
 }

@@ -1,7 +1,9 @@
 package projector
 
 import (
+	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/sbps-marshal/sbps-marshal/naming"
@@ -55,6 +57,77 @@ type Desired struct {
 	RootfsComplete bool
 	// RootfsIncompleteReason says what was missing.
 	RootfsIncompleteReason string
+	// ImagesByKey maps the S3 keys of manifests and rootfs objects to the
+	// IMS images that use them, so an S3 event finds the images it touches.
+	ImagesByKey map[string][]string
+}
+
+func (d *Desired) indexKey(key, imageID string) {
+	if d.ImagesByKey == nil {
+		d.ImagesByKey = map[string][]string{}
+	}
+	if !slices.Contains(d.ImagesByKey[key], imageID) {
+		d.ImagesByKey[key] = append(d.ImagesByKey[key], imageID)
+	}
+}
+
+// clone copies d deeply enough that changing the copy's maps and slices
+// leaves d as it was.
+func (d *Desired) clone() *Desired {
+	n := *d
+	n.Projections = maps.Clone(d.Projections)
+	n.Pending = maps.Clone(d.Pending)
+	n.Rejected = slices.Clone(d.Rejected)
+	n.ImagesByKey = maps.Clone(d.ImagesByKey)
+	if n.Projections == nil {
+		n.Projections = map[string]Projection{}
+	}
+	if n.Pending == nil {
+		n.Pending = map[string]Problem{}
+	}
+	return &n
+}
+
+// forgetImage removes an IMS image from d: from the users of its rootfs
+// (dropping a projection no image uses any more), from pending and rejected
+// entries, and from the key index.
+func (d *Desired) forgetImage(id string) {
+	isImage := func(r ImageRef) bool { return r.ID == id }
+	for name, p := range d.Projections {
+		if p.Kind != Rootfs || !slices.ContainsFunc(p.Users, isImage) {
+			continue
+		}
+		p.Users = slices.DeleteFunc(slices.Clone(p.Users), isImage)
+		if len(p.Users) == 0 {
+			delete(d.Projections, name)
+		} else {
+			d.Projections[name] = p
+		}
+	}
+	for name, p := range d.Pending {
+		if p.Kind != Rootfs || !slices.ContainsFunc(p.Images, isImage) {
+			continue
+		}
+		p.Images = slices.DeleteFunc(slices.Clone(p.Images), isImage)
+		if len(p.Images) == 0 {
+			delete(d.Pending, name)
+		} else {
+			d.Pending[name] = p
+		}
+	}
+	d.Rejected = slices.DeleteFunc(d.Rejected, func(p Problem) bool {
+		return p.Kind == Rootfs && slices.ContainsFunc(p.Images, isImage)
+	})
+	for key, ids := range d.ImagesByKey {
+		if slices.Contains(ids, id) {
+			ids = slices.DeleteFunc(slices.Clone(ids), func(s string) bool { return s == id })
+			if len(ids) == 0 {
+				delete(d.ImagesByKey, key)
+			} else {
+				d.ImagesByKey[key] = ids
+			}
+		}
+	}
 }
 
 // Layout says where this node's images live.

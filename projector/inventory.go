@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -20,12 +21,38 @@ import (
 type Objects interface {
 	// List returns every object under prefix, or an error and nothing.
 	List(ctx context.Context, prefix string) ([]bucket.Object, error)
+	// Head returns one object, or an error matching bucket.ErrNotFound.
+	Head(ctx context.Context, key string) (bucket.Object, error)
 	Get(ctx context.Context, key string, limit int64) ([]byte, error)
 }
 
 // Images is what the inventory needs of IMS.
 type Images interface {
 	List(ctx context.Context) (ims.Listing, error)
+	// Get returns one image, or an error matching ims.ErrNotFound.
+	Get(ctx context.Context, id string) (ims.Image, error)
+}
+
+// lookup finds an S3 object: from a listing, or with a HEAD request.
+// found=false means S3 has no such object; err means S3 could not say.
+type lookup func(ctx context.Context, key string) (o bucket.Object, found bool, err error)
+
+func fromListing(byKey map[string]bucket.Object) lookup {
+	return func(_ context.Context, key string) (bucket.Object, bool, error) {
+		o, ok := byKey[key]
+		return o, ok, nil
+	}
+}
+
+func (inv *Inventory) fromHead(ctx context.Context, key string) (bucket.Object, bool, error) {
+	o, err := inv.Objects.Head(ctx, key)
+	switch {
+	case errors.Is(err, bucket.ErrNotFound):
+		return bucket.Object{}, false, nil
+	case err != nil:
+		return bucket.Object{}, false, err
+	}
+	return o, true, nil
 }
 
 // Inventory works out the desired state from S3 and IMS. Manifests are
@@ -101,37 +128,55 @@ func (inv *Inventory) Desired(ctx context.Context, actual *lio.Config) (*Desired
 			d.Rejected = append(d.Rejected, Problem{Kind: Rootfs, Images: []ImageRef{{ID: re.ID}}, Reason: re.Error()})
 		}
 	}
+	find := fromListing(byKey)
 	for _, img := range listing.Images {
-		if ok, _ := ims.Projectable(img, inv.Tagging); !ok {
-			continue
-		}
-		p, problem, transient := inv.rootfsOf(ctx, img, byKey)
-		switch {
-		case transient != nil:
+		if err := inv.addImage(ctx, d, served, img, find); err != nil {
 			d.RootfsComplete = false
-			d.RootfsIncompleteReason = transient.Error()
-		case problem != "":
-			d.Rejected = append(d.Rejected, Problem{Kind: Rootfs, Key: p.Key, Images: []ImageRef{{ID: img.ID, Name: img.Name}}, Reason: problem})
-		default:
-			if prev, ok := d.Projections[p.ID.Name]; ok {
-				prev.Users = append(prev.Users, p.Users...)
-				d.Projections[p.ID.Name] = prev
-				continue
-			}
-			if prev, ok := d.Pending[p.ID.Name]; ok {
-				prev.Images = append(prev.Images, p.Users...)
-				d.Pending[p.ID.Name] = prev
-				continue
-			}
-			inv.consider(d, served, p)
+			d.RootfsIncompleteReason = err.Error()
 		}
 	}
 	return d, nil
 }
 
+// addImage files an IMS image under d. A transient failure (S3 or a
+// manifest could not be read) is returned; the image is then left out.
+func (inv *Inventory) addImage(ctx context.Context, d *Desired, served map[string]int64, img ims.Image, find lookup) error {
+	if ok, _ := ims.Projectable(img, inv.Tagging); !ok {
+		return nil
+	}
+	if img.Link != nil {
+		if _, mkey, err := ims.SplitS3Path(img.Link.Path); err == nil {
+			d.indexKey(mkey, img.ID)
+		}
+	}
+	p, problem, transient := inv.rootfsOf(ctx, img, find)
+	if p.Key != "" {
+		d.indexKey(p.Key, img.ID)
+	}
+	switch {
+	case transient != nil:
+		return transient
+	case problem != "":
+		d.Rejected = append(d.Rejected, Problem{Kind: Rootfs, Key: p.Key, Images: []ImageRef{{ID: img.ID, Name: img.Name}}, Reason: problem})
+	default:
+		if prev, ok := d.Projections[p.ID.Name]; ok {
+			prev.Users = append(slices.Clip(prev.Users), p.Users...)
+			d.Projections[p.ID.Name] = prev
+			return nil
+		}
+		if prev, ok := d.Pending[p.ID.Name]; ok {
+			prev.Images = append(slices.Clip(prev.Images), p.Users...)
+			d.Pending[p.ID.Name] = prev
+			return nil
+		}
+		inv.consider(d, served, p)
+	}
+	return nil
+}
+
 // rootfsOf follows an IMS image to its rootfs object. It returns either the
 // projection, a permanent problem, or a transient error.
-func (inv *Inventory) rootfsOf(ctx context.Context, img ims.Image, byKey map[string]bucket.Object) (Projection, string, error) {
+func (inv *Inventory) rootfsOf(ctx context.Context, img ims.Image, find lookup) (Projection, string, error) {
 	p := Projection{Kind: Rootfs, Users: []ImageRef{{ID: img.ID, Name: img.Name}}}
 	if img.Link == nil {
 		return p, "IMS record has no manifest link (image still being built?)", nil
@@ -146,7 +191,10 @@ func (inv *Inventory) rootfsOf(ctx context.Context, img ims.Image, byKey map[str
 	if b != inv.Layout.Bucket {
 		return p, fmt.Sprintf("manifest is in bucket %q, this agent serves %q", b, inv.Layout.Bucket), nil
 	}
-	mobj, ok := byKey[mkey]
+	mobj, ok, err := find(ctx, mkey)
+	if err != nil {
+		return p, "", fmt.Errorf("image %s: looking up its manifest: %w", img.ID, err)
+	}
 	if !ok {
 		return p, "manifest " + img.Link.Path + " is not in S3", nil
 	}
@@ -163,7 +211,10 @@ func (inv *Inventory) rootfsOf(ctx context.Context, img ims.Image, byKey map[str
 	if rb != inv.Layout.Bucket {
 		return p, fmt.Sprintf("rootfs is in bucket %q, this agent serves %q", rb, inv.Layout.Bucket), nil
 	}
-	robj, ok := byKey[rkey]
+	robj, ok, err := find(ctx, rkey)
+	if err != nil {
+		return p, "", fmt.Errorf("image %s: looking up its rootfs: %w", img.ID, err)
+	}
 	if !ok {
 		return p, "rootfs " + art.Link.Path + " is not in S3", nil
 	}
@@ -321,3 +372,45 @@ func servedFiles(actual *lio.Config, l Layout) map[string]int64 {
 
 // Unquote strips the quotes some S3 servers put around ETags.
 func Unquote(etag string) string { return strings.Trim(etag, `"`) }
+
+// Update returns a copy of d in which the given PE keys and IMS images are
+// read again (one HEAD per PE key; one IMS GET, a cached manifest and a
+// HEAD per image), and nothing else changes. It is how an event is applied
+// without a listing. An error means S3 or IMS could not say; d stands.
+func (inv *Inventory) Update(ctx context.Context, d *Desired, actual *lio.Config, peKeys, imageIDs []string) (*Desired, error) {
+	n := d.clone()
+	served := servedFiles(actual, inv.Layout)
+	for _, key := range peKeys {
+		name := naming.For(naming.PEInput(inv.Layout.Bucket, key)).Name
+		delete(n.Projections, name)
+		delete(n.Pending, name)
+		n.Rejected = slices.DeleteFunc(n.Rejected, func(p Problem) bool { return p.Kind == PE && p.Key == key })
+		if !strings.HasPrefix(key, inv.Layout.PEPrefix) || strings.HasSuffix(key, "/") {
+			continue
+		}
+		o, found, err := inv.fromHead(ctx, key)
+		if err != nil {
+			return nil, fmt.Errorf("S3 HEAD %s: %w", key, err)
+		}
+		if found {
+			inv.consider(n, served, Projection{Kind: PE, ID: naming.For(naming.PEInput(inv.Layout.Bucket, key)), Key: key, ETag: o.ETag, Size: o.Size})
+		}
+	}
+	if inv.Images == nil {
+		return n, nil
+	}
+	for _, id := range imageIDs {
+		n.forgetImage(id)
+		img, err := inv.Images.Get(ctx, id)
+		if errors.Is(err, ims.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("IMS image %s: %w", id, err)
+		}
+		if err := inv.addImage(ctx, n, served, img, inv.fromHead); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}

@@ -70,6 +70,17 @@ func (b *memBucket) List(ctx context.Context, prefix string) ([]bucket.Object, e
 	return out, nil
 }
 
+func (b *memBucket) Head(ctx context.Context, key string) (bucket.Object, error) {
+	if b.listErr != nil {
+		return bucket.Object{}, b.listErr
+	}
+	o, ok := b.objs[key]
+	if !ok {
+		return bucket.Object{}, bucket.ErrNotFound
+	}
+	return o, nil
+}
+
 func (b *memBucket) Get(ctx context.Context, key string, limit int64) ([]byte, error) {
 	if b.getErr != nil {
 		return nil, b.getErr
@@ -87,6 +98,18 @@ type memIMS struct {
 }
 
 func (m *memIMS) List(context.Context) (ims.Listing, error) { return m.listing, m.err }
+
+func (m *memIMS) Get(_ context.Context, id string) (ims.Image, error) {
+	if m.err != nil {
+		return ims.Image{}, m.err
+	}
+	for _, img := range m.listing.Images {
+		if img.ID == id {
+			return img, nil
+		}
+	}
+	return ims.Image{}, ims.ErrNotFound
+}
 
 func image(id, name string, tagged bool) ims.Image {
 	img := ims.Image{ID: id, Name: name, Link: &ims.Link{Type: "s3", Path: "s3://boot-images/" + id + "/manifest.json"}, Metadata: map[string]string{}}
@@ -311,4 +334,61 @@ func containsPrefix(list []string, prefix string) bool {
 		}
 	}
 	return false
+}
+
+func TestInventoryUpdate(t *testing.T) {
+	b := newMemBucket(t)
+	b.put("PE/a", "e1", 10, 10)
+	b.put(id1+"/rootfs", "r1", 20, 20)
+	b.putManifest(id1, id1+"/rootfs", "r1")
+	shared := image(id2, "shares-rootfs", true)
+	shared.Link.Path = "s3://boot-images/" + id1 + "/manifest.json"
+	m := &memIMS{listing: ims.Listing{Images: []ims.Image{image(id1, "cos", true), shared}}}
+	inv := newInventory(b, m)
+	d, err := inv.Desired(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rf := naming.For("s3://boot-images/" + id1 + "/rootfs|r1").Name
+	if got := d.ImagesByKey[id1+"/manifest.json"]; len(got) != 2 {
+		t.Fatalf("ImagesByKey[manifest] = %v, want both images", got)
+	}
+
+	// A new PE key, a removed PE key and an untagged image sharing a rootfs.
+	b.put("PE/new", "e2", 5, 5)
+	delete(b.objs, "PE/a")
+	m.listing.Images[0].Metadata = map[string]string{}
+	n, err := inv.Update(t.Context(), d, nil, []string{"PE/new", "PE/a"}, []string{id1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := n.Projections[naming.For("s3://boot-images/PE/new").Name]; !ok {
+		t.Error("new PE key not projected")
+	}
+	if _, ok := n.Projections[naming.For("s3://boot-images/PE/a").Name]; ok {
+		t.Error("removed PE key still projected")
+	}
+	if p, ok := n.Projections[rf]; !ok || len(p.Users) != 1 || p.Users[0].ID != id2 {
+		t.Errorf("shared rootfs = %+v, %v; want it kept for the image still tagged", p, ok)
+	}
+	// The original is untouched (reports may still be read).
+	if _, ok := d.Projections[naming.For("s3://boot-images/PE/a").Name]; !ok || len(d.Projections[rf].Users) != 2 {
+		t.Error("Update changed the desired state it was given")
+	}
+
+	// The last user goes: the rootfs projection goes.
+	m.listing.Images = m.listing.Images[:1]
+	n2, err := inv.Update(t.Context(), n, nil, nil, []string{id2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := n2.Projections[rf]; ok {
+		t.Error("rootfs projection kept after its last image was deleted")
+	}
+
+	// S3 cannot answer: an error, and nothing decided.
+	b.listErr = errors.New("503")
+	if _, err := inv.Update(t.Context(), n2, nil, []string{"PE/new"}, nil); err == nil {
+		t.Error("Update with S3 failing = nil error")
+	}
 }

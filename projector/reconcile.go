@@ -60,17 +60,35 @@ func (r *Reconciler) Sync(ctx context.Context, o SyncOptions) (*Report, error) {
 	return r.pass(ctx, o, nil)
 }
 
-// Repair makes LIO match the desired state of the latest full pass again,
-// after someone else changed LIO, without asking S3 or IMS. Before any full
-// pass it runs one.
-func (r *Reconciler) Repair(ctx context.Context, o SyncOptions) (*Report, error) {
+// SyncKeys applies what events said changed: the PE keys and IMS images
+// named are read again (no listing), everything else keeps the desired
+// state of the previous pass, and LIO is read afresh, so outside changes
+// are repaired too. With no previous full pass it runs a full one.
+func (r *Reconciler) SyncKeys(ctx context.Context, o SyncOptions, peKeys, imageIDs []string) (*Report, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.pass(ctx, o, r.last)
+	if r.last == nil {
+		return r.pass(ctx, o, nil)
+	}
+	return r.pass(ctx, o, func(before *lio.Config) (*Desired, error) {
+		return r.Inventory.Update(ctx, r.last, before, peKeys, imageIDs)
+	})
 }
 
-// pass plans against desired, or against a fresh inventory when it is nil.
-func (r *Reconciler) pass(ctx context.Context, o SyncOptions, desired *Desired) (*Report, error) {
+// ImagesUsing returns the IMS images whose manifest or rootfs is the S3
+// key, as of the latest pass.
+func (r *Reconciler) ImagesUsing(key string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.last == nil {
+		return nil
+	}
+	return r.last.ImagesByKey[key]
+}
+
+// pass plans against the desired state compute returns, or a fresh
+// inventory when compute is nil.
+func (r *Reconciler) pass(ctx context.Context, o SyncOptions, compute func(before *lio.Config) (*Desired, error)) (*Report, error) {
 	start := time.Now()
 	log := r.logger().With("trigger", o.Trigger)
 
@@ -78,13 +96,15 @@ func (r *Reconciler) pass(ctx context.Context, o SyncOptions, desired *Desired) 
 	if err != nil {
 		return nil, err
 	}
-	if desired == nil {
-		if desired, err = r.Inventory.Desired(ctx, before); err != nil {
-			return nil, err
-		}
-		if !o.DryRun {
-			r.last = desired
-		}
+	if compute == nil {
+		compute = func(before *lio.Config) (*Desired, error) { return r.Inventory.Desired(ctx, before) }
+	}
+	desired, err := compute(before)
+	if err != nil {
+		return nil, err
+	}
+	if !o.DryRun {
+		r.last = desired
 	}
 	if !desired.RootfsComplete {
 		log.Warn("rootfs information incomplete; no rootfs projection will be removed this pass", "reason", desired.RootfsIncompleteReason)
