@@ -1,0 +1,152 @@
+package deploy
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sbps-marshal/sbps-marshal/config"
+)
+
+var update = flag.Bool("update", false, "rewrite sbps-marshal.env from config.Keys()")
+
+const envFile = "sbps-marshal.env"
+
+// renderEnvFile writes the example env file for keys.
+func renderEnvFile(keys []config.Key) []byte {
+	var b bytes.Buffer
+	b.WriteString(`# /etc/sysconfig/sbps-marshal: settings of sbps-marshal.service
+#
+# Read by systemd (EnvironmentFile=) before the agent starts. Every key the
+# agent knows is listed below, commented out, with its default value: to
+# change one, remove the leading "#" and edit the value. One KEY=VALUE a line,
+# no spaces around "="; values may be quoted. A command-line flag overrides
+# this file. Check the result with:
+#
+#     sbps-marshal config      (prints the effective configuration)
+#
+# Keys that name secrets take file paths; never put a secret's value here.
+# Keys of the old Python agent keep their names and defaults.
+#
+# Generated from the agent's key list (go test ./deploy -run TestEnvFile -update).
+`)
+	for _, k := range keys {
+		b.WriteString("\n")
+		name := strings.TrimPrefix(k.Env, config.EnvPrefix)
+		for _, line := range wrap(fmt.Sprintf("%s (flag %s): %s", name, k.Flag, k.Help), 76) {
+			b.WriteString("# " + line + "\n")
+		}
+		if k.Default == "" {
+			b.WriteString("# Default: empty.\n")
+		}
+		fmt.Fprintf(&b, "#%s=%s\n", k.Env, k.Default)
+	}
+	return b.Bytes()
+}
+
+// wrap splits s into lines of at most width bytes at spaces (a longer
+// word gets a line of its own).
+func wrap(s string, width int) []string {
+	var lines []string
+	line := ""
+	for _, w := range strings.Fields(s) {
+		switch {
+		case line == "":
+			line = w
+		case len(line)+1+len(w) <= width:
+			line += " " + w
+		default:
+			lines = append(lines, line)
+			line = w
+		}
+	}
+	return append(lines, line)
+}
+
+// TestEnvFile fails when sbps-marshal.env misses a key, shows a wrong
+// default or help, or has keys the agent does not know.
+func TestEnvFile(t *testing.T) {
+	want := renderEnvFile(config.Keys())
+	if *update {
+		if err := os.WriteFile(envFile, want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile(envFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		gl, wl := strings.Split(string(got), "\n"), strings.Split(string(want), "\n")
+		for i := 0; i < max(len(gl), len(wl)); i++ {
+			var g, w string
+			if i < len(gl) {
+				g = gl[i]
+			}
+			if i < len(wl) {
+				w = wl[i]
+			}
+			if g != w {
+				t.Fatalf("%s differs from config.Keys() at line %d:\n got: %q\nwant: %q\nrun: go test ./deploy -run TestEnvFile -update", envFile, i+1, g, w)
+			}
+		}
+	}
+}
+
+// TestEnvFileParses checks the file the way the agent and systemd read it:
+// as shipped it sets nothing; with every key uncommented it sets each key
+// to its default, and that configuration loads.
+func TestEnvFileParses(t *testing.T) {
+	shipped, err := config.ReadEnvFile(envFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(shipped) != 0 {
+		t.Errorf("%s as shipped sets %v, want every key commented out", envFile, shipped)
+	}
+
+	data, err := os.ReadFile(envFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var un bytes.Buffer
+	for _, line := range strings.SplitAfter(string(data), "\n") {
+		if strings.HasPrefix(line, "#"+config.EnvPrefix) {
+			line = line[1:]
+		}
+		un.WriteString(line)
+	}
+	path := filepath.Join(t.TempDir(), "sbps-marshal")
+	if err := os.WriteFile(path, un.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vals, err := config.ReadEnvFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := config.Keys()
+	for _, k := range keys {
+		v, ok := vals[k.Env]
+		if !ok {
+			t.Errorf("%s: no line for %s", envFile, k.Env)
+			continue
+		}
+		if v != k.Default {
+			t.Errorf("%s: %s=%q, want the default %q", envFile, k.Env, v, k.Default)
+		}
+	}
+	if len(vals) != len(keys) {
+		t.Errorf("%s sets %d keys, config.Keys() has %d", envFile, len(vals), len(keys))
+	}
+	_, _, err = config.Load(config.Sources{
+		Args:     []string{"--env-file", path},
+		Hostname: func() (string, error) { return "ncn-w001", nil },
+	}, flag.NewFlagSet("test", flag.ContinueOnError))
+	if err != nil {
+		t.Errorf("loading %s with every key uncommented: %v", envFile, err)
+	}
+}
