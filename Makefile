@@ -6,6 +6,8 @@ GO        ?= go
 BIN       := bin
 TOOLS     := $(CURDIR)/.tools/bin
 VERSITYGW_VERSION ?= v1.8.0
+# nfpm v2.46+ needs go.digitalxero.dev modules the Go proxy does not serve here.
+NFPM_VERSION ?= v2.45.2
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -X github.com/sbps-marshal/sbps-marshal/internal/version.Version=$(VERSION) \
@@ -13,7 +15,7 @@ LDFLAGS   := -X github.com/sbps-marshal/sbps-marshal/internal/version.Version=$(
 
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: all build test test-short bench demo lint tools fuzz clean
+.PHONY: all build test test-short bench demo lint tools fuzz clean rpm deb package
 
 all: build
 
@@ -40,10 +42,29 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 ## tools: project-local tools used by the integration tests (versitygw, a real S3 server).
-tools: $(TOOLS)/versitygw
+tools: $(TOOLS)/versitygw $(TOOLS)/nfpm
 
 $(TOOLS)/versitygw:
 	GOBIN=$(TOOLS) $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)
+
+$(TOOLS)/nfpm:
+	GOBIN=$(TOOLS) $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+
+## rpm, deb, package: packages into dist/ with nfpm (deploy/nfpm.yaml): binary, unit, env file, docs.
+# The package version is `git describe` as semver: v1.2.3 -> 1.2.3, a tagless
+# tree -> 0.0.0-git.<commit>.
+PKG_VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null) && echo "$${v\#v}" || echo "0.0.0-git.$(VERSION)")
+DIST      := dist
+
+rpm: build $(TOOLS)/nfpm
+	@mkdir -p $(DIST)
+	VERSION='$(PKG_VERSION)' $(TOOLS)/nfpm package --config deploy/nfpm.yaml --packager rpm --target $(DIST)/
+
+deb: build $(TOOLS)/nfpm
+	@mkdir -p $(DIST)
+	VERSION='$(PKG_VERSION)' $(TOOLS)/nfpm package --config deploy/nfpm.yaml --packager deb --target $(DIST)/
+
+package: rpm deb
 
 ## fuzz: run each fuzz target for FUZZTIME (default 60s).
 FUZZTIME ?= 60s

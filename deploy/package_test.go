@@ -1,0 +1,226 @@
+package deploy
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// The files every package must hold, with their modes.
+var packaged = []struct {
+	path string
+	mode os.FileMode
+	src  string // repository file it is a copy of; "" = the binary
+}{
+	{"/etc/sysconfig/sbps-marshal", 0o600, "deploy/sbps-marshal.env"},
+	{"/usr/bin/sbps-marshal", 0o755, ""},
+	{"/usr/lib/systemd/system/sbps-marshal.service", 0o644, "deploy/sbps-marshal.service"},
+	{"/usr/share/doc/sbps-marshal/CHANGELOG.md", 0o644, "CHANGELOG.md"},
+	{"/usr/share/doc/sbps-marshal/README.md", 0o644, "README.md"},
+}
+
+const pkgVersion = "1.2.3"
+
+// tool finds a program or fails the test saying how to get it.
+func tool(t *testing.T, name, hint string, dirs ...string) string {
+	t.Helper()
+	for _, d := range dirs {
+		p := filepath.Join(d, name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("%s is needed to check the packages: %s", name, hint)
+	}
+	return p
+}
+
+// run runs a command and returns its stdout, failing the test with stderr.
+func run(t *testing.T, dir string, env []string, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s %s: %v\n%s%s", name, strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	return stdout.String()
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	data, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// buildPackages builds the binary and both packages with deploy/nfpm.yaml in
+// a scratch copy of the repository's packaged files (so bin/ and dist/ of
+// the working tree are left alone) and returns the rpm and deb paths.
+func buildPackages(t *testing.T) (rpmPath, debPath string) {
+	t.Helper()
+	repo, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nfpm := tool(t, "nfpm", "run `make tools` (installs it into .tools/bin)", filepath.Join(repo, ".tools", "bin"))
+	root := t.TempDir()
+	for _, f := range []string{"deploy/nfpm.yaml", "deploy/sbps-marshal.env", "deploy/sbps-marshal.service",
+		"deploy/scripts/postinstall.sh", "deploy/scripts/preremove.sh", "deploy/scripts/postremove.sh",
+		"README.md", "CHANGELOG.md"} {
+		copyFile(t, filepath.Join(repo, f), filepath.Join(root, f))
+	}
+	ldflags := "-X github.com/sbps-marshal/sbps-marshal/internal/version.Version=v" + pkgVersion +
+		" -X github.com/sbps-marshal/sbps-marshal/internal/version.Commit=test"
+	run(t, repo, nil, "go", "build", "-ldflags", ldflags, "-o", filepath.Join(root, "bin", "sbps-marshal"), "./cmd/sbps-marshal")
+	dist := filepath.Join(root, "dist")
+	if err := os.Mkdir(dist, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"rpm", "deb"} {
+		run(t, root, []string{"VERSION=" + pkgVersion}, nfpm, "package", "--config", "deploy/nfpm.yaml", "--packager", p, "--target", dist+"/")
+	}
+	rpms, _ := filepath.Glob(filepath.Join(dist, "*.rpm"))
+	debs, _ := filepath.Glob(filepath.Join(dist, "*.deb"))
+	if len(rpms) != 1 || len(debs) != 1 {
+		t.Fatalf("nfpm made %v and %v, want one rpm and one deb", rpms, debs)
+	}
+	return rpms[0], debs[0]
+}
+
+func lines(s string) []string {
+	var out []string
+	for l := range strings.Lines(s) {
+		if l = strings.TrimSpace(l); l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// TestPackages builds the RPM and DEB as `make rpm`/`make deb` do and checks
+// what an operator gets: the files, their modes, the config file marked
+// noreplace, the per-distribution dependencies, and a binary that runs.
+func TestPackages(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: building the binary and the rpm/deb packages takes a while")
+	}
+	rpmBin := tool(t, "rpm", "install it (Debian: apt-get install rpm; .ci/run does)")
+	dpkgDeb := tool(t, "dpkg-deb", "install dpkg (Debian/Ubuntu have it)")
+	rpmPath, debPath := buildPackages(t)
+
+	var want []string
+	for _, f := range packaged {
+		want = append(want, f.path)
+	}
+
+	t.Run("rpm", func(t *testing.T) {
+		if got := lines(run(t, "", nil, rpmBin, "-qpl", rpmPath)); !slices.Equal(got, want) {
+			t.Errorf("rpm -qpl = %q, want %q", got, want)
+		}
+		got := run(t, "", nil, rpmBin, "-qp", "--qf", "%{NAME} %{VERSION} %{RELEASE} %{ARCH}\n", rpmPath)
+		if got != "sbps-marshal "+pkgVersion+" 1 x86_64\n" {
+			t.Errorf("rpm name/version/release/arch = %q", got)
+		}
+		// FILEFLAGS: c = config, n = noreplace.
+		modes := run(t, "", nil, rpmBin, "-qp", "--qf", "[%{FILENAMES} %{FILEMODES:perms} %{FILEFLAGS:fflags}\n]", rpmPath)
+		for _, f := range packaged {
+			flags := ""
+			if f.path == "/etc/sysconfig/sbps-marshal" {
+				flags = "cn"
+			}
+			line := f.path + " -" + permString(f.mode) + " " + flags
+			if !slices.Contains(lines(modes), strings.TrimSpace(line)) {
+				t.Errorf("rpm file %s: want %q in:\n%s", f.path, line, modes)
+			}
+		}
+		if got, want := lines(run(t, "", nil, rpmBin, "-qpR", rpmPath)), []string{"targetcli", "(s3fs or s3fs-fuse)"}; !containsAll(got, want) {
+			t.Errorf("rpm -qpR = %q, want it to contain %q", got, want)
+		}
+		if s := run(t, "", nil, rpmBin, "-qp", "--scripts", rpmPath); !strings.Contains(s, "systemctl daemon-reload") {
+			t.Errorf("rpm scripts do not reload systemd:\n%s", s)
+		}
+	})
+
+	t.Run("deb", func(t *testing.T) {
+		var files []string
+		modes := map[string]string{}
+		for _, l := range lines(run(t, "", nil, dpkgDeb, "-c", debPath)) {
+			f := strings.Fields(l) // perms owner size date time ./path
+			if len(f) < 6 || strings.HasPrefix(f[0], "d") {
+				continue
+			}
+			p := strings.TrimPrefix(f[len(f)-1], ".")
+			files = append(files, p)
+			modes[p] = f[0]
+		}
+		slices.Sort(files)
+		if !slices.Equal(files, want) {
+			t.Errorf("dpkg-deb -c files = %q, want %q", files, want)
+		}
+		for _, f := range packaged {
+			if got := modes[f.path]; got != "-"+permString(f.mode) {
+				t.Errorf("deb %s mode %s, want -%s", f.path, got, permString(f.mode))
+			}
+		}
+		if got := run(t, "", nil, dpkgDeb, "-f", debPath, "Package", "Version", "Architecture", "Depends"); got !=
+			"Package: sbps-marshal\nVersion: "+pkgVersion+"-1\nArchitecture: amd64\nDepends: targetcli-fb, s3fs\n" {
+			t.Errorf("deb control fields:\n%s", got)
+		}
+		ctl := t.TempDir()
+		run(t, "", nil, dpkgDeb, "-e", debPath, ctl)
+		if conf, err := os.ReadFile(filepath.Join(ctl, "conffiles")); err != nil || string(conf) != "/etc/sysconfig/sbps-marshal\n" {
+			t.Errorf("deb conffiles = %q, %v; want the env file", conf, err)
+		}
+
+		// The packaged files are the repository's, and the binary runs.
+		x := t.TempDir()
+		run(t, "", nil, dpkgDeb, "-x", debPath, x)
+		for _, f := range packaged {
+			if f.src == "" {
+				continue
+			}
+			got, err := os.ReadFile(filepath.Join(x, f.path))
+			if err != nil {
+				t.Fatal(err)
+			}
+			src, err := os.ReadFile(filepath.Join("..", f.src))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, src) {
+				t.Errorf("packaged %s differs from %s", f.path, f.src)
+			}
+		}
+		if out := run(t, "", nil, filepath.Join(x, "usr/bin/sbps-marshal"), "version"); !strings.HasPrefix(out, "sbps-marshal v"+pkgVersion+" (commit test,") {
+			t.Errorf("packaged sbps-marshal version = %q, want v%s and commit test", out, pkgVersion)
+		}
+	})
+}
+
+// permString renders the permission bits as ls does (rwxr-xr-x).
+func permString(m os.FileMode) string { return m.Perm().String()[1:] }
+
+func containsAll(have, want []string) bool {
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			return false
+		}
+	}
+	return true
+}
