@@ -53,7 +53,7 @@ $(TOOLS)/nfpm:
 ## rpm, deb, package: packages into dist/ with nfpm (deploy/nfpm.yaml): binary, unit, env file, docs.
 # The package version is `git describe` as semver: v1.2.3 -> 1.2.3, a tagless
 # tree -> 0.0.0-git.<commit>.
-PKG_VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null) && echo "$${v\#v}" || echo "0.0.0-git.$(VERSION)")
+PKG_VERSION ?= $(shell git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null | sed 's/^v//' | grep . || echo "0.0.0-git.$(VERSION)")
 DIST      := dist
 
 rpm: build $(TOOLS)/nfpm
