@@ -315,7 +315,7 @@ func (p *IMSPoller) confirmDeletes(ctx context.Context, missing []string, unknow
 	if anonymous {
 		return nil, len(missing)
 	}
-	for i, id := range missing {
+	for _, id := range missing {
 		if unknown[id] {
 			deferred++
 			continue
@@ -330,7 +330,7 @@ func (p *IMSPoller) confirmDeletes(ctx context.Context, missing []string, unknow
 		default:
 			p.log.Warn("cannot confirm that an image is gone; holding back deletes", "image", id, "err", err)
 		}
-		return gone, deferred + len(missing) - i
+		return nil, len(missing)
 	}
 	return gone, deferred
 }
