@@ -47,6 +47,7 @@ type KV struct {
 	js  jetstream.JetStream
 	cfg KVConfig
 	now func() time.Time
+	max int // highest index handed out: MaxIndex (lower in tests)
 
 	bindMu sync.Mutex
 	kv     jetstream.KeyValue // +checklocks:bindMu; nil until bound
@@ -96,7 +97,7 @@ func NewKV(js jetstream.JetStream, cfg KVConfig) *KV {
 	if cfg.CacheTTL <= 0 {
 		cfg.CacheTTL = 30 * time.Second
 	}
-	return &KV{js: js, cfg: cfg, now: clock(cfg.Now), cache: map[int]slot{}}
+	return &KV{js: js, cfg: cfg, now: clock(cfg.Now), max: MaxIndex, cache: map[int]slot{}}
 }
 
 func idxKey(n int) string        { return "idx." + strconv.Itoa(n) }
@@ -263,7 +264,7 @@ func (k *KV) ensureLoaded(ctx context.Context, kv jetstream.KeyValue) error {
 func (k *KV) candidate(name string, now time.Time, skip map[int]int) int {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	for n := 0; n <= MaxIndex; n++ {
+	for n := 0; n <= k.max; n++ {
 		if skip[n] >= maxTries {
 			continue
 		}
@@ -293,7 +294,7 @@ func (k *KV) claim(ctx context.Context, kv jetstream.KeyValue, name string, meta
 		}
 		now := k.now()
 		n := -1
-		if want >= 0 && tries[want] < maxTries {
+		if want >= 0 && want <= k.max && tries[want] < maxTries {
 			n = want
 		} else {
 			n = k.candidate(name, now, tries)

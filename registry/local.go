@@ -42,6 +42,7 @@ type LocalConfig struct {
 type Local struct {
 	cfg             LocalConfig
 	now             func() time.Time
+	max             int // highest index handed out: MaxIndex (lower in tests)
 	path, tmp, lock string
 
 	mu sync.Mutex // serialises this process's users of the flock
@@ -81,7 +82,7 @@ func NewLocal(cfg LocalConfig) (*Local, error) {
 		return nil, fmt.Errorf("local LUN registry: creating STATE_DIR %s: %w", cfg.Dir, err)
 	}
 	p := filepath.Join(cfg.Dir, cfg.File)
-	return &Local{cfg: cfg, now: clock(cfg.Now), path: p, tmp: p + ".tmp", lock: p + ".lock"}, nil
+	return &Local{cfg: cfg, now: clock(cfg.Now), max: MaxIndex, path: p, tmp: p + ".tmp", lock: p + ".lock"}, nil
 }
 
 // Path is the registry file.
@@ -168,7 +169,7 @@ func (l *Local) write(st *localState) error {
 }
 
 // allocate is Index (want < 0) and Adopt (want = the offered index) on st.
-func (st *localState) allocate(name string, meta Meta, want int, now time.Time, q time.Duration, node string) (int, bool, error) {
+func (st *localState) allocate(name string, meta Meta, want int, now time.Time, q time.Duration, node string, max int) (int, bool, error) {
 	if e, ok := st.Entries[name]; ok {
 		if e.ReleasedAt == nil {
 			return e.Index, false, nil
@@ -187,10 +188,10 @@ func (st *localState) allocate(name string, meta Meta, want int, now time.Time, 
 		}
 	}
 	n := -1
-	if want >= 0 && !held[want] {
+	if want >= 0 && want <= max && !held[want] {
 		n = want
 	} else {
-		for i := 0; i <= MaxIndex; i++ {
+		for i := 0; i <= max; i++ {
 			if !held[i] {
 				n = i
 				break
@@ -215,7 +216,7 @@ func (l *Local) allocate(name string, meta Meta, want int) (n int, err error) {
 	}
 	err = l.do(func(st *localState) (bool, error) {
 		var changed bool
-		n, changed, err = st.allocate(name, meta, want, l.now(), l.cfg.Quarantine, l.cfg.Node)
+		n, changed, err = st.allocate(name, meta, want, l.now(), l.cfg.Quarantine, l.cfg.Node, l.max)
 		return changed, err
 	})
 	return n, err
