@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"reflect"
-	"slices"
 	"strings"
 	"sync"
 )
@@ -30,16 +29,19 @@ type Config struct {
 // StorageObject is one backstore. Optional scalars are pointers so that a
 // field absent from the file stays absent when the file is written again.
 type StorageObject struct {
-	Plugin     string                     `json:"plugin"`
-	Name       string                     `json:"name"`
-	Dev        string                     `json:"dev,omitempty"`
-	Size       *int64                     `json:"size,omitempty"`
-	WWN        string                     `json:"wwn"`
-	WriteBack  *bool                      `json:"write_back,omitempty"`
-	AIO        *bool                      `json:"aio,omitempty"`
-	Readonly   *bool                      `json:"readonly,omitempty"`
-	Attributes map[string]json.RawMessage `json:"attributes"`
-	ALUATPGs   []json.RawMessage          `json:"alua_tpgs"`
+	Plugin    string `json:"plugin"`
+	Name      string `json:"name"`
+	Dev       string `json:"dev,omitempty"`
+	Size      *int64 `json:"size,omitempty"`
+	WWN       string `json:"wwn"`
+	WriteBack *bool  `json:"write_back,omitempty"`
+	AIO       *bool  `json:"aio,omitempty"`
+	Readonly  *bool  `json:"readonly,omitempty"`
+	// Attributes and ALUATPGs are kept as raw JSON: the agent rarely reads
+	// them, and decoding ~40 attributes per object dominated the cost of
+	// reading a large saveconfig.json. Attr decodes one on demand.
+	Attributes json.RawMessage `json:"attributes"`
+	ALUATPGs   json.RawMessage `json:"alua_tpgs"`
 
 	Extra map[string]json.RawMessage `json:"-"`
 }
@@ -190,7 +192,13 @@ func (t *Target) TPG(tag int) (*TPG, bool) {
 func (t *TPG) Attr(name string) (int64, bool) { return intAttr(t.Attributes, name) }
 
 // Attr returns an integer attribute of the storage object.
-func (so *StorageObject) Attr(name string) (int64, bool) { return intAttr(so.Attributes, name) }
+func (so *StorageObject) Attr(name string) (int64, bool) {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(so.Attributes, &m) != nil {
+		return 0, false
+	}
+	return intAttr(m, name)
+}
 
 // SizeBytes returns the size, or -1 when the object has none.
 func (so *StorageObject) SizeBytes() int64 {
@@ -211,6 +219,16 @@ func (t *TPG) LUNFor(soPath string) (*LUN, bool) {
 		}
 	}
 	return nil, false
+}
+
+// LUNsByObject indexes the TPG's LUNs by storage object path, for callers
+// that look up many.
+func (t *TPG) LUNsByObject() map[string]*LUN {
+	m := make(map[string]*LUN, len(t.LUNs))
+	for i := range t.LUNs {
+		m[t.LUNs[i].StorageObject] = &t.LUNs[i]
+	}
+	return m
 }
 
 func intAttr(m map[string]json.RawMessage, name string) (int64, bool) {
@@ -243,9 +261,53 @@ func (c Config) MarshalJSON() ([]byte, error) {
 	type plain Config
 	return marshalKeeping(plain(c), c.Extra)
 }
+
+// UnmarshalJSON is written out by hand: a saveconfig.json holds one storage
+// object per image, and the generic keeping decoder parsed each twice.
 func (so *StorageObject) UnmarshalJSON(b []byte) error {
-	type plain StorageObject
-	return unmarshalKeeping(b, (*plain)(so), &so.Extra)
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(b, &all); err != nil {
+		return err
+	}
+	if all == nil {
+		return fmt.Errorf("want a JSON object, got %s", truncate(b))
+	}
+	*so = StorageObject{}
+	for k, raw := range all {
+		var err error
+		switch k {
+		case "plugin":
+			err = json.Unmarshal(raw, &so.Plugin)
+		case "name":
+			err = json.Unmarshal(raw, &so.Name)
+		case "dev":
+			err = json.Unmarshal(raw, &so.Dev)
+		case "wwn":
+			err = json.Unmarshal(raw, &so.WWN)
+		case "size":
+			err = json.Unmarshal(raw, &so.Size)
+		case "write_back":
+			err = json.Unmarshal(raw, &so.WriteBack)
+		case "aio":
+			err = json.Unmarshal(raw, &so.AIO)
+		case "readonly":
+			err = json.Unmarshal(raw, &so.Readonly)
+		case "attributes":
+			so.Attributes = raw
+		case "alua_tpgs":
+			so.ALUATPGs = raw
+		default:
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("storage object field %q: %w", k, err)
+		}
+		delete(all, k)
+	}
+	if len(all) > 0 {
+		so.Extra = all
+	}
+	return nil
 }
 func (so StorageObject) MarshalJSON() ([]byte, error) {
 	type plain StorageObject
@@ -267,9 +329,40 @@ func (t TPG) MarshalJSON() ([]byte, error) {
 	type plain TPG
 	return marshalKeeping(plain(t), t.Extra)
 }
+
+// UnmarshalJSON is written out by hand, like StorageObject's: one LUN per image.
 func (l *LUN) UnmarshalJSON(b []byte) error {
-	type plain LUN
-	return unmarshalKeeping(b, (*plain)(l), &l.Extra)
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(b, &all); err != nil {
+		return err
+	}
+	if all == nil {
+		return fmt.Errorf("want a JSON object, got %s", truncate(b))
+	}
+	*l = LUN{}
+	for k, raw := range all {
+		var err error
+		switch k {
+		case "index":
+			err = json.Unmarshal(raw, &l.Index)
+		case "storage_object":
+			err = json.Unmarshal(raw, &l.StorageObject)
+		case "alias":
+			err = json.Unmarshal(raw, &l.Alias)
+		case "alua_tg_pt_gp_name":
+			err = json.Unmarshal(raw, &l.ALUAGroup)
+		default:
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("LUN field %q: %w", k, err)
+		}
+		delete(all, k)
+	}
+	if len(all) > 0 {
+		l.Extra = all
+	}
+	return nil
 }
 func (l LUN) MarshalJSON() ([]byte, error) {
 	type plain LUN
@@ -300,13 +393,17 @@ func unmarshalKeeping(b []byte, known any, extra *map[string]json.RawMessage) er
 	if all == nil {
 		return fmt.Errorf("want a JSON object, got %s", truncate(b))
 	}
-	if err := json.Unmarshal(b, known); err != nil {
-		return err
-	}
-	names := knownKeys(reflect.TypeOf(known).Elem())
-	for k := range all {
-		if slices.Contains(names, k) {
-			delete(all, k)
+	// Decode each known field from its own bytes, so that nested content is
+	// parsed once per level rather than twice.
+	v := reflect.ValueOf(known).Elem()
+	for _, f := range fieldsOf(v.Type()) {
+		raw, ok := all[f.name]
+		if !ok {
+			continue
+		}
+		delete(all, f.name)
+		if err := json.Unmarshal(raw, v.Field(f.index).Addr().Interface()); err != nil {
+			return fmt.Errorf("field %q: %w", f.name, err)
 		}
 	}
 	if len(all) > 0 {
@@ -335,25 +432,28 @@ func marshalKeeping(known any, extra map[string]json.RawMessage) ([]byte, error)
 	return json.Marshal(all)
 }
 
-var keyCache sync.Map // reflect.Type -> []string
+type field struct {
+	name  string
+	index int
+}
 
-// knownKeys lists the JSON names of t's fields, so that only truly unknown
-// keys land in Extra.
-func knownKeys(t reflect.Type) []string {
-	if v, ok := keyCache.Load(t); ok {
-		return v.([]string)
+var fieldCache sync.Map // reflect.Type -> []field
+
+// fieldsOf lists the JSON-named fields of struct type t.
+func fieldsOf(t reflect.Type) []field {
+	if v, ok := fieldCache.Load(t); ok {
+		return v.([]field)
 	}
-	var names []string
-	for f := range t.Fields() {
-		tag := f.Tag.Get("json")
-		name, _, _ := strings.Cut(tag, ",")
+	var fields []field
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
 		if name == "-" || name == "" {
 			continue
 		}
-		names = append(names, name)
+		fields = append(fields, field{name: name, index: i})
 	}
-	keyCache.Store(t, names)
-	return names
+	fieldCache.Store(t, fields)
+	return fields
 }
 
 func truncate(b []byte) string {

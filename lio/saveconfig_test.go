@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -111,7 +112,7 @@ func TestMarshalSortedIndented(t *testing.T) {
 	wb := false
 	c := &Config{
 		FabricModules:  []json.RawMessage{},
-		StorageObjects: []StorageObject{{Plugin: "fileio", Name: "n", Dev: "/d", Size: &sz, WWN: "w", WriteBack: &wb, Attributes: map[string]json.RawMessage{}, ALUATPGs: []json.RawMessage{}}},
+		StorageObjects: []StorageObject{{Plugin: "fileio", Name: "n", Dev: "/d", Size: &sz, WWN: "w", WriteBack: &wb, Attributes: json.RawMessage(`{}`), ALUATPGs: json.RawMessage(`[]`)}},
 		Targets:        []Target{},
 	}
 	out, err := Marshal(c)
@@ -137,5 +138,45 @@ func TestMarshalSortedIndented(t *testing.T) {
 `
 	if string(out) != want {
 		t.Errorf("Marshal =\n%s\nwant\n%s", out, want)
+	}
+}
+
+// bigSaveconfig is a saveconfig.json with n fileio objects, each with its
+// LUN, shaped like rtslib's output (attributes and ALUA groups included).
+func bigSaveconfig(tb testing.TB, n int) []byte {
+	tb.Helper()
+	sample, err := Load(filepath.Join(refDir, "jbtrystram_targetcli-containers_dfae028_saveconfig.json"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	proto := sample.StorageObjects[0]
+	tpg := sample.Targets[0].TPGs[0]
+	tpg.LUNs = nil
+	c := &Config{FabricModules: []json.RawMessage{}, Targets: sample.Targets}
+	for i := range n {
+		so := proto
+		so.Name = fmt.Sprintf("%015x", i)
+		so.Dev = fmt.Sprintf("/var/lib/cps-local/boot-images/PE/image-%05d.squashfs", i)
+		so.WWN = fmt.Sprintf("%031x", i)
+		c.StorageObjects = append(c.StorageObjects, so)
+		tpg.LUNs = append(tpg.LUNs, LUN{Index: i, StorageObject: so.Path(), ALUAGroup: "default_tg_pt_gp"})
+	}
+	c.Targets[0].TPGs[0] = tpg
+	data, err := Marshal(c)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return data
+}
+
+func BenchmarkParse10k(b *testing.B) {
+	data := bigSaveconfig(b, 10000)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		c, err := Parse(data)
+		if err != nil || len(c.StorageObjects) != 10000 {
+			b.Fatalf("Parse: %d objects, %v", len(c.StorageObjects), err)
+		}
 	}
 }

@@ -85,8 +85,9 @@ func MakePlan(d *Desired, actual *lio.Config, layout Layout, opts PlanOptions) (
 		existing[so.Name] = so
 	}
 	p.Managed = len(existing)
+	luns := tpg.LUNsByObject()
 	lunOf := func(name string) int {
-		if l, ok := tpg.LUNFor("/backstores/fileio/" + name); ok {
+		if l, ok := luns["/backstores/fileio/"+name]; ok {
 			return l.Index
 		}
 		return lio.AutoLUN

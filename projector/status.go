@@ -43,15 +43,14 @@ func StatusOf(d *Desired, plan *Plan, actual *lio.Config, layout Layout, target 
 	if tag == 0 {
 		tag = 1
 	}
-	var tpg *lio.TPG
+	var luns map[string]*lio.LUN
 	if t, ok := actual.Target(target); ok {
-		tpg, _ = t.TPG(tag)
+		if tpg, ok := t.TPG(tag); ok {
+			luns = tpg.LUNsByObject()
+		}
 	}
 	lunOf := func(path string) *int {
-		if tpg == nil {
-			return nil
-		}
-		if l, ok := tpg.LUNFor(path); ok {
+		if l, ok := luns[path]; ok {
 			idx := l.Index
 			return &idx
 		}

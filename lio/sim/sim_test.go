@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -161,8 +162,10 @@ func TestFileioCreateOneShot(t *testing.T) {
 		t.Errorf("file created by targetcli: %v, %v; want 1 MiB", fi, err)
 	}
 	a, _ := live(t, n).FileIO("a")
-	if a.WWN != "w1" || *a.WriteBack || a.AIO == nil || *a.AIO || len(a.ALUATPGs) != 1 {
-		t.Errorf("object a = wwn %q write_back %v aio %v alua %d; want w1, false, false, 1", a.WWN, *a.WriteBack, a.AIO, len(a.ALUATPGs))
+	var alua []json.RawMessage
+	json.Unmarshal(a.ALUATPGs, &alua)
+	if a.WWN != "w1" || *a.WriteBack || a.AIO == nil || *a.AIO || len(alua) != 1 {
+		t.Errorf("object a = wwn %q write_back %v aio %v alua %d; want w1, false, false, 1", a.WWN, *a.WriteBack, a.AIO, len(alua))
 	}
 	if wc, _ := a.Attr("emulate_write_cache"); wc != 0 {
 		t.Errorf("emulate_write_cache of a write-through object = %d, want 0", wc)

@@ -169,8 +169,8 @@ func (s *state) config() *lio.Config {
 			WWN:        so.WWN,
 			WriteBack:  &wb,
 			AIO:        &aio,
-			Attributes: fileioAttributes(wb),
-			ALUATPGs:   []json.RawMessage{json.RawMessage(defaultALUATPG)},
+			Attributes: rawJSON(fileioAttributes(wb)),
+			ALUATPGs:   json.RawMessage("[" + defaultALUATPG + "]"),
 		})
 	}
 	for _, t := range s.Targets {
@@ -434,4 +434,13 @@ func (s *store) bump(fn func(c *counters)) (counters, Faults, error) {
 		return err
 	})
 	return c, f, err
+}
+
+// rawJSON encodes v, which cannot fail for the maps of raw values used here.
+func rawJSON(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic("sim: encoding a constant: " + err.Error())
+	}
+	return b
 }
