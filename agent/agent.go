@@ -82,21 +82,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (
 	if err != nil {
 		return nil, fmt.Errorf("S3 client: %w", err)
 	}
-	token := o.Token
-	if token == nil {
-		token, err = tokenSource(cfg, log)
-		if err != nil {
-			return nil, err
-		}
-	}
-	imsClient, err := ims.New(ims.Config{
-		BaseURL:    cfg.APIGateway + "/" + cfg.IMSURI,
-		HTTPClient: httpClient,
-		Token:      token,
-		Timeout:    cfg.IMSTimeout,
-	})
+	imsClient, err := newIMSClient(cfg, log, httpClient, o.Token)
 	if err != nil {
-		return nil, fmt.Errorf("IMS client: %w", err)
+		return nil, err
 	}
 	mode, err := lio.ParseMode(cfg.TargetcliMode)
 	if err != nil {
@@ -393,6 +381,30 @@ func eventSources(cfg *config.Config, log *slog.Logger) ([]events.Source, error)
 		return nil, fmt.Errorf("NATS: %w", err)
 	}
 	return append(sources, n), nil
+}
+
+// NewIMSClient builds the IMS client the configuration describes
+// (API_GATEWAY, IMS_URI, IMS_AUTH, CA_FILE, IMS_TIMEOUT), as the agent uses it.
+func NewIMSClient(cfg *config.Config, log *slog.Logger) (*ims.Client, error) {
+	httpClient, err := httpClientFor(cfg.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	return newIMSClient(cfg, log, httpClient, nil)
+}
+
+func newIMSClient(cfg *config.Config, log *slog.Logger, hc *http.Client, token ims.TokenSource) (*ims.Client, error) {
+	if token == nil {
+		var err error
+		if token, err = tokenSource(cfg, log); err != nil {
+			return nil, err
+		}
+	}
+	c, err := ims.New(ims.Config{BaseURL: cfg.APIGateway + "/" + cfg.IMSURI, HTTPClient: hc, Token: token, Timeout: cfg.IMSTimeout})
+	if err != nil {
+		return nil, fmt.Errorf("IMS client: %w", err)
+	}
+	return c, nil
 }
 
 func tokenSource(cfg *config.Config, log *slog.Logger) (ims.TokenSource, error) {

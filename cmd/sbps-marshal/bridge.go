@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,11 +15,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sbps-marshal/sbps-marshal/agent"
 	"github.com/sbps-marshal/sbps-marshal/bridge"
 	"github.com/sbps-marshal/sbps-marshal/config"
 	"github.com/sbps-marshal/sbps-marshal/events"
-	"github.com/sbps-marshal/sbps-marshal/ims"
-	"github.com/sbps-marshal/sbps-marshal/svid"
 )
 
 // bridgeMain runs `sbps-marshal bridge webhook|ims` until ctx ends.
@@ -125,7 +121,7 @@ func runWebhook(ctx context.Context, nc *nats.Conn, cfg *config.Config, log *slo
 }
 
 func runIMS(ctx context.Context, nc *nats.Conn, cfg *config.Config, log *slog.Logger) error {
-	client, err := bridgeIMSClient(cfg, log)
+	client, err := agent.NewIMSClient(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -181,44 +177,6 @@ func imsStore(ctx context.Context, nc *nats.Conn, cfg *config.Config, log *slog.
 	}
 }
 
-// bridgeIMSClient builds the IMS client from IMS_AUTH, CA_FILE and
-// IMS_TIMEOUT. TODO(lead): replace with an exported agent helper (asked in
-// the bridge report) so the agent and the bridge cannot drift.
-func bridgeIMSClient(cfg *config.Config, log *slog.Logger) (*ims.Client, error) {
-	var token ims.TokenSource = ims.NoToken{}
-	switch cfg.IMSAuth {
-	case "token-file":
-		token = ims.TokenFile(cfg.IMSTokenFile)
-	case "spiffe":
-		xname, err := svid.ReadXName(cfg.XNameFile)
-		if err != nil {
-			log.Warn("no xname; only the node-independent SPIFFE ID is accepted", "err", err)
-		}
-		token = svid.NewJWTSource(svid.JWTConfig{Socket: cfg.SpireAgentSock, Audience: cfg.SpireJWTAudience, XName: xname, Logger: log})
-	}
-	var hc *http.Client
-	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("CA_FILE: %w", err)
-		}
-		pool, err := x509.SystemCertPool()
-		if err != nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("CA_FILE %s holds no PEM certificate", cfg.CAFile)
-		}
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-		hc = &http.Client{Transport: tr}
-	}
-	c, err := ims.New(ims.Config{BaseURL: cfg.APIGateway + "/" + cfg.IMSURI, HTTPClient: hc, Token: token, Timeout: cfg.IMSTimeout})
-	if err != nil {
-		return nil, fmt.Errorf("IMS client: %w", err)
-	}
-	return c, nil
-}
 
 // redactedURLs drops user information from NATS URLs for logging.
 func redactedURLs(urls []string) []string {

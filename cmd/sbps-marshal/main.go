@@ -115,6 +115,12 @@ func Main(args []string, stdout, stderr io.Writer, environ []string) int {
 		}
 		return resync(cfg, stdout, stderr)
 	}
+	if cmd == "bridge" {
+		// A bridge runs anywhere NATS and IMS are reachable: no LIO, no mount.
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		return bridgeMain(ctx, sub, cfg, log, stdout, stderr)
+	}
 	if err := cfg.CheckFiles(); err != nil {
 		fmt.Fprintln(stderr, "sbps-marshal:", strings.ReplaceAll(err.Error(), "\n", "\nsbps-marshal: "))
 		return 1
@@ -122,9 +128,6 @@ func Main(args []string, stdout, stderr io.Writer, environ []string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if cmd == "bridge" {
-		return bridgeMain(ctx, sub, cfg, log, stdout, stderr)
-	}
 	a, err := agent.New(ctx, cfg, log, agent.Options{})
 	if err != nil {
 		fmt.Fprintln(stderr, "sbps-marshal:", err)
