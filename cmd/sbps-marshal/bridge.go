@@ -177,7 +177,6 @@ func imsStore(ctx context.Context, nc *nats.Conn, cfg *config.Config, log *slog.
 	}
 }
 
-
 // redactedURLs drops user information from NATS URLs for logging.
 func redactedURLs(urls []string) []string {
 	out := make([]string, len(urls))
