@@ -131,7 +131,7 @@ func TestFallbackReconcile(t *testing.T) {
 				mustIndex(t, r.other, c, 2) // same number: no conflict
 				mustIndex(t, r.other, e, 3)
 			},
-			want: []Conflict{{Name: b, Image: "img-" + b, Local: 1, Fleet: 4, Owner: d}},
+			want:  []Conflict{{Name: b, Image: "img-" + b, Local: 1, Fleet: 4, Owner: d}},
 			fleet: map[string]int{a: 0, d: 1, c: 2, e: 3, b: 4},
 		},
 		{
