@@ -27,9 +27,12 @@ import (
 	"github.com/sbps-marshal/sbps-marshal/bucket"
 	"github.com/sbps-marshal/sbps-marshal/config"
 	"github.com/sbps-marshal/sbps-marshal/events"
+	"github.com/sbps-marshal/sbps-marshal/gate"
 	"github.com/sbps-marshal/sbps-marshal/ims"
 	"github.com/sbps-marshal/sbps-marshal/lio"
+	"github.com/sbps-marshal/sbps-marshal/metrics"
 	"github.com/sbps-marshal/sbps-marshal/projector"
+	"github.com/sbps-marshal/sbps-marshal/sdnotify"
 	"github.com/sbps-marshal/sbps-marshal/svid"
 )
 
@@ -46,6 +49,12 @@ type Agent struct {
 	resync     chan string
 	sources    []events.Source
 	ownDigest  string // digest of saveconfig.json after the agent's latest pass
+
+	metrics  *metrics.Metrics
+	notifier *sdnotify.Notifier
+	gate     gate.Gate
+	ready    atomic.Pointer[string] // nil: ready; else why not
+	lastFull atomic.Int64           // unix nanoseconds of the latest successful full pass
 }
 
 // Options are dependencies tests and the demo may replace.
@@ -57,6 +66,9 @@ type Options struct {
 	// Lstat overrides how files under the mount are examined (tests model
 	// s3fs showing a fresh upload at 0 bytes with it).
 	Lstat func(string) (fs.FileInfo, error)
+	// Getenv is how systemd's NOTIFY_SOCKET and WATCHDOG_USEC are read;
+	// defaults to os.Getenv.
+	Getenv func(string) string
 }
 
 // New builds the agent from a validated configuration.
@@ -110,13 +122,33 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (
 	if err != nil {
 		return nil, err
 	}
+	g, err := gate.Parse(cfg.Gate, cfg.NodeName, cfg.KubectlBin, log)
+	if err != nil {
+		return nil, fmt.Errorf("GATE: %w", err)
+	}
+	getenv := o.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	m := metrics.New()
+	m.CollectLIOStats(driver.Stats)
+	for _, src := range sources {
+		switch src := src.(type) {
+		case *events.NATSSource:
+			m.CollectEventStats(src.Stats)
+			m.CollectNATSConnected(src.Connected)
+		case *events.Watcher:
+			m.CollectEventStats(src.Stats)
+		}
+	}
 	layout := projector.Layout{Bucket: cfg.S3Bucket, Mount: cfg.Mount, PEPrefix: cfg.PEPrefix}
 	a := &Agent{
 		cfg: cfg, log: log, driver: driver, s3: s3, ims: imsClient,
 		resync: make(chan string, 1), sources: sources,
+		metrics: m, notifier: sdnotify.New(getenv), gate: g,
 		Reconciler: &projector.Reconciler{
 			Inventory: &projector.Inventory{Objects: s3, Images: imsClient, Layout: layout, Tagging: cfg.IMSTagging, Lstat: o.Lstat},
-			LIO:       driver,
+			LIO:       m.InstrumentApplier(driver),
 			SaveFile:  cfg.LIOSaveFile,
 			Plan: projector.PlanOptions{
 				Target:            cfg.TargetIQN,
@@ -127,7 +159,21 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (
 			Logger: log,
 		},
 	}
+	notReady := "first full reconcile not done"
+	a.ready.Store(&notReady)
 	return a, nil
+}
+
+// Metrics exposes the agent's metrics (for the HTTP endpoint and tests).
+func (a *Agent) Metrics() *metrics.Metrics { return a.metrics }
+
+// Ready is nil once the first full reconcile is done and the latest pass
+// could read and change LIO; otherwise it says why not.
+func (a *Agent) Ready() error {
+	if why := a.ready.Load(); why != nil {
+		return errors.New(*why)
+	}
+	return nil
 }
 
 // Close releases the agent's resources.
@@ -160,8 +206,18 @@ func (a *Agent) statusOf(rep *projector.Report) []projector.Entry {
 	return projector.StatusOf(rep.Desired, rep.Plan, rep.After, a.Reconciler.Inventory.Layout, a.cfg.TargetIQN, 1)
 }
 
-// SyncOnce runs one full pass.
+// SyncOnce runs one full pass. Unless it is a dry run it obeys the node
+// gate: closed, it disables tpg1 and projects nothing.
 func (a *Agent) SyncOnce(ctx context.Context, o projector.SyncOptions) (*projector.Report, error) {
+	if !o.DryRun {
+		open, err := a.applyGate(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if !open {
+			return nil, fmt.Errorf("node gate (GATE=%s) is closed: tpg1 is disabled and nothing is projected", a.cfg.Gate)
+		}
+	}
 	rep, err := a.Reconciler.Sync(ctx, o)
 	if rep != nil {
 		a.lastReport.Store(rep)
@@ -185,24 +241,32 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 			a.log.Error("event sources stopped; continuing with periodic resyncs", "err", err)
 		}
 	}()
+	if a.cfg.MetricsAddr != "" {
+		go func() {
+			if err := metrics.Serve(ctx, a.cfg.MetricsAddr, a.metrics.Handler(a.Ready)); err != nil {
+				a.log.Error("metrics endpoint stopped", "addr", a.cfg.MetricsAddr, "err", err)
+			}
+		}()
+	}
+	defer a.notifier.Stopping()
+	watchdog := make(<-chan time.Time)
+	if iv, ok := a.notifier.WatchdogInterval(); ok {
+		t := time.NewTicker(iv / 2)
+		defer t.Stop()
+		watchdog = t.C
+		a.notifier.Watchdog()
+	}
 	backoff := newBackoff(time.Second, a.cfg.ResyncInterval)
 	w := work{full: true, trigger: "start"}
 	var batch []events.Event
 	first := true
 	for {
-		var rep *projector.Report
-		var err error
-		if w.full {
-			rep, err = a.Reconciler.Sync(ctx, projector.SyncOptions{Trigger: w.trigger})
-		} else {
-			rep, err = a.Reconciler.SyncKeys(ctx, projector.SyncOptions{Trigger: w.trigger}, w.peKeys, w.imageIDs)
-		}
-		if rep != nil {
-			a.lastReport.Store(rep)
-			a.noteOwnSave()
-		}
+		rep, err := a.pass(ctx, w)
 		for _, ev := range batch {
 			ev.Done(err)
+		}
+		if len(batch) > 0 {
+			a.metrics.ObserveEvents(batch, err)
 		}
 		batch = nil
 		next := a.cfg.ResyncInterval
@@ -212,6 +276,7 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 		case err != nil:
 			next = backoff.next()
 			a.log.Error("pass failed; projections are left as they are", "err", err, "retry_in", next)
+		case rep == nil: // node gate closed: look again at the next resync
 		default:
 			backoff.reset()
 			a.logPass(rep)
@@ -221,10 +286,12 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 		}
 		if first && err == nil {
 			first = false
+			a.notifier.Ready()
 			if ready != nil {
 				ready()
 			}
 		}
+		a.notifier.Status(a.statusLine(rep, err))
 		timer := time.NewTimer(next)
 	wait:
 		for {
@@ -236,6 +303,9 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 				w = work{full: true, trigger: trigger}
 			case <-timer.C:
 				w = work{full: true, trigger: "resync timer"}
+			case <-watchdog:
+				a.notifier.Watchdog()
+				continue
 			case ev := <-evs:
 				batch = a.collect(ctx, ev, evs)
 				var ok bool
@@ -243,6 +313,7 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 					for _, ev := range batch {
 						ev.Done(nil)
 					}
+					a.metrics.IgnoreEvents(batch)
 					batch = nil
 					continue
 				}
@@ -255,6 +326,127 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 			break wait
 		}
 	}
+}
+
+// pass runs one pass of work w behind the node gate, and records it.
+func (a *Agent) pass(ctx context.Context, w work) (*projector.Report, error) {
+	kind := metrics.KeysPass
+	if w.full {
+		kind = metrics.FullPass
+	}
+	if open, err := a.applyGate(ctx); err != nil || !open {
+		a.metrics.ObservePass(kind, nil, err, nil)
+		return nil, err
+	}
+	var rep *projector.Report
+	var err error
+	if w.full {
+		rep, err = a.Reconciler.Sync(ctx, projector.SyncOptions{Trigger: w.trigger})
+	} else {
+		rep, err = a.Reconciler.SyncKeys(ctx, projector.SyncOptions{Trigger: w.trigger}, w.peKeys, w.imageIDs)
+	}
+	var status []projector.Entry
+	if rep != nil {
+		a.lastReport.Store(rep)
+		a.noteOwnSave()
+		status = a.statusOf(rep)
+		if w.full && err == nil {
+			a.lastFull.Store(time.Now().UnixNano())
+		}
+	}
+	a.metrics.ObservePass(kind, rep, err, status)
+	if err != nil {
+		why := "latest pass failed: " + err.Error()
+		if a.lastFull.Load() == 0 {
+			why = "first full reconcile not done: " + err.Error()
+		}
+		a.ready.Store(&why)
+	} else if a.lastFull.Load() != 0 {
+		a.ready.Store(nil)
+	}
+	return rep, err
+}
+
+// applyGate asks the node gate whether this node serves images, and makes
+// tpg1 follow: disabled while closed (nothing is projected), enabled when
+// open. When the gate cannot answer, LIO stays as it is and the pass is
+// skipped.
+func (a *Agent) applyGate(ctx context.Context) (bool, error) {
+	open, why, err := a.gate.Open(ctx)
+	if err != nil {
+		return false, fmt.Errorf("node gate (GATE=%s) cannot answer, leaving LIO as it is: %w", a.cfg.Gate, err)
+	}
+	saved, err := projector.ReadSaved(ctx, a.cfg.LIOSaveFile)
+	if err != nil {
+		return false, err
+	}
+	tgt, ok := saved.Target(a.cfg.TargetIQN)
+	if !ok {
+		return open, nil // the planner explains a missing target
+	}
+	tpg, ok := tgt.TPG(1)
+	if !ok || bool(tpg.Enable) == open {
+		if !open {
+			a.log.Info("node gate closed; projecting nothing", "why", why)
+		}
+		return open, nil
+	}
+	op := lio.Op{Kind: lio.EnableTPG, Target: a.cfg.TargetIQN, TPG: 1}
+	if !open {
+		op.Kind = lio.DisableTPG
+	}
+	a.log.Warn("node gate changed; switching tpg1", "open", open, "why", why, "op", op.Kind)
+	res, err := a.Reconciler.LIO.Apply(ctx, []lio.Op{op})
+	if err == nil && len(res) == 1 && !res[0].OK() {
+		err = fmt.Errorf("%s: %s", op, firstNonEmpty(res[0].Message, errText(res[0].Err)))
+	}
+	return open, err
+}
+
+// statusLine is what `systemctl status` shows.
+func (a *Agent) statusLine(rep *projector.Report, err error) string {
+	last := "never"
+	if t := a.lastFull.Load(); t != 0 {
+		last = time.Since(time.Unix(0, t)).Round(time.Second).String() + " ago"
+	}
+	if rep == nil {
+		if err != nil {
+			return "pass failed (" + trimTo(err.Error(), 120) + "); last full resync " + last
+		}
+		return "node gate closed; projecting nothing"
+	}
+	counts := map[projector.State]int{}
+	for _, e := range a.statusOf(rep) {
+		counts[e.State]++
+	}
+	line := fmt.Sprintf("%d projected, %d pending, %d rejected; last full resync %s", counts[projector.Projected], counts[projector.Pending], counts[projector.Rejected], last)
+	if err != nil {
+		line += "; last pass failed: " + trimTo(err.Error(), 80)
+	}
+	return line
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func trimTo(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
 }
 
 // work is what one pass must do.

@@ -60,7 +60,7 @@ func TestUnitKeys(t *testing.T) {
 		{"Service", "EnvironmentFile", "-/etc/sysconfig/sbps-marshal"},
 		{"Service", "Restart", "on-failure"},
 		{"Service", "RestartSec", "5"},
-		{"Service", "WatchdogSec", "60s"},
+		{"Service", "WatchdogSec", "5min"},
 		{"Service", "StateDirectory", "sbps-marshal"},
 		{"Service", "ProtectSystem", "strict"},
 		{"Service", "ReadWritePaths", "-/etc/target -/sys/kernel/config /run -/var/lib/cps-local"},

@@ -86,11 +86,15 @@ type NATSConfig struct {
 // change events (core subscriptions, or a JetStream durable consumer when
 // Stream is set), fleet resync requests, and a Resync after every reconnect.
 type NATSSource struct {
-	cfg    NATSConfig
-	opts   []nats.Option // authentication and TLS, checked by NewNATS
-	logger *slog.Logger
-	stats  counters
+	cfg       NATSConfig
+	opts      []nats.Option // authentication and TLS, checked by NewNATS
+	logger    *slog.Logger
+	stats     counters
+	connected atomic.Bool
 }
+
+// Connected reports whether the source holds a NATS connection now.
+func (s *NATSSource) Connected() bool { return s.connected.Load() }
 
 // NewNATS checks cfg and reads its credential and TLS files; it does not
 // connect. Errors name the setting to fix.
@@ -297,6 +301,7 @@ func (s *NATSSource) connect(requestResync func(source, reason string)) (*nats.C
 		nats.ReconnectWait(s.cfg.ReconnectWait),
 		nats.ReconnectJitter(s.cfg.ReconnectWait, s.cfg.ReconnectWait),
 		nats.ConnectHandler(func(nc *nats.Conn) {
+			s.connected.Store(true)
 			s.stats.inc("nats", OutcomeConnect)
 			s.logger.Info("connected to NATS", "url", nc.ConnectedUrlRedacted())
 			if state.Load() == 2 {
@@ -304,15 +309,20 @@ func (s *NATSSource) connect(requestResync func(source, reason string)) (*nats.C
 			}
 		}),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			s.connected.Store(false)
 			s.stats.inc("nats", OutcomeDisconnect)
 			s.logger.Warn("disconnected from NATS; reconnecting (projections stay as they are)", "err", err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
+			s.connected.Store(true)
 			s.stats.inc("nats", OutcomeReconnect)
 			s.logger.Info("reconnected to NATS; resyncing", "url", nc.ConnectedUrlRedacted())
 			requestResync("nats reconnect", "reconnected to NATS at "+nc.ConnectedUrlRedacted()+"; events may have been missed")
 		}),
-		nats.ClosedHandler(func(*nats.Conn) { closeOnce.Do(func() { close(closed) }) }),
+		nats.ClosedHandler(func(*nats.Conn) {
+			s.connected.Store(false)
+			closeOnce.Do(func() { close(closed) })
+		}),
 		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
 			subj := ""
 			if sub != nil {
@@ -332,7 +342,9 @@ func (s *NATSSource) connect(requestResync func(source, reason string)) (*nats.C
 		return nil, nil, fmt.Errorf("events: connect to NATS: %w", err)
 	}
 	state.Store(1)
-	if !nc.IsConnected() {
+	if nc.IsConnected() {
+		s.connected.Store(true)
+	} else {
 		state.Store(2)
 		s.stats.inc("nats", OutcomeUnreachable)
 		s.logger.Warn("NATS not reachable; retrying in the background (projecting without events meanwhile)", "servers", len(s.cfg.URLs))
