@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sbps-marshal/sbps-marshal/bucket"
 	"github.com/sbps-marshal/sbps-marshal/config"
@@ -32,6 +34,7 @@ import (
 	"github.com/sbps-marshal/sbps-marshal/lio"
 	"github.com/sbps-marshal/sbps-marshal/metrics"
 	"github.com/sbps-marshal/sbps-marshal/projector"
+	"github.com/sbps-marshal/sbps-marshal/registry"
 	"github.com/sbps-marshal/sbps-marshal/sdnotify"
 	"github.com/sbps-marshal/sbps-marshal/svid"
 )
@@ -53,6 +56,7 @@ type Agent struct {
 	metrics  *metrics.Metrics
 	notifier *sdnotify.Notifier
 	gate     gate.Gate
+	fallback *registry.Fallback     // fleet registry with its local fallback, when LUN_REGISTRY=nats
 	ready    atomic.Pointer[string] // nil: ready; else why not
 	lastFull atomic.Int64           // unix nanoseconds of the latest successful full pass
 }
@@ -141,11 +145,15 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (
 			m.CollectEventStats(src.Stats)
 		}
 	}
+	reg, fallback, err := lunRegistry(cfg, log, m)
+	if err != nil {
+		return nil, err
+	}
 	layout := projector.Layout{Bucket: cfg.S3Bucket, Mount: cfg.Mount, PEPrefix: cfg.PEPrefix}
 	a := &Agent{
 		cfg: cfg, log: log, driver: driver, s3: s3, ims: imsClient,
 		resync: make(chan string, 1), sources: sources,
-		metrics: m, notifier: sdnotify.New(getenv), gate: g,
+		metrics: m, notifier: sdnotify.New(getenv), gate: g, fallback: fallback,
 		Reconciler: &projector.Reconciler{
 			Inventory: &projector.Inventory{Objects: s3, Images: imsClient, Layout: layout, Tagging: cfg.IMSTagging, Lstat: o.Lstat},
 			LIO:       m.InstrumentApplier(driver),
@@ -156,7 +164,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (
 				MaxDeleteFraction: cfg.MaxDeleteFraction,
 				AllowWritableTPG:  cfg.AllowWritableTPG,
 			},
-			Logger: log,
+			Logger:   log,
+			Registry: reg,
 		},
 	}
 	notReady := "first full reconcile not done"
@@ -203,7 +212,7 @@ func (a *Agent) Status(ctx context.Context) ([]projector.Entry, *projector.Repor
 }
 
 func (a *Agent) statusOf(rep *projector.Report) []projector.Entry {
-	return projector.StatusOf(rep.Desired, rep.Plan, rep.After, a.Reconciler.Inventory.Layout, a.cfg.TargetIQN, 1)
+	return rep.Status(a.Reconciler.Inventory.Layout, a.cfg.TargetIQN, 1)
 }
 
 // SyncOnce runs one full pass. Unless it is a dry run it obeys the node
@@ -352,6 +361,7 @@ func (a *Agent) pass(ctx context.Context, w work) (*projector.Report, error) {
 		status = a.statusOf(rep)
 		if w.full && err == nil {
 			a.lastFull.Store(time.Now().UnixNano())
+			a.reconcileRegistry(ctx)
 		}
 	}
 	a.metrics.ObservePass(kind, rep, err, status)
@@ -549,6 +559,74 @@ func (a *Agent) logPass(rep *projector.Report) {
 	a.log.Info("pass done", "duration", rep.Duration.Round(time.Millisecond), "changes", len(rep.Plan.Changes),
 		"projected", counts[projector.Projected], "pending", counts[projector.Pending], "rejected", counts[projector.Rejected],
 		"held", counts[projector.Held], "foreign", counts[projector.Foreign])
+}
+
+// lunRegistry builds the LUN registry LUN_REGISTRY names.
+func lunRegistry(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (projector.LUNRegistry, *registry.Fallback, error) {
+	if cfg.LUNRegistry == "off" {
+		return nil, nil, nil
+	}
+	local, err := registry.NewLocal(registry.LocalConfig{Dir: cfg.StateDir, Quarantine: cfg.LUNQuarantine, Node: cfg.NodeName})
+	if err != nil {
+		return nil, nil, fmt.Errorf("LUN registry in STATE_DIR: %w", err)
+	}
+	if cfg.LUNRegistry == "local" {
+		return local, nil, nil
+	}
+	nc, err := nats.Connect(strings.Join(cfg.NATSURL, ","), append(NATSOptions(cfg),
+		nats.Name("sbps-marshal registry "+cfg.NodeName), nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1))...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("LUN registry: NATS: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("LUN registry: JetStream: %w", err)
+	}
+	kv := registry.NewKV(js, registry.KVConfig{Bucket: cfg.LUNKVBucket, Quarantine: cfg.LUNQuarantine, Node: cfg.NodeName})
+	fb := registry.NewFallback(kv, local, registry.FallbackConfig{Timeout: cfg.LUNRegistryWait, OnLocal: func(op, name string, err error) {
+		log.Warn("fleet LUN registry did not answer in time; used the local registry (reconciled when it is back)",
+			"op", op, "backstore", name, "timeout", cfg.LUNRegistryWait, "err", err)
+		m.RegistryFallback()
+	}})
+	return fb, fb, nil
+}
+
+// reconcileRegistry offers what the local registry handed out during a
+// fleet registry outage back to the fleet; disagreements are reported,
+// never renumbered.
+func (a *Agent) reconcileRegistry(ctx context.Context) {
+	if a.fallback == nil || a.fallback.LocalUses() == 0 {
+		return
+	}
+	conflicts, err := a.fallback.Reconcile(ctx)
+	if err != nil {
+		a.log.Warn("fleet LUN registry still unreachable; local numbers kept", "err", err)
+		return
+	}
+	for _, c := range conflicts {
+		a.log.Error("LUN number conflict with the fleet registry; left as it is (sbps-marshal sync --renumber moves it)", "conflict", c.String())
+	}
+}
+
+// NATSOptions returns the connection options for the configured NATS
+// credentials and TLS files.
+func NATSOptions(cfg *config.Config) []nats.Option {
+	var o []nats.Option
+	if cfg.NATSCreds != "" {
+		o = append(o, nats.UserCredentials(cfg.NATSCreds))
+	}
+	if cfg.NATSTLSCA != "" {
+		o = append(o, nats.RootCAs(cfg.NATSTLSCA))
+	}
+	if cfg.NATSTLSCert != "" {
+		o = append(o, nats.ClientCert(cfg.NATSTLSCert, cfg.NATSTLSKey))
+	}
+	if cfg.NATSNKeySeed != "" {
+		if opt, err := nats.NkeyOptionFromSeed(cfg.NATSNKeySeed); err == nil {
+			o = append(o, opt)
+		}
+	}
+	return o
 }
 
 func eventSources(cfg *config.Config, log *slog.Logger) ([]events.Source, error) {

@@ -48,7 +48,9 @@ func newAgentWith(t *testing.T, s *rig.Stack, o Options, env ...string) *Agent {
 	if os.Getenv("SBPS_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	o.TargetcliEnv = s.Node.Env()
+	if o.TargetcliEnv == nil {
+		o.TargetcliEnv = s.Node.Env()
+	}
 	a, err := New(t.Context(), cfg, log, o)
 	if err != nil {
 		t.Fatal(err)
@@ -358,7 +360,7 @@ func TestMigrationFromOldAgent(t *testing.T) {
 		t.Fatalf("plan after migration: %+v held %+v, want nothing", rep.Plan.Changes, rep.Plan.Held)
 	}
 	sync(t, a, projector.SyncOptions{})
-	if after := lunsAny(t, s); !maps(before, after) {
+	if after := lunsAny(t, s); !sameLUNs(before, after) {
 		t.Errorf("LUNs changed: before %v after %v", before, after)
 	}
 }
@@ -389,7 +391,7 @@ func (z zeroSize) ModTime() time.Time { return time.Time{} }
 func (z zeroSize) IsDir() bool        { return false }
 func (z zeroSize) Sys() any           { return nil }
 
-func maps(a, b map[string]int) bool {
+func sameLUNs(a, b map[string]int) bool {
 	if len(a) != len(b) {
 		return false
 	}

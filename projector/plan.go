@@ -17,6 +17,7 @@ const (
 	Create   Action = "create"   // new backstore and LUN
 	Recreate Action = "recreate" // backstore differs (file, size or wwn): delete, then create
 	Map      Action = "map"      // backstore is right, its LUN is missing
+	Renumber Action = "renumber" // LUN index differs from the registry; moved on request only
 	Delete   Action = "delete"   // backstore no longer desired
 )
 
@@ -26,7 +27,8 @@ type Change struct {
 	Name       string      // backstore name
 	Projection *Projection // for create, recreate, map
 	Dev        string      // existing backstore's file (recreate, delete)
-	LUN        int         // existing LUN index, or lio.AutoLUN when there is none
+	LUN        int         // existing LUN index, or lio.AutoLUN when there is none; for renumber, the new index
+	OldLUN     int         // renumber: the index the LUN has now
 	Reason     string
 }
 
@@ -54,6 +56,9 @@ type PlanOptions struct {
 	MaxDeleteFraction float64 // refuse a pass deleting more than this fraction of managed projections
 	AllowMassDelete   bool    // the operator's override of the guard
 	AllowWritableTPG  bool    // project into a TPG that does not write-protect
+	// Renumber moves LUNs whose index differs from LUNIndex's answer (the
+	// operator's `sync --renumber`; initiators see the LUN move).
+	Renumber bool
 	// LUNIndex, when set, gives the LUN index a new projection must use
 	// (fleet-stable numbering); otherwise LIO chooses.
 	LUNIndex func(p Projection) (int, bool)
@@ -104,6 +109,11 @@ func MakePlan(d *Desired, actual *lio.Config, layout Layout, opts PlanOptions) (
 			creates = append(creates, Change{Action: Recreate, Name: name, Projection: &proj, Dev: so.Dev, LUN: lunOf(name), Reason: mismatch(so, &proj)})
 		case lunOf(name) == lio.AutoLUN:
 			creates = append(creates, Change{Action: Map, Name: name, Projection: &proj, LUN: lio.AutoLUN, Reason: "backstore has no LUN in " + opts.Target})
+		case opts.Renumber && opts.LUNIndex != nil:
+			if idx, ok := opts.LUNIndex(proj); ok && idx != lunOf(name) {
+				creates = append(creates, Change{Action: Renumber, Name: name, Projection: &proj, LUN: idx, OldLUN: lunOf(name),
+					Reason: fmt.Sprintf("lun%d differs from the fleet registry's lun%d (operator asked to renumber)", lunOf(name), idx)})
+			}
 		}
 	}
 
@@ -207,8 +217,11 @@ func writable(tpg *lio.TPG) string {
 func (p *Plan) Ops(target string, tpg int) []lio.Op {
 	var ops []lio.Op
 	for _, c := range p.Changes {
-		if c.Action == Delete || c.Action == Recreate {
+		switch c.Action {
+		case Delete, Recreate:
 			ops = append(ops, lio.Op{Kind: lio.DeleteBackstore, Backstore: c.Name})
+		case Renumber:
+			ops = append(ops, lio.Op{Kind: lio.DeleteLUN, Target: target, TPG: tpg, LUN: c.OldLUN})
 		}
 	}
 	for _, c := range p.Changes {
@@ -216,7 +229,7 @@ func (p *Plan) Ops(target string, tpg int) []lio.Op {
 		case Create, Recreate:
 			ops = append(ops, lio.Op{Kind: lio.CreateBackstore, Backstore: c.Name, File: c.Projection.File, WWN: c.Projection.ID.WWN})
 			fallthrough
-		case Map:
+		case Map, Renumber:
 			ops = append(ops, lio.Op{Kind: lio.CreateLUN, Backstore: c.Name, Target: target, TPG: tpg, LUN: c.LUN})
 		}
 	}

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/sbps-marshal/sbps-marshal/lio"
+	"github.com/sbps-marshal/sbps-marshal/registry"
 )
 
 // Reconciler makes LIO match the desired state. It is the only writer to
@@ -19,21 +22,39 @@ type Reconciler struct {
 	SaveFile  string // LIO_SAVE_FILE
 	Plan      PlanOptions
 	Logger    *slog.Logger
+	// Registry, when set, gives every new LUN its fleet-stable index and
+	// takes back the index of a removed one (LUN_REGISTRY); nil lets LIO
+	// pick the lowest free index, as the old agent did.
+	Registry LUNRegistry
 
-	mu   sync.Mutex // held for a whole pass
-	last *Desired   // desired state of the latest full pass, for repairs
+	mu      sync.Mutex     // held for a whole pass
+	last    *Desired       // desired state of the latest full pass, for repairs
+	adopted bool           // the node's LUNs were offered to the registry
+	indexes map[string]int // backstore name -> registry index, as learnt
+}
+
+// LUNRegistry keeps LUN numbers stable across the fleet; registry.Registry
+// implementations satisfy it.
+type LUNRegistry interface {
+	Index(ctx context.Context, name string, meta registry.Meta) (int, error)
+	Adopt(ctx context.Context, name string, index int, meta registry.Meta) (int, error)
+	Release(ctx context.Context, name string) error
 }
 
 // SyncOptions tune one pass.
 type SyncOptions struct {
 	DryRun          bool   // plan only
 	AllowMassDelete bool   // the operator's override of the mass-delete guard
+	Renumber        bool   // move LUNs to their registry index (sync --renumber)
 	Trigger         string // what caused the pass, for the logs
 }
 
 // Report is the outcome of one pass.
 type Report struct {
-	Trigger  string // what caused the pass
+	Trigger string // what caused the pass
+	// Registry is the registry's LUN index of each backstore it knows
+	// (nil without a registry).
+	Registry map[string]int
 	Desired  *Desired
 	Before   *lio.Config // LIO's saved state the plan was made from
 	Plan     *Plan
@@ -111,11 +132,22 @@ func (r *Reconciler) pass(ctx context.Context, o SyncOptions, compute func(befor
 	}
 	opts := r.Plan
 	opts.AllowMassDelete = o.AllowMassDelete
+	opts.Renumber = o.Renumber
+	if r.Registry != nil && !o.DryRun {
+		r.askRegistry(ctx, log, desired, before)
+		opts.LUNIndex = func(p Projection) (int, bool) {
+			idx, ok := r.indexes[p.ID.Name]
+			return idx, ok
+		}
+	}
 	plan, err := MakePlan(desired, before, r.Inventory.Layout, opts)
 	if err != nil {
 		return nil, err
 	}
 	rep := &Report{Trigger: o.Trigger, Desired: desired, Before: before, Plan: plan}
+	if r.Registry != nil {
+		rep.Registry = maps.Clone(r.indexes)
+	}
 	for _, h := range plan.Held {
 		log.Warn("not removing projection", "backstore", h.Name, "file", h.Dev, "reason", h.Reason)
 	}
@@ -135,7 +167,7 @@ func (r *Reconciler) pass(ctx context.Context, o SyncOptions, compute func(befor
 		if res.Op.Kind == lio.CreateLUN {
 			attrs = append(attrs, "lun", res.Op.LUN)
 		}
-		if c := changeFor(plan, res.Op.Backstore); c != nil {
+		if c := changeFor(plan, res.Op.Backstore); c.Name != "" {
 			attrs = append(attrs, "action", c.Action, "reason", c.Reason)
 			if c.Projection != nil {
 				attrs = append(attrs, "key", c.Projection.Key)
@@ -148,6 +180,16 @@ func (r *Reconciler) pass(ctx context.Context, o SyncOptions, compute func(befor
 			log.Info("applied", attrs...)
 		} else {
 			log.Error("apply failed", append(attrs, "message", res.Message, "err", res.Err)...)
+		}
+	}
+	if r.Registry != nil {
+		for _, res := range results {
+			if res.Op.Kind == lio.DeleteBackstore && res.OK() && changeFor(plan, res.Op.Backstore).Action == Delete {
+				if err := r.Registry.Release(ctx, res.Op.Backstore); err != nil {
+					log.Warn("could not release LUN index to the registry; it stays reserved", "backstore", res.Op.Backstore, "err", err)
+				}
+				delete(r.indexes, res.Op.Backstore)
+			}
 		}
 	}
 	after, err := ReadSaved(ctx, r.SaveFile)
@@ -164,13 +206,72 @@ func (r *Reconciler) pass(ctx context.Context, o SyncOptions, compute func(befor
 	return rep, err
 }
 
+// askRegistry offers the node's LUNs to the registry once (first writer
+// wins, so a running fleet converges without moving LUNs), and asks it for
+// the index of every projection that needs a new LUN. A registry that
+// cannot answer never blocks projection: LIO then picks the index, and the
+// log says so.
+func (r *Reconciler) askRegistry(ctx context.Context, log *slog.Logger, d *Desired, before *lio.Config) {
+	if r.indexes == nil {
+		r.indexes = map[string]int{}
+	}
+	var luns map[string]*lio.LUN
+	if tgt, ok := before.Target(r.Plan.Target); ok {
+		if tpg, ok := tgt.TPG(max(r.Plan.TPG, 1)); ok {
+			luns = tpg.LUNsByObject()
+		}
+	}
+	if !r.adopted {
+		for _, so := range before.StorageObjects {
+			if so.Plugin != "fileio" || !r.Inventory.Layout.Managed(so.Dev) {
+				continue
+			}
+			l, ok := luns[so.Path()]
+			if !ok {
+				continue
+			}
+			idx, err := r.Registry.Adopt(ctx, so.Name, l.Index, registry.Meta{Image: strings.TrimPrefix(so.Dev, r.Inventory.Layout.Mount+"/")})
+			if err != nil {
+				log.Warn("registry: could not offer an existing LUN", "backstore", so.Name, "lun", l.Index, "err", err)
+				continue
+			}
+			r.indexes[so.Name] = idx
+			if idx != l.Index {
+				log.Warn("LUN index differs from the fleet registry; left as it is (sbps-marshal sync --renumber moves it)", "backstore", so.Name, "lun", l.Index, "registry", idx)
+			}
+		}
+		r.adopted = true
+	}
+	for name, p := range d.Projections {
+		if _, ok := luns["/backstores/fileio/"+name]; ok {
+			continue
+		}
+		if _, ok := r.indexes[name]; ok {
+			continue
+		}
+		idx, err := r.Registry.Index(ctx, name, registry.Meta{Image: imageLabel(p)})
+		if err != nil {
+			log.Warn("registry: no LUN index; LIO will pick one", "backstore", name, "err", err)
+			continue
+		}
+		r.indexes[name] = idx
+	}
+}
+
+func imageLabel(p Projection) string {
+	if len(p.Users) > 0 {
+		return p.Users[0].ID + " " + p.Users[0].Name
+	}
+	return p.Key
+}
+
 func changeFor(p *Plan, name string) *Change {
 	for i := range p.Changes {
 		if p.Changes[i].Name == name {
 			return &p.Changes[i]
 		}
 	}
-	return nil
+	return &Change{}
 }
 
 func (r *Reconciler) logger() *slog.Logger {

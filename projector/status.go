@@ -32,9 +32,13 @@ type Entry struct {
 	WWN       string     `json:"wwn,omitempty"`
 	WWID      string     `json:"multipath_wwid,omitempty"`
 	LUN       *int       `json:"lun,omitempty"`
-	Size      int64      `json:"size,omitempty"`
-	File      string     `json:"file,omitempty"`
-	Reason    string     `json:"reason,omitempty"`
+	// RegistryLUN is the fleet registry's index for this backstore, when
+	// a registry is in use and knows it; a LUN that differs from it is
+	// reported, not moved.
+	RegistryLUN *int   `json:"registry_lun,omitempty"`
+	Size        int64  `json:"size,omitempty"`
+	File        string `json:"file,omitempty"`
+	Reason      string `json:"reason,omitempty"`
 }
 
 // StatusOf builds the status view from a pass's inputs and outcome.
@@ -114,6 +118,18 @@ func StatusOf(d *Desired, plan *Plan, actual *lio.Config, layout Layout, target 
 		return cmp.Or(cmp.Compare(stateOrder(a.State), stateOrder(b.State)), cmp.Compare(a.Key, b.Key), cmp.Compare(a.Backstore, b.Backstore))
 	})
 	return out
+}
+
+// Status is the status view of this pass, with the registry's index of
+// each LUN when a registry is in use.
+func (r *Report) Status(layout Layout, target string, tag int) []Entry {
+	entries := StatusOf(r.Desired, r.Plan, r.After, layout, target, tag)
+	for i := range entries {
+		if idx, ok := r.Registry[entries[i].Backstore]; ok {
+			entries[i].RegistryLUN = &idx
+		}
+	}
+	return entries
 }
 
 func problemEntry(s State, pr Problem) Entry {

@@ -61,7 +61,7 @@ func bridgeMain(ctx context.Context, sub string, cfg *config.Config, log *slog.L
 // answers yet (the bridge then answers 503 / skips polls until it does).
 func bridgeConnect(cfg *config.Config, sub string, log *slog.Logger) (*nats.Conn, error) {
 	host, _ := os.Hostname()
-	opts := append(natsAuth(cfg),
+	opts := append(agent.NATSOptions(cfg),
 		nats.Name("sbps-marshal bridge "+sub+"@"+host),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),

@@ -76,6 +76,7 @@ func Main(args []string, stdout, stderr io.Writer, environ []string) int {
 	jsonOut := fs.Bool("json", false, "machine-readable output (plan, status)")
 	allowMass := fs.Bool("allow-mass-delete", false, "sync: apply deletes the mass-delete guard held back")
 	all := fs.Bool("all", false, "resync: ask every agent of the fleet, through NATS")
+	renumber := fs.Bool("renumber", false, "sync: move LUNs whose index differs from the fleet registry (initiators see them move)")
 
 	switch cmd {
 	case "version":
@@ -148,7 +149,7 @@ func Main(args []string, stdout, stderr io.Writer, environ []string) int {
 	}
 	defer lock.Release()
 	if cmd == "sync" {
-		return syncOnce(ctx, a, *allowMass, stdout, stderr)
+		return syncOnce(ctx, a, projector.SyncOptions{AllowMassDelete: *allowMass, Renumber: *renumber, Trigger: "sync command"}, stdout, stderr)
 	}
 	return run(ctx, a, log)
 }
@@ -189,12 +190,12 @@ func plan(ctx context.Context, a *agent.Agent, asJSON bool, stdout, stderr io.Wr
 	return 2
 }
 
-func syncOnce(ctx context.Context, a *agent.Agent, allowMass bool, stdout, stderr io.Writer) int {
+func syncOnce(ctx context.Context, a *agent.Agent, o projector.SyncOptions, stdout, stderr io.Writer) int {
 	if err := a.Driver().Save(ctx); err != nil {
 		fmt.Fprintln(stderr, "sbps-marshal sync:", err)
 		return 1
 	}
-	rep, err := a.SyncOnce(ctx, projector.SyncOptions{AllowMassDelete: allowMass, Trigger: "sync command"})
+	rep, err := a.SyncOnce(ctx, o)
 	if rep != nil {
 		printPlan(stdout, rep)
 		applied := 0
@@ -247,7 +248,7 @@ func resyncAll(cfg *config.Config, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sbps-marshal resync --all: needs NATS_URL (the fleet is reached through NATS)")
 		return 1
 	}
-	nc, err := nats.Connect(strings.Join(cfg.NATSURL, ","), natsAuth(cfg)...)
+	nc, err := nats.Connect(strings.Join(cfg.NATSURL, ","), agent.NATSOptions(cfg)...)
 	if err != nil {
 		fmt.Fprintln(stderr, "sbps-marshal resync --all: connecting to NATS:", err)
 		return 1
@@ -264,27 +265,6 @@ func resyncAll(cfg *config.Config, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// natsAuth returns the connection options for the configured NATS
-// credentials and TLS files.
-func natsAuth(cfg *config.Config) []nats.Option {
-	var o []nats.Option
-	if cfg.NATSCreds != "" {
-		o = append(o, nats.UserCredentials(cfg.NATSCreds))
-	}
-	if cfg.NATSTLSCA != "" {
-		o = append(o, nats.RootCAs(cfg.NATSTLSCA))
-	}
-	if cfg.NATSTLSCert != "" {
-		o = append(o, nats.ClientCert(cfg.NATSTLSCert, cfg.NATSTLSKey))
-	}
-	if cfg.NATSNKeySeed != "" {
-		if opt, err := nats.NkeyOptionFromSeed(cfg.NATSNKeySeed); err == nil {
-			o = append(o, opt)
-		}
-	}
-	return o
-}
-
 func printStatus(w io.Writer, entries []projector.Entry) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "STATE\tKIND\tLUN\tBACKSTORE\tWWID\tSIZE\tIMAGE\tREASON")
@@ -292,6 +272,9 @@ func printStatus(w io.Writer, entries []projector.Entry) {
 		lun := "-"
 		if e.LUN != nil {
 			lun = fmt.Sprint(*e.LUN)
+		}
+		if e.RegistryLUN != nil && (e.LUN == nil || *e.LUN != *e.RegistryLUN) {
+			lun += fmt.Sprintf(" (registry %d)", *e.RegistryLUN)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.State, dash(string(e.Kind)), lun, dash(e.Backstore), dash(e.WWID), size(e.Size), dash(imageLabel(e)), e.Reason)
 	}
