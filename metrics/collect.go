@@ -25,11 +25,12 @@ var (
 // statusCollector exposes the counts of the latest SetStatus, swapped in
 // whole so that a scrape never sees a half-updated view.
 type statusCollector struct {
-	projections, problems *prometheus.Desc
+	projections, problems, mismatches *prometheus.Desc
 
 	mu         sync.Mutex
 	projCounts map[[2]string]int // kind, state; nil before the first set
 	probCounts map[[2]string]int // state, reason class
+	mismatch   int               // LUNs whose index differs from the registry's
 }
 
 func newStatusCollector() *statusCollector {
@@ -40,6 +41,9 @@ func newStatusCollector() *statusCollector {
 		problems: prometheus.NewDesc(namespace+"_image_problems",
 			"Images not projected in the latest status view, by state (pending, rejected) and reason class.",
 			[]string{"state", "reason"}, nil),
+		mismatches: prometheus.NewDesc(namespace+"_lun_registry_mismatches",
+			"LUNs in the latest status view whose index differs from the LUN registry's (moved only by sync --renumber).",
+			nil, nil),
 	}
 }
 
@@ -56,7 +60,11 @@ func (c *statusCollector) set(entries []projector.Entry) {
 			prob[[2]string{string(s), r}] = 0
 		}
 	}
+	mismatch := 0
 	for _, e := range entries {
+		if e.LUN != nil && e.RegistryLUN != nil && *e.LUN != *e.RegistryLUN {
+			mismatch++
+		}
 		kind := string(e.Kind)
 		if kind == "" {
 			kind = kindNone
@@ -67,19 +75,23 @@ func (c *statusCollector) set(entries []projector.Entry) {
 		}
 	}
 	c.mu.Lock()
-	c.projCounts, c.probCounts = proj, prob
+	c.projCounts, c.probCounts, c.mismatch = proj, prob, mismatch
 	c.mu.Unlock()
 }
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.projections
 	ch <- c.problems
+	ch <- c.mismatches
 }
 
 func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
-	proj, prob := c.projCounts, c.probCounts
+	proj, prob, mismatch := c.projCounts, c.probCounts, c.mismatch
 	c.mu.Unlock()
+	if proj != nil {
+		ch <- prometheus.MustNewConstMetric(c.mismatches, prometheus.GaugeValue, float64(mismatch))
+	}
 	for k, n := range proj {
 		ch <- prometheus.MustNewConstMetric(c.projections, prometheus.GaugeValue, float64(n), k[0], k[1])
 	}

@@ -29,6 +29,9 @@
 //     images of the latest status view by reason class (ReasonClass):
 //     s3fs_lag, not_in_s3, no_etag, etag_mismatch, empty, bad_key,
 //     unsafe_file, bad_manifest, no_link, other_bucket, bad_record, other.
+//   - sbps_marshal_lun_registry_mismatches (gauge): LUNs of the latest status
+//     view whose index differs from the LUN registry's; they are moved only
+//     by `sbps-marshal sync --renumber`.
 //   - sbps_marshal_passes_total{kind,outcome} (counter): passes by kind
 //     (full, keys, repair) and outcome (success, error), including those that
 //     failed before producing a report.

@@ -688,3 +688,17 @@ func TestPrivateRegistries(t *testing.T) {
 		}
 	}
 }
+
+func TestRegistryMismatchGauge(t *testing.T) {
+	m := New(WithoutRuntimeCollectors())
+	one, two := 1, 2
+	m.SetStatus([]projector.Entry{
+		{State: projector.Projected, Kind: projector.PE, LUN: &one, RegistryLUN: &one},
+		{State: projector.Projected, Kind: projector.PE, LUN: &one, RegistryLUN: &two},
+		{State: projector.Projected, Kind: projector.Rootfs, LUN: &two},
+	})
+	want := "# HELP sbps_marshal_lun_registry_mismatches LUNs in the latest status view whose index differs from the LUN registry's (moved only by sync --renumber).\n# TYPE sbps_marshal_lun_registry_mismatches gauge\nsbps_marshal_lun_registry_mismatches 1\n"
+	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), "sbps_marshal_lun_registry_mismatches"); err != nil {
+		t.Error(err)
+	}
+}
