@@ -10,6 +10,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io/fs"
@@ -853,10 +854,11 @@ func TestReliabilityBadKeys(t *testing.T) {
 		}
 		stored = append(stored, k)
 	}
-	// ../ in a key: versitygw (like S3 gateways generally) refuses it; the
-	// inventory's own refusal is covered by the fuzz target and a unit case.
-	if _, err := s.S3.Put(ctx, "PE/../escape.squashfs", []byte("x")); err == nil {
-		stored = append(stored, "PE/../escape.squashfs")
+	// ../ in a key: versitygw stores it normalised (or refuses it), so the
+	// listing never carries "..". The inventory refuses such a key anyway
+	// (FuzzInventoryKeys checks every accepted key stays under the mount).
+	if _, err := s.S3.Put(ctx, "PE/../escape.squashfs", []byte("x")); err != nil {
+		t.Logf("S3 refused PE/../escape.squashfs: %v", err)
 	}
 	// A symlink under the mount pointing outside it.
 	secret := filepath.Join(t.TempDir(), "secret.img")
@@ -1030,13 +1032,23 @@ func TestReliabilityHostileIMS(t *testing.T) {
 // TestReliabilityWritableTPG: the agent refuses to project into a TPG that
 // lets initiators write, says how to fix it, and projects once it is fixed.
 func TestReliabilityWritableTPG(t *testing.T) {
-	ctx := t.Context()
 	s := startStack(t)
+	// The simulator has no `set attribute`; an administrator's change is
+	// modelled in saveconfig.json, which is what the agent plans from.
 	setWP := func(v int) {
-		for _, cmd := range []string{fmt.Sprintf("/iscsi/%s/tpg1 set attribute demo_mode_write_protect=%d", s.Node.IQN(), v), "saveconfig"} {
-			if out, err := s.Node.Run(ctx, cmd); err != nil {
-				t.Fatalf("%s: %v %s", cmd, err, out)
-			}
+		data, err := os.ReadFile(s.Node.SaveFile())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c map[string]any
+		if err := json.Unmarshal(data, &c); err != nil {
+			t.Fatal(err)
+		}
+		tpg := c["targets"].([]any)[0].(map[string]any)["tpgs"].([]any)[0].(map[string]any)
+		tpg["attributes"].(map[string]any)["demo_mode_write_protect"] = v
+		out, _ := json.MarshalIndent(c, "", "  ")
+		if err := os.WriteFile(s.Node.SaveFile(), out, 0o600); err != nil {
+			t.Fatal(err)
 		}
 	}
 	setWP(0)
