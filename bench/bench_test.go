@@ -3,7 +3,11 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
 	"testing"
+
+	"github.com/sbps-marshal/sbps-marshal/events"
+	"github.com/sbps-marshal/sbps-marshal/lio"
 
 	"github.com/sbps-marshal/sbps-marshal/projector"
 )
@@ -49,6 +53,7 @@ func BenchmarkResync(b *testing.B) {
 			s0, l0, _ := mb.Requests(), ml.Calls, 0
 			i0, _ := m.Requests()
 			b.ResetTimer()
+			cpu0 := ProcessCPU()
 			for b.Loop() {
 				rep, err := r.Sync(context.Background(), projector.SyncOptions{Trigger: "bench"})
 				if err != nil {
@@ -59,10 +64,12 @@ func BenchmarkResync(b *testing.B) {
 				}
 			}
 			b.StopTimer()
+			cpu := ProcessCPU() - cpu0
 			s := mb.Requests().Sub(s0)
 			il, _ := m.Requests()
 			ops := float64(b.N)
-			wantPages := int64(b.N) * int64((n*2+PageSize-1)/PageSize+1)
+			objects := n/2 + 4*(n-n/2)
+			wantPages := int64(b.N) * int64((objects+PageSize-1)/PageSize)
 			if s.ManifestGets != 0 || s.Heads != 0 || ml.Calls != l0 || il-i0 != int64(b.N) || s.ListPages > wantPages {
 				b.Fatalf("per %d passes: %d manifest GETs, %d HEADs, %d LIO applies, %d IMS lists, %d list pages; want 0, 0, 0, %d, <= %d",
 					b.N, s.ManifestGets, s.Heads, ml.Calls-l0, il-i0, s.ListPages, b.N, wantPages)
@@ -72,6 +79,7 @@ func BenchmarkResync(b *testing.B) {
 			b.ReportMetric(float64(s.ManifestGets)/ops, "manifest-gets/op")
 			b.ReportMetric(0, "targetcli-procs/op")
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/ops/float64(n), "ns/image")
+			b.ReportMetric(float64(cpu.Nanoseconds())/ops, "cpu-ns/op")
 		})
 	}
 }
@@ -87,9 +95,10 @@ func BenchmarkEventPass(b *testing.B) {
 			r, mb, m, ml := converged(b, n)
 			s0, c0 := mb.Requests(), ml.Calls
 			i0, g0 := m.Requests()
-			busy0 := ml.Busy
+			busy0, bcpu0 := ml.Busy, ml.BusyCPU
 			i := 0
 			b.ResetTimer()
+			cpu0 := ProcessCPU()
 			for b.Loop() {
 				key := fmt.Sprintf("PE/event-%06d.squashfs", i)
 				i++
@@ -103,6 +112,7 @@ func BenchmarkEventPass(b *testing.B) {
 				}
 			}
 			b.StopTimer()
+			cpu := ProcessCPU() - cpu0 - (ml.BusyCPU - bcpu0)
 			s := mb.Requests().Sub(s0)
 			il, ig := m.Requests()
 			ops := float64(b.N)
@@ -113,10 +123,44 @@ func BenchmarkEventPass(b *testing.B) {
 			lioTime := ml.Busy - busy0
 			agent := b.Elapsed() - lioTime
 			b.ReportMetric(float64(agent.Nanoseconds())/ops, "agent-ns/op")
+			b.ReportMetric(float64(cpu.Nanoseconds())/ops, "agent-cpu-ns/op")
 			b.ReportMetric(float64(lioTime.Nanoseconds())/ops, "lio-ns/op")
 			b.ReportMetric(float64(ml.Calls-c0)/ops, "targetcli-procs/op")
 			b.ReportMetric(float64(s.Heads)/ops, "s3-heads/op")
 			b.ReportMetric(float64(s.ListPages)/ops, "s3-list-pages/op")
+		})
+	}
+}
+
+// BenchmarkSaveconfigLoad prices the agent's top cost at scale: parsing
+// saveconfig.json (lio.Load, what every pass does several times) against
+// reading it and taking its digest (what a parse cache keyed by content
+// would cost on a hit).
+func BenchmarkSaveconfigLoad(b *testing.B) {
+	for _, n := range scales {
+		_, _, _, ml := converged(b, n)
+		data, err := os.ReadFile(ml.SaveFile)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("parse/N=%d", n), func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				c, err := lio.Load(ml.SaveFile)
+				if err != nil || len(c.StorageObjects) != n {
+					b.Fatalf("Load: %v", err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("read+digest/N=%d", n), func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				d, err := os.ReadFile(ml.SaveFile)
+				if err != nil || len(d) != len(data) {
+					b.Fatalf("ReadFile: %v", err)
+				}
+				_ = events.ContentDigest(d)
+			}
 		})
 	}
 }

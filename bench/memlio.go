@@ -26,8 +26,9 @@ type MemLIO struct {
 	template lio.StorageObject
 	// Calls counts Apply calls (each would be one targetcli batch process).
 	Calls int
-	// Busy is the time spent inside Apply/Save.
-	Busy time.Duration
+	// Busy is the time spent inside Apply/Save; BusyCPU the CPU time of
+	// the thread that ran them.
+	Busy, BusyCPU time.Duration
 	// Lstat sizes image files; defaults to os.Lstat.
 	Lstat func(string) (fs.FileInfo, error)
 }
@@ -66,11 +67,16 @@ func NewMemLIO(dir string) (*MemLIO, string, error) {
 }
 
 // Apply applies ops and writes saveconfig.json.
-func (m *MemLIO) Apply(ctx context.Context, ops []lio.Op) ([]lio.Result, error) {
+func (m *MemLIO) Apply(ctx context.Context, ops []lio.Op) (res []lio.Result, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	start := time.Now()
-	defer func() { m.Busy += time.Since(start) }()
+	m.BusyCPU += threadCPU(func() { res, err = m.applyLocked(ops) })
+	m.Busy += time.Since(start)
+	return res, err
+}
+
+func (m *MemLIO) applyLocked(ops []lio.Op) ([]lio.Result, error) {
 	m.Calls++
 	res := make([]lio.Result, len(ops))
 	for i, op := range ops {
@@ -93,11 +99,10 @@ func (m *MemLIO) Apply(ctx context.Context, ops []lio.Op) ([]lio.Result, error) 
 			tpg := m.tpg(op)
 			idx := op.LUN
 			if idx == lio.AutoLUN {
-				used := map[int]bool{}
+				// LUNs are only added here: the next index is past the highest.
+				idx = 0
 				for _, l := range tpg.LUNs {
-					used[l.Index] = true
-				}
-				for idx = 0; used[idx]; idx++ {
+					idx = max(idx, l.Index+1)
 				}
 			}
 			tpg.LUNs = append(tpg.LUNs, lio.LUN{Index: idx, StorageObject: "/backstores/fileio/" + op.Backstore, ALUAGroup: "default_tg_pt_gp"})
