@@ -31,6 +31,8 @@ type Stack struct {
 	Node   *sim.Node
 	// Targetcli is the simulator binary, named targetcli.
 	Targetcli string
+	// NodeName is the simulated worker's name (NODE_NAME).
+	NodeName string
 
 	credFile  string
 	xnameFile string
@@ -56,7 +58,7 @@ func StartStack(ctx context.Context, o StackOptions) (_ *Stack, err error) {
 	if o.NodeName == "" {
 		o.NodeName = "ncn-w001"
 	}
-	s := &Stack{Dir: o.Dir}
+	s := &Stack{Dir: o.Dir, NodeName: o.NodeName}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -143,6 +145,7 @@ func (s *Stack) AgentEnv() []string {
 		"SBPS_MARSHAL_TARGETCLI_BIN=" + s.Targetcli,
 		"SBPS_MARSHAL_TARGETCLID_SOCKET=" + s.Node.SocketPath(),
 		"SBPS_MARSHAL_TARGET_IQN=" + s.Node.IQN(),
+		"SBPS_MARSHAL_NODE_NAME=" + s.NodeName,
 		"SBPS_MARSHAL_STATE_DIR=" + s.stateDir,
 		"SBPS_MARSHAL_GATE=none",
 		"SBPS_MARSHAL_METRICS_ADDR=",
