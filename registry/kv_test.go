@@ -23,7 +23,11 @@ type result struct {
 func runAgents(t *testing.T, orders [][]string) ([]*KV, []result) {
 	t.Helper()
 	n := startNATS(t)
-	ctx := ctxT(t)
+	// Thousands of allocations over 8 connections: under -race on a busy
+	// 2-core machine this takes minutes, so bound it by the test binary's
+	// deadline rather than ctxT's two minutes.
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
+	defer cancel()
 	agents := make([]*KV, len(orders))
 	for i := range orders {
 		agents[i] = NewKV(connect(t, n), KVConfig{Node: "w" + string(rune('a'+i))})
