@@ -14,6 +14,7 @@ import (
 
 	"github.com/sbps-marshal/sbps-marshal/config"
 	"github.com/sbps-marshal/sbps-marshal/ims/imstest"
+	"github.com/sbps-marshal/sbps-marshal/lio"
 	"github.com/sbps-marshal/sbps-marshal/naming"
 	"github.com/sbps-marshal/sbps-marshal/projector"
 	"github.com/sbps-marshal/sbps-marshal/rig"
@@ -366,14 +367,21 @@ func TestMigrationFromOldAgent(t *testing.T) {
 }
 
 // lunsAny is luns without the write_back check (the old agent left
-// targetcli's default, write_back=true).
+// targetcli's default, write_back=true): storage object path -> LUN index.
 func lunsAny(t *testing.T, s *rig.Stack) map[string]int {
 	t.Helper()
-	c, err := s.Saved()
+	return lunIndexes(t, s.Node.SaveFile(), s.Node.IQN())
+}
+
+// lunIndexes maps each LUN's storage object path to its index in tpg1 of
+// the target, as saveconfig.json at path has it.
+func lunIndexes(t *testing.T, path, iqn string) map[string]int {
+	t.Helper()
+	c, err := lio.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tgt, _ := c.Target(s.Node.IQN())
+	tgt, _ := c.Target(iqn)
 	tpg, _ := tgt.TPG(1)
 	out := map[string]int{}
 	for _, l := range tpg.LUNs {

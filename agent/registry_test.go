@@ -7,7 +7,6 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/sbps-marshal/sbps-marshal/lio"
 	"github.com/sbps-marshal/sbps-marshal/lio/sim"
 	"github.com/sbps-marshal/sbps-marshal/projector"
 	"github.com/sbps-marshal/sbps-marshal/rig"
@@ -38,20 +37,10 @@ func newWorker(t *testing.T, s *rig.Stack, name string) *worker {
 	return &worker{node: n, agent: a}
 }
 
-// lunMap is backstore name -> LUN index on the worker.
+// lunMap is storage object path -> LUN index on the worker.
 func (w *worker) lunMap(t *testing.T) map[string]int {
 	t.Helper()
-	c, err := lio.Load(w.node.SaveFile())
-	if err != nil {
-		t.Fatal(err)
-	}
-	tgt, _ := c.Target(w.node.IQN())
-	tpg, _ := tgt.TPG(1)
-	out := map[string]int{}
-	for _, l := range tpg.LUNs {
-		out[l.StorageObject] = l.Index
-	}
-	return out
+	return lunIndexes(t, w.node.SaveFile(), w.node.IQN())
 }
 
 func (w *worker) syncKeys(t *testing.T, keys ...string) {

@@ -262,53 +262,67 @@ func (c Config) MarshalJSON() ([]byte, error) {
 	return marshalKeeping(plain(c), c.Extra)
 }
 
-// UnmarshalJSON is written out by hand: a saveconfig.json holds one storage
-// object per image, and the generic keeping decoder parsed each twice.
+// UnmarshalJSON decodes each field once: a saveconfig.json holds one
+// storage object per image, and the generic keeping decoder was the cost
+// of reading a large file.
 func (so *StorageObject) UnmarshalJSON(b []byte) error {
-	var all map[string]json.RawMessage
-	if err := json.Unmarshal(b, &all); err != nil {
-		return err
-	}
-	if all == nil {
-		return fmt.Errorf("want a JSON object, got %s", truncate(b))
-	}
 	*so = StorageObject{}
-	for k, raw := range all {
-		var err error
+	extra, err := decodeFields(b, "storage object", func(k string, raw json.RawMessage) (bool, error) {
 		switch k {
 		case "plugin":
-			err = json.Unmarshal(raw, &so.Plugin)
+			return true, json.Unmarshal(raw, &so.Plugin)
 		case "name":
-			err = json.Unmarshal(raw, &so.Name)
+			return true, json.Unmarshal(raw, &so.Name)
 		case "dev":
-			err = json.Unmarshal(raw, &so.Dev)
+			return true, json.Unmarshal(raw, &so.Dev)
 		case "wwn":
-			err = json.Unmarshal(raw, &so.WWN)
+			return true, json.Unmarshal(raw, &so.WWN)
 		case "size":
-			err = json.Unmarshal(raw, &so.Size)
+			return true, json.Unmarshal(raw, &so.Size)
 		case "write_back":
-			err = json.Unmarshal(raw, &so.WriteBack)
+			return true, json.Unmarshal(raw, &so.WriteBack)
 		case "aio":
-			err = json.Unmarshal(raw, &so.AIO)
+			return true, json.Unmarshal(raw, &so.AIO)
 		case "readonly":
-			err = json.Unmarshal(raw, &so.Readonly)
+			return true, json.Unmarshal(raw, &so.Readonly)
 		case "attributes":
 			so.Attributes = raw
+			return true, nil
 		case "alua_tpgs":
 			so.ALUATPGs = raw
-		default:
-			continue
+			return true, nil
 		}
-		if err != nil {
-			return fmt.Errorf("storage object field %q: %w", k, err)
-		}
-		delete(all, k)
-	}
-	if len(all) > 0 {
-		so.Extra = all
-	}
-	return nil
+		return false, nil
+	})
+	so.Extra = extra
+	return err
 }
+
+// decodeFields splits a JSON object into its members and hands each to
+// field, which decodes the ones it knows; the others are returned.
+func decodeFields(b []byte, what string, field func(key string, raw json.RawMessage) (known bool, err error)) (map[string]json.RawMessage, error) {
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(b, &all); err != nil {
+		return nil, err
+	}
+	if all == nil {
+		return nil, fmt.Errorf("%s: want a JSON object, got %s", what, truncate(b))
+	}
+	for k, raw := range all {
+		known, err := field(k, raw)
+		if err != nil {
+			return nil, fmt.Errorf("%s field %q: %w", what, k, err)
+		}
+		if known {
+			delete(all, k)
+		}
+	}
+	if len(all) == 0 {
+		return nil, nil
+	}
+	return all, nil
+}
+
 func (so StorageObject) MarshalJSON() ([]byte, error) {
 	type plain StorageObject
 	return marshalKeeping(plain(so), so.Extra)
@@ -330,40 +344,26 @@ func (t TPG) MarshalJSON() ([]byte, error) {
 	return marshalKeeping(plain(t), t.Extra)
 }
 
-// UnmarshalJSON is written out by hand, like StorageObject's: one LUN per image.
+// UnmarshalJSON decodes each field once, like StorageObject's: one LUN per image.
 func (l *LUN) UnmarshalJSON(b []byte) error {
-	var all map[string]json.RawMessage
-	if err := json.Unmarshal(b, &all); err != nil {
-		return err
-	}
-	if all == nil {
-		return fmt.Errorf("want a JSON object, got %s", truncate(b))
-	}
 	*l = LUN{}
-	for k, raw := range all {
-		var err error
+	extra, err := decodeFields(b, "LUN", func(k string, raw json.RawMessage) (bool, error) {
 		switch k {
 		case "index":
-			err = json.Unmarshal(raw, &l.Index)
+			return true, json.Unmarshal(raw, &l.Index)
 		case "storage_object":
-			err = json.Unmarshal(raw, &l.StorageObject)
+			return true, json.Unmarshal(raw, &l.StorageObject)
 		case "alias":
-			err = json.Unmarshal(raw, &l.Alias)
+			return true, json.Unmarshal(raw, &l.Alias)
 		case "alua_tg_pt_gp_name":
-			err = json.Unmarshal(raw, &l.ALUAGroup)
-		default:
-			continue
+			return true, json.Unmarshal(raw, &l.ALUAGroup)
 		}
-		if err != nil {
-			return fmt.Errorf("LUN field %q: %w", k, err)
-		}
-		delete(all, k)
-	}
-	if len(all) > 0 {
-		l.Extra = all
-	}
-	return nil
+		return false, nil
+	})
+	l.Extra = extra
+	return err
 }
+
 func (l LUN) MarshalJSON() ([]byte, error) {
 	type plain LUN
 	return marshalKeeping(plain(l), l.Extra)
