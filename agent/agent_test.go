@@ -370,12 +370,12 @@ func TestMigrationFromOldAgent(t *testing.T) {
 // targetcli's default, write_back=true): storage object path -> LUN index.
 func lunsAny(t *testing.T, s *rig.Stack) map[string]int {
 	t.Helper()
-	return lunIndexes(t, s.Node.SaveFile(), s.Node.IQN())
+	return lunsOf(t, s.Node.SaveFile(), s.Node.IQN())
 }
 
-// lunIndexes maps each LUN's storage object path to its index in tpg1 of
+// lunsOf maps each LUN's storage object path to its index in tpg1 of
 // the target, as saveconfig.json at path has it.
-func lunIndexes(t *testing.T, path, iqn string) map[string]int {
+func lunsOf(t *testing.T, path, iqn string) map[string]int {
 	t.Helper()
 	c, err := lio.Load(path)
 	if err != nil {

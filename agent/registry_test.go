@@ -40,7 +40,7 @@ func newWorker(t *testing.T, s *rig.Stack, name string) *worker {
 // lunMap is storage object path -> LUN index on the worker.
 func (w *worker) lunMap(t *testing.T) map[string]int {
 	t.Helper()
-	return lunIndexes(t, w.node.SaveFile(), w.node.IQN())
+	return lunsOf(t, w.node.SaveFile(), w.node.IQN())
 }
 
 func (w *worker) syncKeys(t *testing.T, keys ...string) {
