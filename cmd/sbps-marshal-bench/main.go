@@ -1,0 +1,995 @@
+// Command sbps-marshal-bench measures the agent at fleet scale on the rig
+// (real NATS, real versitygw behind a counting proxy, the IMS server, the
+// targetcli simulator with a per-process and a per-object cost) and writes
+// docs/BENCHMARKS.md. Run it with `make bench`.
+//
+// For each scale N it measures: converge from empty (batch and daemon
+// mode), the no-change full resync, event → LUN latency for single uploads,
+// a burst of uploads published at once, the agent's memory with N
+// projections, and the remote requests of the steady state. Scales above
+// -real-max use in-memory S3 and IMS stand-ins (package bench) with the
+// same request counting; NATS, the simulator and saveconfig.json stay real.
+//
+// The agent runs in this process (package agent, as `sbps-marshal run`
+// builds it), so its passes, LIO calls and profiles can be observed. CPU
+// figures are this process's user+system time, which also covers the
+// in-process NATS server, IMS server and S3 proxy; versitygw and the
+// targetcli simulator are separate processes and not included.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/sbps-marshal/sbps-marshal/agent"
+	"github.com/sbps-marshal/sbps-marshal/bench"
+	"github.com/sbps-marshal/sbps-marshal/config"
+	"github.com/sbps-marshal/sbps-marshal/lio"
+	"github.com/sbps-marshal/sbps-marshal/lio/sim"
+	"github.com/sbps-marshal/sbps-marshal/naming"
+	"github.com/sbps-marshal/sbps-marshal/projector"
+	"github.com/sbps-marshal/sbps-marshal/rig"
+)
+
+// Environment of the targetcli wrapper: this binary, started as
+// TARGETCLI_BIN, runs the simulator and appends its wall time to a log, so
+// the simulator's own time can be taken out of the event latency.
+const (
+	envWrap    = "SBPS_BENCH_WRAP"
+	envWrapLog = "SBPS_BENCH_WRAP_LOG"
+)
+
+// The old agent's cost model (NOTES §1): three targetcli processes per
+// change, a full rescan with one manifest GET per IMS image every 180 s.
+const (
+	oldProcsPerChange = 3
+	oldScan           = 180 * time.Second
+)
+
+type options struct {
+	scales        []int
+	realMax       int
+	events        int
+	eventsLarge   int
+	burst         int
+	resyncs       int
+	startDelay    time.Duration
+	perObject     time.Duration
+	steadyEvery   time.Duration
+	steadyWindow  time.Duration
+	out           string
+	profileDir    string
+	command       string
+	skipDaemon    bool
+	eventsTimeout time.Duration
+}
+
+func main() {
+	if bin := os.Getenv(envWrap); bin != "" {
+		os.Exit(wrap(bin))
+	}
+	var o options
+	scale := flag.String("scale", "100,1000,10000", "image counts N to measure, comma-separated (make bench: BENCH_SCALE)")
+	flag.IntVar(&o.realMax, "real-max", 1000, "largest N run against the real versitygw and IMS server; above it S3 and IMS are in memory")
+	flag.IntVar(&o.events, "events", 200, "single-upload events per scale")
+	flag.IntVar(&o.eventsLarge, "events-large", 20, "single-upload events at N >= 10000 (each costs seconds there; see the notes)")
+	flag.IntVar(&o.burst, "burst", 1000, "uploads published at once")
+	flag.IntVar(&o.resyncs, "resyncs", 3, "no-change full resyncs per scale")
+	flag.DurationVar(&o.startDelay, "start-delay", 100*time.Millisecond, "simulated targetcli cost per process start")
+	flag.DurationVar(&o.perObject, "per-object", 50*time.Microsecond, "simulated targetcli cost per LIO object (storage object or LUN) read at process start")
+	flag.DurationVar(&o.steadyEvery, "steady-interval", 5*time.Second, "RESYNC_INTERVAL during the steady-state window")
+	flag.DurationVar(&o.steadyWindow, "steady-window", 16*time.Second, "length of the steady-state window")
+	flag.StringVar(&o.out, "out", "docs/BENCHMARKS.md", "report file ('' prints only)")
+	flag.StringVar(&o.profileDir, "profile-dir", "", "write CPU profiles of the largest scale's resync and event phases here")
+	flag.BoolVar(&o.skipDaemon, "skip-daemon", false, "skip the daemon-mode converge")
+	flag.Parse()
+	for _, f := range strings.Split(*scale, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 2 {
+			fmt.Fprintf(os.Stderr, "-scale: %q is not an image count >= 2\n", f)
+			os.Exit(2)
+		}
+		o.scales = append(o.scales, n)
+	}
+	o.command = "sbps-marshal-bench " + strings.Join(os.Args[1:], " ")
+	o.eventsTimeout = 2 * time.Minute
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench failed:", err)
+		os.Exit(1)
+	}
+}
+
+// wrap runs the real targetcli (the simulator) with this process's
+// arguments and streams, and logs its wall time.
+func wrap(bin string) int {
+	start := time.Now()
+	cmd := exec.Command(bin, os.Args[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	err := cmd.Run()
+	if f, ferr := os.OpenFile(os.Getenv(envWrapLog), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); ferr == nil {
+		fmt.Fprintf(f, "%d\n", time.Since(start).Nanoseconds())
+		f.Close()
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return 127
+	}
+	return 0
+}
+
+// result holds the figures of one scale.
+type result struct {
+	N       int
+	Backend string
+
+	ConvergeWall, ConvergeLIO, ConvergeCPU, ConvergeSimCPU time.Duration
+	ConvergeProcs, ConvergePasses                          int
+	DaemonWall, DaemonCPU                                  time.Duration
+	DaemonProcs, DaemonRequests                            int64
+
+	ResyncWall, ResyncCPU                         time.Duration // per pass (median wall, mean CPU)
+	ResyncListPages, ResyncIMS, ResyncManifests   float64
+	ResyncHeads, ResyncProcs                      float64
+	Events                                        int
+	EventP50, EventP99, AgentP50, AgentP99        time.Duration
+	EventCPU                                      time.Duration // agent process CPU per event
+	EventLists                                    int64
+	BurstWall                                     time.Duration
+	BurstProcs, BurstPasses, BurstWindowsMax      int
+	HeapInuse, RSS                                uint64
+	Projections                                   int
+	SteadyWindow                                  time.Duration
+	SteadyPasses                                  int
+	SteadyS3, SteadyIMS                           int64
+	SteadyS3PerPass, SteadyIMSPerPass, SteadyHour float64
+	OldHour                                       float64
+}
+
+func run(ctx context.Context, o options) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	machine := describeMachine()
+	fmt.Print(machine)
+	var results []*result
+	start := time.Now()
+	for i, n := range o.scales {
+		fmt.Printf("\n== N=%d\n", n)
+		r, err := scale(ctx, o, self, n, i == len(o.scales)-1)
+		if err != nil {
+			return fmt.Errorf("N=%d: %w", n, err)
+		}
+		results = append(results, r)
+	}
+	report := render(o, machine, results, time.Since(start))
+	fmt.Println()
+	fmt.Print(report)
+	if o.out == "" {
+		return nil
+	}
+	return os.WriteFile(o.out, []byte(report), 0o644)
+}
+
+// timed wraps the agent's LIO applier to see its calls.
+type timed struct {
+	lio.Applier
+	mu      sync.Mutex
+	busy    time.Duration
+	calls   int
+	created map[string]time.Time // backstore name -> when Apply returned it created
+}
+
+func (t *timed) Apply(ctx context.Context, ops []lio.Op) ([]lio.Result, error) {
+	start := time.Now()
+	res, err := t.Applier.Apply(ctx, ops)
+	end := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.busy += end.Sub(start)
+	t.calls++
+	for _, r := range res {
+		if r.Op.Kind == lio.CreateBackstore && r.OK() {
+			t.created[r.Op.Backstore] = end
+		}
+	}
+	return res, err
+}
+
+func (t *timed) stats() (time.Duration, int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.busy, t.calls
+}
+
+func (t *timed) createdCount(names map[string]bool) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c := 0
+	for n := range names {
+		if _, ok := t.created[n]; ok {
+			c++
+		}
+	}
+	return c
+}
+
+// env is one scale's world: the rig, the S3 and IMS the agent reads
+// (real or in memory), and the relay of S3 notifications to the agent.
+type env struct {
+	o       options
+	n       int
+	dir     string
+	st      *rig.Stack
+	mem     bool
+	mb      *bench.MemBucket
+	mi      *bench.MemIMS
+	proxy   *bench.Proxy
+	s3Host  string
+	nc      *nats.Conn
+	relay   *relay
+	wrapLog string
+	self    string
+}
+
+const agentSubject = "bench.s3.events"
+
+func scale(ctx context.Context, o options, self string, n int, largest bool) (*result, error) {
+	dir, err := os.MkdirTemp("", "sbps-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	st, err := rig.StartStack(ctx, rig.StackOptions{Dir: dir})
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	e := &env{o: o, n: n, dir: dir, st: st, mem: n > o.realMax, self: self, wrapLog: filepath.Join(dir, "targetcli-times.log")}
+	r := &result{N: n, Backend: "versitygw + IMS server"}
+	if e.mem {
+		r.Backend = "in-memory S3 + IMS"
+	}
+	if e.nc, err = nats.Connect(st.NATS.ClientURL()); err != nil {
+		return nil, err
+	}
+	defer e.nc.Close()
+	if !e.mem {
+		if e.proxy, err = bench.NewProxy(st.S3.Endpoint()); err != nil {
+			return nil, err
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		srv := &http.Server{Handler: e.proxy}
+		go srv.Serve(ln)
+		defer srv.Close()
+		e.s3Host = ln.Addr().String()
+		if e.relay, err = startRelay(e.nc, rig.DefaultSubject, agentSubject); err != nil {
+			return nil, err
+		}
+	}
+	t0 := time.Now()
+	if err := e.populate(ctx); err != nil {
+		return nil, err
+	}
+	fmt.Printf("   populated %d images (%s) in %s\n", n, r.Backend, time.Since(t0).Round(time.Millisecond))
+
+	// Converge from empty, batch mode, with the simulated targetcli costs.
+	if err := st.Node.SetFaults(sim.Faults{StartDelay: o.startDelay, PerObjectDelay: o.perObject}); err != nil {
+		return nil, err
+	}
+	a, tm, err := e.newAgent(ctx, st.Node, "batch", "SBPS_MARSHAL_RESYNC_INTERVAL=1h")
+	if err != nil {
+		return nil, err
+	}
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	procs0, cpu0, child0 := st.Node.Processes(), bench.ProcessCPU(), bench.ChildrenCPU()
+	ready := make(chan struct{})
+	runDone := make(chan error, 1)
+	start := time.Now()
+	go func() { runDone <- a.Run(runCtx, func() { close(ready) }) }()
+	select {
+	case <-ready:
+	case err := <-runDone:
+		return nil, fmt.Errorf("agent stopped before its first pass: %v", err)
+	case <-time.After(10 * time.Minute):
+		return nil, errors.New("converge did not finish in 10 minutes")
+	}
+	r.ConvergeWall = time.Since(start)
+	r.ConvergeCPU = bench.ProcessCPU() - cpu0
+	r.ConvergeSimCPU = bench.ChildrenCPU() - child0
+	r.ConvergeProcs = st.Node.Processes() - procs0
+	r.ConvergeLIO, r.ConvergePasses = tm.stats()
+	if got, err := managed(st.Node.SaveFile(), st.Mount()); err != nil || got != n {
+		return nil, fmt.Errorf("converge: %d managed LUNs in saveconfig.json (err %v), want %d", got, err, n)
+	}
+	fmt.Printf("   converge (batch): %s wall, %d targetcli processes, %s in LIO, %s CPU\n", r.ConvergeWall.Round(time.Millisecond), r.ConvergeProcs, r.ConvergeLIO.Round(time.Millisecond), r.ConvergeCPU.Round(time.Millisecond))
+
+	if !o.skipDaemon {
+		if err := e.convergeDaemon(ctx, r); err != nil {
+			return nil, fmt.Errorf("daemon converge: %w", err)
+		}
+	}
+	if err := e.resync(ctx, a, r, largest); err != nil {
+		return nil, fmt.Errorf("resync: %w", err)
+	}
+	if err := e.events(ctx, a, tm, r, largest); err != nil {
+		return nil, fmt.Errorf("events: %w", err)
+	}
+	if err := e.burstPhase(ctx, a, tm, r); err != nil {
+		return nil, fmt.Errorf("burst: %w", err)
+	}
+	r.Projections, _ = managed(st.Node.SaveFile(), st.Mount())
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	r.HeapInuse, r.RSS = ms.HeapInuse, rss()
+	fmt.Printf("   memory with %d projections: heap in use %d MB, process RSS %d MB\n", r.Projections, r.HeapInuse>>20, r.RSS>>20)
+	stopRun()
+	if err := <-runDone; err != nil {
+		return nil, fmt.Errorf("agent Run: %w", err)
+	}
+	a.Close()
+	if err := e.steady(ctx, r); err != nil {
+		return nil, fmt.Errorf("steady state: %w", err)
+	}
+	return r, nil
+}
+
+// populate makes n images: n/2 PE images and the rest IMS rootfs images
+// (rootfs, manifest.json, IMS record tagged for projection).
+func (e *env) populate(ctx context.Context) error {
+	if e.mem {
+		e.mb = bench.NewMemBucket(e.st.Mount())
+		e.mi = &bench.MemIMS{}
+		bench.Populate(e.mb, e.mi, e.n)
+		return nil
+	}
+	jobs := make(chan int)
+	errs := make(chan error, 16)
+	var wg sync.WaitGroup
+	for range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				var err error
+				if i < e.n/2 {
+					_, err = e.st.S3.Put(ctx, bench.PEKey(i), []byte("pe image "+strconv.Itoa(i)))
+				} else {
+					_, err = e.st.AddImage(ctx, fmt.Sprintf("image-%05d", i), []byte("rootfs "+strconv.Itoa(i)), true)
+				}
+				if err != nil {
+					select {
+					case errs <- err:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	for i := range e.n {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
+}
+
+// newAgent builds an agent for node as `sbps-marshal run` would, reading
+// e's S3 and IMS, with its LIO applier timed.
+func (e *env) newAgent(ctx context.Context, node *sim.Node, mode string, extra ...string) (*agent.Agent, *timed, error) {
+	vars := append(e.st.AgentEnv(),
+		"SBPS_MARSHAL_NATS_S3_SUBJECT="+agentSubject,
+		"SBPS_MARSHAL_TARGETCLI_MODE="+mode,
+		"SBPS_MARSHAL_TARGETCLI_BIN="+e.self,
+		"SBPS_MARSHAL_LIO_SAVE_FILE="+node.SaveFile(),
+		"SBPS_MARSHAL_TARGETCLID_SOCKET="+node.SocketPath(),
+		"SBPS_MARSHAL_TARGET_IQN="+node.IQN(),
+		"SBPS_MARSHAL_STATE_DIR="+filepath.Join(node.Dir(), "agent-state"),
+		"SBPS_MARSHAL_LUN_REGISTRY=off",
+		"SBPS_MARSHAL_METRICS_ADDR=",
+	)
+	if e.s3Host != "" {
+		vars = append(vars, "SBPS_MARSHAL_S3_HOST="+e.s3Host)
+	}
+	vars = append(vars, extra...)
+	cfg, _, err := config.Load(config.Sources{Environ: vars}, flag.NewFlagSet("agent", flag.ContinueOnError))
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := cfg.CheckFiles(); err != nil {
+		return nil, nil, err
+	}
+	opts := agent.Options{TargetcliEnv: append(node.Env(), envWrap+"="+e.st.Targetcli, envWrapLog+"="+e.wrapLog)}
+	if e.mem {
+		opts.Lstat = e.mb.Lstat
+	}
+	a, err := agent.New(ctx, cfg, slog.New(slog.DiscardHandler), opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	if e.mem {
+		a.Reconciler.Inventory.Objects = e.mb
+		a.Reconciler.Inventory.Images = e.mi
+	}
+	tm := &timed{Applier: a.Reconciler.LIO, created: map[string]time.Time{}}
+	a.Reconciler.LIO = tm
+	return a, tm, nil
+}
+
+// convergeDaemon converges a second, empty node through targetclid.
+func (e *env) convergeDaemon(ctx context.Context, r *result) error {
+	node, err := sim.NewNode(filepath.Join(e.dir, "lio-daemon"), sim.NodeOptions{Hostname: "ncn-w002"})
+	if err != nil {
+		return err
+	}
+	if err := node.SetFaults(sim.Faults{StartDelay: e.o.startDelay, PerObjectDelay: e.o.perObject}); err != nil {
+		return err
+	}
+	dctx, stop := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- node.ServeDaemon(dctx, "") }()
+	defer func() { stop(); <-served }()
+	for i := 0; ; i++ {
+		if _, err := os.Stat(node.SocketPath()); err == nil {
+			break
+		}
+		if i > 500 {
+			return errors.New("targetclid simulator did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	a, _, err := e.newAgent(ctx, node, "daemon", "SBPS_MARSHAL_NATS_URL=")
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	cpu0 := bench.ProcessCPU()
+	start := time.Now()
+	if _, err := a.SyncOnce(ctx, projector.SyncOptions{Trigger: "converge"}); err != nil {
+		return err
+	}
+	r.DaemonWall, r.DaemonCPU = time.Since(start), bench.ProcessCPU()-cpu0
+	s := a.Driver().Stats()
+	r.DaemonProcs, r.DaemonRequests = s.Processes, s.Requests
+	if got, err := managed(node.SaveFile(), e.st.Mount()); err != nil || got != e.n {
+		return fmt.Errorf("%d managed LUNs (err %v), want %d", got, err, e.n)
+	}
+	fmt.Printf("   converge (daemon): %s wall, %d targetcli processes, %d targetclid requests, %s CPU\n", r.DaemonWall.Round(time.Millisecond), r.DaemonProcs, r.DaemonRequests, r.DaemonCPU.Round(time.Millisecond))
+	return nil
+}
+
+// requests returns the S3 requests and IMS requests so far.
+func (e *env) requests() (bench.Requests, int64, int64) {
+	if e.mem {
+		l, g := e.mi.Requests()
+		return e.mb.Requests(), l + g, l
+	}
+	s := e.st.IMS.Stats()
+	return e.proxy.Requests(), s.Requests, s.Lists
+}
+
+// waitPass asks for nothing; it waits until the agent reports a pass newer
+// than prev whose trigger has the prefix.
+func waitPass(ctx context.Context, a *agent.Agent, prev *projector.Report, prefix string, limit time.Duration) (*projector.Report, error) {
+	deadline := time.Now().Add(limit)
+	for {
+		if rep := a.LastReport(); rep != nil && rep != prev && strings.HasPrefix(rep.Trigger, prefix) {
+			return rep, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("no %q pass within %s", prefix, limit)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
+func (e *env) resync(ctx context.Context, a *agent.Agent, r *result, largest bool) error {
+	if largest && e.o.profileDir != "" {
+		stop, err := profile(e.o.profileDir, fmt.Sprintf("resync-%d.prof", e.n))
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	s0, ims0, lists0 := e.requests()
+	m0 := a.Reconciler.Inventory.Stats().ManifestGets
+	procs0 := e.st.Node.Processes()
+	cpu0 := bench.ProcessCPU()
+	var walls []time.Duration
+	for i := range e.o.resyncs {
+		prev := a.LastReport()
+		a.Resync(fmt.Sprintf("bench resync %d", i))
+		rep, err := waitPass(ctx, a, prev, "bench resync", 5*time.Minute)
+		if err != nil {
+			return err
+		}
+		if !rep.Plan.Empty() {
+			return fmt.Errorf("no-change resync planned %d changes", len(rep.Plan.Changes))
+		}
+		walls = append(walls, rep.Duration)
+	}
+	k := float64(e.o.resyncs)
+	r.ResyncCPU = (bench.ProcessCPU() - cpu0) / time.Duration(e.o.resyncs)
+	slices.Sort(walls)
+	r.ResyncWall = walls[len(walls)/2]
+	s, imsN, lists := e.requests()
+	s = s.Sub(s0)
+	r.ResyncListPages, r.ResyncHeads = float64(s.ListPages)/k, float64(s.Heads)/k
+	r.ResyncIMS = float64(imsN-ims0) / k
+	r.ResyncManifests = float64(a.Reconciler.Inventory.Stats().ManifestGets-m0) / k
+	r.ResyncProcs = float64(e.st.Node.Processes()-procs0) / k
+	if s.ManifestGets != 0 || r.ResyncManifests != 0 || lists-lists0 != int64(e.o.resyncs) || r.ResyncProcs != 0 {
+		return fmt.Errorf("per pass: %.1f manifest GETs (S3 saw %d), %.1f IMS listings, %.1f targetcli processes; want 0, 1, 0",
+			r.ResyncManifests, s.ManifestGets, float64(lists-lists0)/k, r.ResyncProcs)
+	}
+	fmt.Printf("   no-change resync: %s wall (median), %s CPU/pass, %.0f S3 list pages, %.0f IMS requests, %.0f manifest GETs per pass\n",
+		r.ResyncWall.Round(time.Millisecond), r.ResyncCPU.Round(time.Millisecond), r.ResyncListPages, r.ResyncIMS, r.ResyncManifests)
+	return nil
+}
+
+// upload makes one new PE image and has its notification reach the agent.
+func (e *env) upload(ctx context.Context, key string, i int, publish bool) error {
+	if e.mem {
+		etag := fmt.Sprintf("%032x", 1<<40+i)
+		e.mb.Put(key, etag, 1<<30, nil)
+		if !publish {
+			return nil
+		}
+		return e.nc.Publish(agentSubject, s3Notification(key, etag))
+	}
+	_, err := e.st.S3.Put(ctx, key, []byte("event image "+key))
+	return err
+}
+
+// s3Notification is a versitygw-style ObjectCreated notification.
+func s3Notification(key, etag string) []byte {
+	b, _ := json.Marshal(map[string]any{"Records": []any{map[string]any{
+		"eventVersion": "2.2", "eventSource": "aws:s3", "eventName": "s3:ObjectCreated:Put",
+		"eventTime": time.Now().UTC().Format(time.RFC3339Nano),
+		"s3": map[string]any{"bucket": map[string]any{"name": "boot-images"},
+			"object": map[string]any{"key": key, "size": 1 << 30, "eTag": `"` + etag + `"`}},
+	}}})
+	return b
+}
+
+func (e *env) events(ctx context.Context, a *agent.Agent, tm *timed, r *result, largest bool) error {
+	// The simulator at zero modelled cost: what remains is its real work.
+	if err := e.st.Node.SetFaults(sim.Faults{}); err != nil {
+		return err
+	}
+	count := e.o.events
+	if e.n >= 10000 {
+		count = min(count, e.o.eventsLarge)
+	}
+	if largest && e.o.profileDir != "" {
+		stop, err := profile(e.o.profileDir, fmt.Sprintf("event-%d.prof", e.n))
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	s0, _, lists0 := e.requests()
+	cpu0 := bench.ProcessCPU()
+	os.Remove(e.wrapLog)
+	var total, agentShare []time.Duration
+	for i := range count {
+		key := fmt.Sprintf("PE/event-%05d.squashfs", i)
+		id := naming.For(naming.PEInput("boot-images", key))
+		_, calls0 := tm.stats()
+		start := time.Now()
+		if err := e.upload(ctx, key, i, true); err != nil {
+			return err
+		}
+		uploaded := time.Since(start) // S3's own time (PUT, notification)
+		d, err := waitInFile(ctx, e.st.Node.SaveFile(), "/backstores/fileio/"+id.Name+`"`, start, 2*time.Minute)
+		if err != nil {
+			return fmt.Errorf("event %d (%s): %w", i, key, err)
+		}
+		// Let the pass finish (read-back, report) before the next upload.
+		for deadline := time.Now().Add(2 * time.Minute); ; {
+			if _, calls := tm.stats(); calls > calls0 {
+				if rep := a.LastReport(); rep != nil && strings.Contains(rep.Trigger, key) {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("event %d: the pass did not finish", i)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		simTime := drainWrapLog(e.wrapLog)
+		total = append(total, d)
+		agentShare = append(agentShare, max(0, d-uploaded-simTime))
+	}
+	r.Events = count
+	r.EventCPU = (bench.ProcessCPU() - cpu0) / time.Duration(count)
+	s, _, lists := e.requests()
+	s = s.Sub(s0)
+	if s.ListPages != 0 || lists != lists0 {
+		return fmt.Errorf("%d events caused %d S3 list pages and %d IMS listings, want none", count, s.ListPages, lists-lists0)
+	}
+	r.EventLists = s.ListPages
+	r.EventP50, r.EventP99 = pct(total, 50), pct(total, 99)
+	r.AgentP50, r.AgentP99 = pct(agentShare, 50), pct(agentShare, 99)
+	fmt.Printf("   event → LUN (%d uploads): p50 %s p99 %s; agent share p50 %s p99 %s; %s agent-process CPU/event\n",
+		count, r.EventP50.Round(time.Millisecond), r.EventP99.Round(time.Millisecond), r.AgentP50.Round(time.Millisecond), r.AgentP99.Round(time.Millisecond), r.EventCPU.Round(time.Millisecond))
+	return nil
+}
+
+func (e *env) burstPhase(ctx context.Context, a *agent.Agent, tm *timed, r *result) error {
+	if err := e.st.Node.SetFaults(sim.Faults{StartDelay: e.o.startDelay, PerObjectDelay: e.o.perObject}); err != nil {
+		return err
+	}
+	names := map[string]bool{}
+	keys := make([]string, e.o.burst)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("PE/burst-%05d.squashfs", i)
+		names[naming.For(naming.PEInput("boot-images", keys[i])).Name] = true
+	}
+	// Uploads first, their notifications held back; then all at once.
+	var held [][]byte
+	if e.relay != nil {
+		e.relay.hold()
+		jobs := make(chan int)
+		var wg sync.WaitGroup
+		var failed atomic.Value
+		for range 12 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range jobs {
+					if err := e.upload(ctx, keys[i], i, false); err != nil {
+						failed.Store(err)
+					}
+				}
+			}()
+		}
+		for i := range keys {
+			jobs <- i
+		}
+		close(jobs)
+		wg.Wait()
+		if err, _ := failed.Load().(error); err != nil {
+			return err
+		}
+		// versitygw publishes after answering; give the last ones a moment.
+		for deadline := time.Now().Add(30 * time.Second); e.relay.held() < len(keys) && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if h := e.relay.held(); h < len(keys) {
+			return fmt.Errorf("versitygw published %d notifications for %d uploads", h, len(keys))
+		}
+	} else {
+		for i, k := range keys {
+			etag := fmt.Sprintf("%032x", 1<<41+i)
+			e.mb.Put(k, etag, 1<<30, nil)
+			held = append(held, s3Notification(k, etag))
+		}
+	}
+	procs0 := e.st.Node.Processes()
+	_, calls0 := tm.stats()
+	s0, _, lists0 := e.requests()
+	start := time.Now()
+	if e.relay != nil {
+		if err := e.relay.release(); err != nil {
+			return err
+		}
+	} else {
+		for _, m := range held {
+			if err := e.nc.Publish(agentSubject, m); err != nil {
+				return err
+			}
+		}
+		if err := e.nc.Flush(); err != nil {
+			return err
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Minute); tm.createdCount(names) < len(names); {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d burst uploads projected after 5 minutes (events lost?)", tm.createdCount(names), len(names))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	r.BurstWall = time.Since(start)
+	_, calls := tm.stats()
+	r.BurstPasses = calls - calls0
+	r.BurstProcs = e.st.Node.Processes() - procs0
+	s, _, lists := e.requests()
+	if s.Sub(s0).ListPages != 0 || lists != lists0 {
+		return fmt.Errorf("the burst caused a full listing (%d S3 pages, %d IMS listings): events were not enough", s.Sub(s0).ListPages, lists-lists0)
+	}
+	c, err := lio.Load(e.st.Node.SaveFile())
+	if err != nil {
+		return err
+	}
+	tgt, _ := c.Target(e.st.Node.IQN())
+	tpg, _ := tgt.TPG(1)
+	byObj := tpg.LUNsByObject()
+	for n := range names {
+		if _, ok := byObj["/backstores/fileio/"+n]; !ok {
+			return fmt.Errorf("burst image %s has no LUN in saveconfig.json", n)
+		}
+	}
+	fmt.Printf("   burst of %d: all projected in %s, %d passes, %d targetcli processes (%.1f per pass)\n",
+		len(keys), r.BurstWall.Round(time.Millisecond), r.BurstPasses, r.BurstProcs, float64(r.BurstProcs)/float64(max(1, r.BurstPasses)))
+	return nil
+}
+
+// steady runs a fresh agent with a short resync interval and counts the
+// remote requests over a window of no changes.
+func (e *env) steady(ctx context.Context, r *result) error {
+	a, _, err := e.newAgent(ctx, e.st.Node, "batch", "SBPS_MARSHAL_RESYNC_INTERVAL="+e.o.steadyEvery.String())
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	runCtx, stop := context.WithCancel(ctx)
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- a.Run(runCtx, func() { close(ready) }) }()
+	defer func() { stop(); <-done }()
+	select {
+	case <-ready:
+	case <-time.After(5 * time.Minute):
+		return errors.New("agent not ready")
+	}
+	s0, ims0, _ := e.requests()
+	procs0 := e.st.Node.Processes()
+	passes := 0
+	prev := a.LastReport()
+	end := time.Now().Add(e.o.steadyWindow)
+	for time.Now().Before(end) {
+		if rep := a.LastReport(); rep != prev {
+			passes++
+			prev = rep
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	s, imsN, _ := e.requests()
+	s = s.Sub(s0)
+	r.SteadyWindow, r.SteadyPasses = e.o.steadyWindow, passes
+	r.SteadyS3, r.SteadyIMS = s.Total(), imsN-ims0
+	if passes == 0 {
+		return errors.New("no periodic pass in the window")
+	}
+	if p := e.st.Node.Processes() - procs0; p != 0 || s.ManifestGets != 0 || s.Heads != 0 {
+		return fmt.Errorf("steady state: %d targetcli processes, %d manifest GETs, %d HEADs; want none", p, s.ManifestGets, s.Heads)
+	}
+	r.SteadyS3PerPass = float64(r.SteadyS3) / float64(passes)
+	r.SteadyIMSPerPass = float64(r.SteadyIMS) / float64(passes)
+	perHour := float64(time.Hour / oldScan) // the agent's default RESYNC_INTERVAL is also 180 s
+	r.SteadyHour = (r.SteadyS3PerPass + r.SteadyIMSPerPass) * perHour
+	r.OldHour = (r.SteadyS3PerPass + 1 + float64(e.n-e.n/2)) * perHour
+	fmt.Printf("   steady state: %d periodic passes in %s: %d S3 requests, %d IMS requests → %.0f requests/hour at RESYNC_INTERVAL=180s (old agent: %.0f)\n",
+		passes, e.o.steadyWindow, r.SteadyS3, r.SteadyIMS, r.SteadyHour, r.OldHour)
+	return nil
+}
+
+// relay forwards versitygw's notifications to the agent's subject, or
+// holds them to release a burst at once.
+type relay struct {
+	nc       *nats.Conn
+	to       string
+	mu       sync.Mutex
+	holding  bool
+	buffered []*nats.Msg
+}
+
+func startRelay(nc *nats.Conn, from, to string) (*relay, error) {
+	r := &relay{nc: nc, to: to}
+	_, err := nc.Subscribe(from, func(m *nats.Msg) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.holding {
+			r.buffered = append(r.buffered, m)
+			return
+		}
+		nc.Publish(to, m.Data)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r, nc.Flush()
+}
+
+func (r *relay) hold() {
+	r.mu.Lock()
+	r.holding = true
+	r.mu.Unlock()
+}
+
+func (r *relay) held() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, m := range r.buffered {
+		if bytes.Contains(m.Data, []byte("burst-")) {
+			n++
+		}
+	}
+	return n
+}
+
+func (r *relay) release() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, m := range r.buffered {
+		if err := r.nc.Publish(r.to, m.Data); err != nil {
+			return err
+		}
+	}
+	r.buffered, r.holding = nil, false
+	return r.nc.Flush()
+}
+
+// waitInFile polls path (cheaply: stat, then a byte search when it
+// changed) until it contains needle; it returns the time since start.
+func waitInFile(ctx context.Context, path, needle string, start time.Time, limit time.Duration) (time.Duration, error) {
+	var lastMod time.Time
+	var lastSize int64 = -1
+	for time.Since(start) < limit {
+		if fi, err := os.Stat(path); err == nil && (fi.ModTime() != lastMod || fi.Size() != lastSize) {
+			at := time.Now()
+			if data, err := os.ReadFile(path); err == nil && bytes.Contains(data, []byte(needle)) {
+				return at.Sub(start), nil
+			}
+			lastMod, lastSize = fi.ModTime(), fi.Size()
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return 0, fmt.Errorf("%s not in %s after %s", needle, path, limit)
+}
+
+// drainWrapLog returns the summed wall time of the targetcli processes
+// logged since the last call, and empties the log.
+func drainWrapLog(path string) time.Duration {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	os.Remove(path)
+	var sum time.Duration
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		if ns, err := strconv.ParseInt(sc.Text(), 10, 64); err == nil {
+			sum += time.Duration(ns)
+		}
+	}
+	return sum
+}
+
+// managed counts the LUNs of backstores over files under the mount.
+func managed(save, mount string) (int, error) {
+	c, err := lio.Load(save)
+	if err != nil {
+		return 0, err
+	}
+	files := map[string]bool{}
+	for _, so := range c.StorageObjects {
+		if so.Plugin == "fileio" && strings.HasPrefix(so.Dev, mount+"/") {
+			files[so.Path()] = true
+		}
+	}
+	n := 0
+	for _, t := range c.Targets {
+		for _, g := range t.TPGs {
+			for _, l := range g.LUNs {
+				if files[l.StorageObject] {
+					n++
+				}
+			}
+		}
+	}
+	return n, nil
+}
+
+func pct(ds []time.Duration, p int) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := (len(s)*p + 99) / 100
+	return s[min(max(i-1, 0), len(s)-1)]
+}
+
+func rss() uint64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseUint(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+func profile(dir, name string) (func(), error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.Create(filepath.Join(dir, name))
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+func describeMachine() string {
+	cpu := "unknown"
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(data), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				cpu = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("machine: %d CPUs (nproc), %s, %s, load average at start %s\n", runtime.NumCPU(), cpu, runtime.Version(), loadavg())
+}
+
+func loadavg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
