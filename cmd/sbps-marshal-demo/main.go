@@ -57,16 +57,33 @@ func demo(ctx context.Context, out io.Writer) error {
 	fmt.Fprintf(out, "    up in %s; S3 %s, IMS %s, target %s\n", time.Since(start).Round(time.Millisecond), st.S3.Endpoint(), st.IMS.URL(), st.Node.IQN())
 
 	env := append(os.Environ(), st.AgentEnv()...)
-	env = append(env, "SBPS_MARSHAL_RESYNC_INTERVAL=1h", "SBPS_MARSHAL_LOG_FORMAT=logfmt")
+	// Events only: JetStream stream SBPS, and no periodic resync during the demo.
+	env = append(env, "SBPS_MARSHAL_RESYNC_INTERVAL=1h", "SBPS_MARSHAL_LOG_FORMAT=logfmt",
+		"SBPS_MARSHAL_NATS_STREAM=SBPS", "SBPS_MARSHAL_BRIDGE_POLL_INTERVAL=1s")
 	logFile := filepath.Join(dir, "agent.log")
 	logW, err := os.Create(logFile)
 	if err != nil {
 		return err
 	}
 	defer logW.Close()
+	bridgeLog, err := os.Create(filepath.Join(dir, "bridge.log"))
+	if err != nil {
+		return err
+	}
+	defer bridgeLog.Close()
+	say("Starting `%s bridge ims` (polls IMS once for the cluster, publishes image changes to NATS)", bin)
+	bridge := exec.Command(bin, "bridge", "ims")
+	bridge.Env, bridge.Stdout, bridge.Stderr = env, bridgeLog, bridgeLog
+	if err := bridge.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		bridge.Process.Signal(syscall.SIGTERM)
+		bridge.Wait()
+	}()
 	agent := exec.Command(bin, "run")
 	agent.Env, agent.Stdout, agent.Stderr = env, logW, logW
-	say("Starting the agent: %s run (the binary an operator runs; log in the transcript below)", bin)
+	say("Starting the agent: %s run (the binary an operator runs; it reacts to S3 notifications and IMS events, no polling)", bin)
 	if err := agent.Start(); err != nil {
 		return err
 	}
@@ -92,12 +109,6 @@ func demo(ctx context.Context, out io.Writer) error {
 			return b.String() + e.String(), err
 		}
 		return b.String(), nil
-	}
-	resync := func() error {
-		if _, err := run("resync"); err != nil {
-			return fmt.Errorf("sbps-marshal resync: %w", err)
-		}
-		return nil
 	}
 	waitFor := func(what string, id naming.ID, present bool) error {
 		t0 := time.Now()
@@ -127,12 +138,12 @@ func demo(ctx context.Context, out io.Writer) error {
 		}
 		return fmt.Errorf("%s: backstore %s did not %s within 60s; see the agent log", what, id.Name, map[bool]string{true: "appear", false: "go"}[present])
 	}
-	// Wait for the agent's first pass (its pid file says it runs).
+	// Wait for the agent's first pass.
 	for i := 0; ; i++ {
-		if _, err := run("resync"); err == nil {
+		if log, _ := os.ReadFile(logFile); bytes.Contains(log, []byte("first pass done")) {
 			break
 		}
-		if i > 300 {
+		if i > 1500 {
 			return fmt.Errorf("the agent did not start; log:\n%s", readTail(logFile))
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -158,18 +169,12 @@ func demo(ctx context.Context, out io.Writer) error {
 	peID := naming.For(naming.PEInput("boot-images", peKey))
 	rfID := naming.For(naming.RootfsInput("s3://boot-images/"+img.RootfsKey, img.RootfsETag))
 	fmt.Fprintf(out, "    PE key %s\n    IMS image %s (%s), rootfs %s etag %s, not tagged yet\n", peKey, img.ID, img.Name, img.RootfsKey, img.RootfsETag)
-	if err := resync(); err != nil {
-		return err
-	}
 	if err := waitFor("PE image", peID, true); err != nil {
 		return err
 	}
 
-	say("Tagging the IMS image for projection (metadata sbps-project=true, as BOS does)")
+	say("Tagging the IMS image for projection (metadata sbps-project=true, as BOS does); the bridge sees it at its next poll")
 	if err := st.IMS.Tag(img.ID); err != nil {
-		return err
-	}
-	if err := resync(); err != nil {
 		return err
 	}
 	if err := waitFor("rootfs image", rfID, true); err != nil {
@@ -187,17 +192,11 @@ func demo(ctx context.Context, out io.Writer) error {
 	if err := st.IMS.Untag(img.ID); err != nil {
 		return err
 	}
-	if err := resync(); err != nil {
-		return err
-	}
 	if err := waitFor("rootfs image", rfID, false); err != nil {
 		return err
 	}
 	say("Deleting the PE image from S3")
 	if err := st.S3.Delete(ctx, peKey); err != nil {
-		return err
-	}
-	if err := resync(); err != nil {
 		return err
 	}
 	if err := waitFor("PE image", peID, false); err != nil {
