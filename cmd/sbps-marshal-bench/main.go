@@ -73,6 +73,7 @@ type options struct {
 	scales        []int
 	realMax       int
 	events        int
+	eventsMid     int
 	eventsLarge   int
 	burst         int
 	resyncs       int
@@ -94,8 +95,9 @@ func main() {
 	var o options
 	scale := flag.String("scale", "100,1000,10000", "image counts N to measure, comma-separated (make bench: BENCH_SCALE)")
 	flag.IntVar(&o.realMax, "real-max", 1000, "largest N run against the real versitygw and IMS server; above it S3 and IMS are in memory")
-	flag.IntVar(&o.events, "events", 200, "single-upload events per scale")
-	flag.IntVar(&o.eventsLarge, "events-large", 20, "single-upload events at N >= 10000 (each costs seconds there; see the notes)")
+	flag.IntVar(&o.events, "events", 200, "single-upload events at N < 1000")
+	flag.IntVar(&o.eventsMid, "events-mid", 50, "single-upload events at 1000 <= N < 10000 (each costs about a second of CPU there; see the notes)")
+	flag.IntVar(&o.eventsLarge, "events-large", 10, "single-upload events at N >= 10000 (each costs several seconds of CPU there; see the notes)")
 	flag.IntVar(&o.burst, "burst", 1000, "uploads published at once")
 	flag.IntVar(&o.resyncs, "resyncs", 3, "no-change full resyncs per scale")
 	flag.DurationVar(&o.startDelay, "start-delay", 100*time.Millisecond, "simulated targetcli cost per process start")
@@ -152,6 +154,7 @@ type result struct {
 
 	ConvergeWall, ConvergeLIO, ConvergeCPU, ConvergeSimCPU time.Duration
 	ConvergeProcs, ConvergePasses                          int
+	ConvergeVia                                            string
 	DaemonWall, DaemonCPU                                  time.Duration
 	DaemonProcs, DaemonRequests                            int64
 
@@ -305,6 +308,14 @@ func scale(ctx context.Context, o options, self string, n int, largest bool) (*r
 	fmt.Printf("   populated %d images (%s) in %s\n", n, r.Backend, time.Since(t0).Round(time.Millisecond))
 
 	// Converge from empty, batch mode, with the simulated targetcli costs.
+	if e.mem {
+		// The simulator rewrites its whole live state after every command
+		// (O(N²) for a batch of N): at this scale the agent converges into
+		// the in-memory LIO, and the simulator is then seeded with the result.
+		if err := e.convergeMem(ctx, r); err != nil {
+			return nil, fmt.Errorf("converge: %w", err)
+		}
+	}
 	if err := st.Node.SetFaults(sim.Faults{StartDelay: o.startDelay, PerObjectDelay: o.perObject}); err != nil {
 		return nil, err
 	}
@@ -326,17 +337,20 @@ func scale(ctx context.Context, o options, self string, n int, largest bool) (*r
 	case <-time.After(10 * time.Minute):
 		return nil, errors.New("converge did not finish in 10 minutes")
 	}
-	r.ConvergeWall = time.Since(start)
-	r.ConvergeCPU = bench.ProcessCPU() - cpu0
-	r.ConvergeSimCPU = bench.ChildrenCPU() - child0
-	r.ConvergeProcs = st.Node.Processes() - procs0
-	r.ConvergeLIO, r.ConvergePasses = tm.stats()
+	if !e.mem {
+		r.ConvergeVia = "targetcli simulator"
+		r.ConvergeWall = time.Since(start)
+		r.ConvergeCPU = bench.ProcessCPU() - cpu0
+		r.ConvergeSimCPU = bench.ChildrenCPU() - child0
+		r.ConvergeProcs = st.Node.Processes() - procs0
+		r.ConvergeLIO, r.ConvergePasses = tm.stats()
+	}
 	if got, err := managed(st.Node.SaveFile(), st.Mount()); err != nil || got != n {
 		return nil, fmt.Errorf("converge: %d managed LUNs in saveconfig.json (err %v), want %d", got, err, n)
 	}
-	fmt.Printf("   converge (batch): %s wall, %d targetcli processes, %s in LIO, %s CPU\n", r.ConvergeWall.Round(time.Millisecond), r.ConvergeProcs, r.ConvergeLIO.Round(time.Millisecond), r.ConvergeCPU.Round(time.Millisecond))
+	fmt.Printf("   converge (batch, %s): %s wall, %d targetcli processes, %s in LIO (simulator CPU %s), %s agent CPU\n", r.ConvergeVia, r.ConvergeWall.Round(time.Millisecond), r.ConvergeProcs, r.ConvergeLIO.Round(time.Millisecond), r.ConvergeSimCPU.Round(time.Millisecond), r.ConvergeCPU.Round(time.Millisecond))
 
-	if !o.skipDaemon {
+	if !o.skipDaemon && !e.mem {
 		if err := e.convergeDaemon(ctx, r); err != nil {
 			return nil, fmt.Errorf("daemon converge: %w", err)
 		}
@@ -452,6 +466,46 @@ func (e *env) newAgent(ctx context.Context, node *sim.Node, mode string, extra .
 	tm := &timed{Applier: a.Reconciler.LIO, created: map[string]time.Time{}}
 	a.Reconciler.LIO = tm
 	return a, tm, nil
+}
+
+// convergeMem converges the empty node into the in-memory LIO (one
+// Apply = one targetcli batch process), then seeds the simulated node
+// with the result so the later phases run against the simulator.
+func (e *env) convergeMem(ctx context.Context, r *result) error {
+	ml, _, err := bench.NewMemLIO(filepath.Join(e.dir, "memlio"))
+	if err != nil {
+		return err
+	}
+	ml.SaveFile, ml.Lstat = e.st.Node.SaveFile(), e.mb.Lstat
+	if err := ml.Save(ctx); err != nil {
+		return err
+	}
+	a, tm, err := e.newAgent(ctx, e.st.Node, "batch", "SBPS_MARSHAL_NATS_URL=")
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	tm.Applier = ml
+	cpu0 := bench.ProcessCPU()
+	start := time.Now()
+	if _, err := a.SyncOnce(ctx, projector.SyncOptions{Trigger: "converge"}); err != nil {
+		return err
+	}
+	r.ConvergeWall = time.Since(start)
+	r.ConvergeCPU = bench.ProcessCPU() - cpu0 - ml.BusyCPU
+	r.ConvergeLIO, r.ConvergePasses = tm.stats()
+	r.ConvergeProcs = ml.Calls + 1 // + the save `sbps-marshal run` makes at start
+	r.ConvergeVia = "in-memory LIO"
+	c, err := lio.Load(e.st.Node.SaveFile())
+	if err != nil {
+		return err
+	}
+	node, err := sim.NewNode(e.st.Node.Dir(), sim.NodeOptions{Seed: c})
+	if err != nil {
+		return err
+	}
+	e.st.Node = node
+	return nil
 }
 
 // convergeDaemon converges a second, empty node through targetclid.
@@ -600,8 +654,11 @@ func (e *env) events(ctx context.Context, a *agent.Agent, tm *timed, r *result, 
 		return err
 	}
 	count := e.o.events
-	if e.n >= 10000 {
-		count = min(count, e.o.eventsLarge)
+	switch {
+	case e.n >= 10000:
+		count = e.o.eventsLarge
+	case e.n >= 1000:
+		count = e.o.eventsMid
 	}
 	if largest && e.o.profileDir != "" {
 		stop, err := profile(e.o.profileDir, fmt.Sprintf("event-%d.prof", e.n))
@@ -640,6 +697,9 @@ func (e *env) events(ctx context.Context, a *agent.Agent, tm *timed, r *result, 
 			time.Sleep(time.Millisecond)
 		}
 		simTime := drainWrapLog(e.wrapLog)
+		if (i+1)%25 == 0 {
+			fmt.Printf("     %d/%d events\n", i+1, count)
+		}
 		total = append(total, d)
 		agentShare = append(agentShare, max(0, d-uploaded-simTime))
 	}
