@@ -93,7 +93,7 @@ type image struct {
 }
 
 type soak struct {
-	s   *rig.Stack
+	s    *rig.Stack
 	rng  *rand.Rand
 	seed uint64
 	js   jetstream.JetStream
