@@ -1,9 +1,13 @@
 // Package agent wires the configuration to the clients (S3, IMS, SPIFFE,
-// targetcli) and runs the reconcile loop: a full pass at start, then on a
-// resync timer, on request (SIGHUP), and sooner while images are pending.
+// targetcli, NATS, the LUN registry) and runs the reconcile loop: a full
+// pass at start, then incremental passes for events (coalesced for 50 ms;
+// each re-reads only the keys and images it names), full passes on the
+// resync timer, on request (SIGHUP, fleet resync) and sooner while images
+// are pending, all behind the node gate, with metrics and systemd
+// notification.
 //
-// Only one pass runs at a time; a request that arrives during a pass is
-// remembered and served by one more pass afterwards.
+// Only one pass runs at a time; events and requests that arrive during a
+// pass are served by the next one.
 package agent
 
 import (
@@ -57,6 +61,7 @@ type Agent struct {
 	notifier *sdnotify.Notifier
 	gate     gate.Gate
 	fallback *registry.Fallback     // fleet registry with its local fallback, when LUN_REGISTRY=nats
+	closers  []func()               // resources to release on Close
 	ready    atomic.Pointer[string] // nil: ready; else why not
 	lastFull atomic.Int64           // unix nanoseconds of the latest successful full pass
 }
@@ -145,7 +150,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (
 			m.CollectEventStats(src.Stats)
 		}
 	}
-	reg, fallback, err := lunRegistry(cfg, log, m)
+	reg, fallback, closeReg, err := lunRegistry(cfg, log, m)
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +158,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (
 	a := &Agent{
 		cfg: cfg, log: log, driver: driver, s3: s3, ims: imsClient,
 		resync: make(chan string, 1), sources: sources,
-		metrics: m, notifier: sdnotify.New(getenv), gate: g, fallback: fallback,
+		metrics: m, notifier: sdnotify.New(getenv), gate: g, fallback: fallback, closers: []func(){closeReg},
 		Reconciler: &projector.Reconciler{
 			Inventory: &projector.Inventory{Objects: s3, Images: imsClient, Layout: layout, Tagging: cfg.IMSTagging, Lstat: o.Lstat},
 			LIO:       m.InstrumentApplier(driver),
@@ -186,7 +191,12 @@ func (a *Agent) Ready() error {
 }
 
 // Close releases the agent's resources.
-func (a *Agent) Close() error { return a.driver.Close() }
+func (a *Agent) Close() error {
+	for _, c := range a.closers {
+		c()
+	}
+	return a.driver.Close()
+}
 
 // Driver exposes the targetcli driver (for its counters).
 func (a *Agent) Driver() *lio.Driver { return a.driver }
@@ -562,25 +572,27 @@ func (a *Agent) logPass(rep *projector.Report) {
 }
 
 // lunRegistry builds the LUN registry LUN_REGISTRY names.
-func lunRegistry(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (projector.LUNRegistry, *registry.Fallback, error) {
+func lunRegistry(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (projector.LUNRegistry, *registry.Fallback, func(), error) {
+	nothing := func() {}
 	if cfg.LUNRegistry == "off" {
-		return nil, nil, nil
+		return nil, nil, nothing, nil
 	}
 	local, err := registry.NewLocal(registry.LocalConfig{Dir: cfg.StateDir, Quarantine: cfg.LUNQuarantine, Node: cfg.NodeName})
 	if err != nil {
-		return nil, nil, fmt.Errorf("LUN registry in STATE_DIR: %w", err)
+		return nil, nil, nothing, fmt.Errorf("LUN registry in STATE_DIR: %w", err)
 	}
 	if cfg.LUNRegistry == "local" {
-		return local, nil, nil
+		return local, nil, nothing, nil
 	}
 	nc, err := nats.Connect(strings.Join(cfg.NATSURL, ","), append(NATSOptions(cfg),
 		nats.Name("sbps-marshal registry "+cfg.NodeName), nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1))...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("LUN registry: NATS: %w", err)
+		return nil, nil, nothing, fmt.Errorf("LUN registry: NATS: %w", err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return nil, nil, fmt.Errorf("LUN registry: JetStream: %w", err)
+		nc.Close()
+		return nil, nil, nothing, fmt.Errorf("LUN registry: JetStream: %w", err)
 	}
 	kv := registry.NewKV(js, registry.KVConfig{Bucket: cfg.LUNKVBucket, Quarantine: cfg.LUNQuarantine, Node: cfg.NodeName})
 	fb := registry.NewFallback(kv, local, registry.FallbackConfig{Timeout: cfg.LUNRegistryWait, OnLocal: func(op, name string, err error) {
@@ -588,7 +600,7 @@ func lunRegistry(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (proj
 			"op", op, "backstore", name, "timeout", cfg.LUNRegistryWait, "err", err)
 		m.RegistryFallback()
 	}})
-	return fb, fb, nil
+	return fb, fb, nc.Close, nil
 }
 
 // reconcileRegistry offers what the local registry handed out during a

@@ -17,6 +17,7 @@ import (
 type worker struct {
 	node  *sim.Node
 	agent *Agent
+	env   []string
 }
 
 func newWorker(t *testing.T, s *rig.Stack, name string) *worker {
@@ -26,15 +27,16 @@ func newWorker(t *testing.T, s *rig.Stack, name string) *worker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := newAgentWith(t, s, Options{TargetcliEnv: n.Env()},
-		"SBPS_MARSHAL_NODE_NAME="+name,
-		"SBPS_MARSHAL_TARGET_IQN="+n.IQN(),
-		"SBPS_MARSHAL_LIO_SAVE_FILE="+n.SaveFile(),
-		"SBPS_MARSHAL_TARGETCLID_SOCKET="+n.SocketPath(),
-		"SBPS_MARSHAL_STATE_DIR="+filepath.Join(dir, "state"),
+	env := []string{
+		"SBPS_MARSHAL_NODE_NAME=" + name,
+		"SBPS_MARSHAL_TARGET_IQN=" + n.IQN(),
+		"SBPS_MARSHAL_LIO_SAVE_FILE=" + n.SaveFile(),
+		"SBPS_MARSHAL_TARGETCLID_SOCKET=" + n.SocketPath(),
+		"SBPS_MARSHAL_STATE_DIR=" + filepath.Join(dir, "state"),
 		"SBPS_MARSHAL_LUN_REGISTRY=nats",
-	)
-	return &worker{node: n, agent: a}
+	}
+	a := newAgentWith(t, s, Options{TargetcliEnv: n.Env()}, env...)
+	return &worker{node: n, agent: a, env: env}
 }
 
 // lunMap is storage object path -> LUN index on the worker.
@@ -123,8 +125,10 @@ func TestFleetLUNNumbers(t *testing.T) {
 		t.Errorf("after delete and add, LUN maps differ:\n a %v\n b %v\n c %v", ma, mb, mc)
 	}
 
-	// status shows the registry index and that the node matches it.
-	entries, _, err := a.agent.Status(ctx)
+	// status, as `sbps-marshal status` runs it (a fresh process), shows the
+	// registry index and that the node matches it.
+	fresh := newAgentWith(t, s, Options{TargetcliEnv: a.node.Env()}, a.env...)
+	entries, _, err := fresh.Status(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,6 +37,7 @@ type Reconciler struct {
 // implementations satisfy it.
 type LUNRegistry interface {
 	Index(ctx context.Context, name string, meta registry.Meta) (int, error)
+	Lookup(ctx context.Context, name string) (registry.Entry, bool, error)
 	Adopt(ctx context.Context, name string, index int, meta registry.Meta) (int, error)
 	Release(ctx context.Context, name string) error
 }
@@ -145,7 +146,10 @@ func (r *Reconciler) pass(ctx context.Context, o SyncOptions, compute func(befor
 		return nil, err
 	}
 	rep := &Report{Trigger: o.Trigger, Desired: desired, Before: before, Plan: plan}
-	if r.Registry != nil {
+	switch {
+	case r.Registry != nil && o.DryRun:
+		rep.Registry = r.lookupRegistry(ctx, log, before)
+	case r.Registry != nil:
 		rep.Registry = maps.Clone(r.indexes)
 	}
 	for _, h := range plan.Held {
@@ -256,6 +260,26 @@ func (r *Reconciler) askRegistry(ctx context.Context, log *slog.Logger, d *Desir
 		}
 		r.indexes[name] = idx
 	}
+}
+
+// lookupRegistry reads, without changing anything, the registry's index
+// of each managed backstore (a dry run in a fresh process knows none).
+func (r *Reconciler) lookupRegistry(ctx context.Context, log *slog.Logger, before *lio.Config) map[string]int {
+	out := map[string]int{}
+	for _, so := range before.StorageObjects {
+		if so.Plugin != "fileio" || !r.Inventory.Layout.Managed(so.Dev) {
+			continue
+		}
+		e, ok, err := r.Registry.Lookup(ctx, so.Name)
+		if err != nil {
+			log.Warn("registry: lookup failed; status shows no registry index", "backstore", so.Name, "err", err)
+			return out
+		}
+		if ok && !e.Released() {
+			out[so.Name] = e.Index
+		}
+	}
+	return out
 }
 
 func imageLabel(p Projection) string {
