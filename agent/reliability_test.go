@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	gosync "sync"
@@ -1215,17 +1216,34 @@ func TestReliabilityDoc(t *testing.T) {
 			continue
 		}
 		rows++
-		// Column 2 names tests: `TestX` or `TestX/subtest`, comma-separated.
-		for _, ref := range strings.Split(cells[2], ",") {
-			ref = strings.Trim(strings.TrimSpace(ref), "`")
-			if ref == "" {
+		// Column 2 names tests in backquotes: `TestX`, `TestX/subtest` or
+		// `FuzzX`. A row without any says why (a gap, or `make soak`).
+		refs := 0
+		parts := strings.Split(cells[2], "`")
+		for i := 1; i < len(parts); i += 2 {
+			ref := parts[i]
+			if !strings.HasPrefix(ref, "Test") && !strings.HasPrefix(ref, "Fuzz") {
 				continue
 			}
-			name, _, _ := strings.Cut(ref, "/")
+			refs++
+			name, sub, _ := strings.Cut(ref, "/")
 			listed[name] = true
-			if _, ok := defined[name]; !ok {
+			file, ok := defined[name]
+			if !ok {
 				t.Errorf("docs/RELIABILITY.md names %s, which no _test.go file defines", name)
+				continue
 			}
+			if sub != "" {
+				src, _ := os.ReadFile(file)
+				// t.Run turns spaces into underscores.
+				re := regexp.MustCompile(strings.ReplaceAll(regexp.QuoteMeta(sub), "_", "[ _]"))
+				if !re.Match(src) {
+					t.Errorf("docs/RELIABILITY.md names subtest %s, not found in %s", ref, file)
+				}
+			}
+		}
+		if refs == 0 && !strings.Contains(cells[2], "make soak") && !strings.Contains(cells[3], "gap") {
+			t.Errorf("docs/RELIABILITY.md row %q names no test and is not marked as a gap", strings.TrimSpace(cells[1]))
 		}
 		if strings.TrimSpace(cells[3]) == "" {
 			t.Errorf("docs/RELIABILITY.md row %q has no measured outcome", strings.TrimSpace(cells[1]))
@@ -1238,5 +1256,35 @@ func TestReliabilityDoc(t *testing.T) {
 		if (strings.HasPrefix(name, "TestReliability") && name != "TestReliabilityDoc" || strings.HasPrefix(name, "TestKill")) && !listed[name] {
 			t.Errorf("%s (%s) is missing from docs/RELIABILITY.md", name, file)
 		}
+	}
+}
+
+// TestReliabilityIncompleteBacksOff: one IMS record that never decodes keeps
+// rootfs information incomplete (deletes held, as they must be), but the
+// agent's retries must back off rather than list IMS every second forever:
+// every worker of the fleet would do it.
+func TestReliabilityIncompleteBacksOff(t *testing.T) {
+	s := startStack(t)
+	good := relAddImage(t, s, "good", true)
+	s.IMS.PutRaw(imstest.NewID(), []byte(`{"id":"not-a-uuid","name":5}`))
+	lists := s.IMS.Stats().Lists
+	r := relRun(t, s, Options{}, "SBPS_MARSHAL_RESYNC_INTERVAL=1h")
+	relWait(t, 20*time.Second, "good image projected", func() error { return relExact(s, rootfsID(good)) })
+	if rep := r.LastReport(); rep.Desired.RootfsComplete {
+		t.Fatal("RootfsComplete with a record that does not decode")
+	}
+	start := time.Now()
+	window := 8 * time.Second
+	relWait(t, 2*window, "observation window", func() error {
+		if time.Since(start) < window {
+			return fmt.Errorf("%d IMS listings so far", s.IMS.Stats().Lists-lists)
+		}
+		return nil
+	})
+	n := s.IMS.Stats().Lists - lists
+	t.Logf("IMS listings in the first %s with one undecodable record: %d", time.Since(start).Round(time.Second), n)
+	// Exponential backoff from 1 s: passes at about 0, 1, 3, 7 s.
+	if n > 5 {
+		t.Errorf("%d full IMS listings in %s while one record stays undecodable; want backoff (at most 5)", n, window)
 	}
 }
