@@ -229,3 +229,59 @@ func TestKillDuringApply(t *testing.T) {
 		t.Error("no kill landed during an apply; widen the window (StartDelay) or the test proves nothing")
 	}
 }
+
+// TestKillTornSaveAfterApply: targetcli is killed (TARGETCLI_TIMEOUT) in the
+// middle of an in-place saveconfig (rtslib 2.1.75 with a slow disk), so
+// saveconfig.json stays half-written after an apply. The real agent must
+// not crash; it converges once saves work again. (Found by the soak: the
+// pass's report had no After state and the status view dereferenced it.)
+func TestKillTornSaveAfterApply(t *testing.T) {
+	ctx := t.Context()
+	s := startStack(t)
+	bin := buildAgent(t)
+	env := append(s.AgentEnv(), "SBPS_MARSHAL_RESYNC_INTERVAL=1h", "SBPS_MARSHAL_LOG_FORMAT=logfmt", "SBPS_MARSHAL_TARGETCLI_TIMEOUT=1s")
+	logFile := filepath.Join(t.TempDir(), "agent.log")
+	base, err := s.PutPE(ctx, "base.squashfs", []byte("base image"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startAgentProc(t, bin, env, logFile)
+	relWait(t, 30*time.Second, "agent ready", func() error {
+		if readyLines(logFile) == 0 {
+			return fmt.Errorf("not ready")
+		}
+		return nil
+	})
+	if err := s.Node.SetFaults(sim.Faults{SaveMode: sim.SaveInPlace, SavePause: 3 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	key, err := s.PutPE(ctx, "during-torn-saves.squashfs", []byte("new image"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wait until a pass has met the torn file, then give the agent time to
+	// trip over it.
+	relWait(t, 30*time.Second, "a failed pass", func() error {
+		if _, done := p.exited(); done {
+			return nil // checked below
+		}
+		data, _ := os.ReadFile(logFile)
+		if strings.Count(string(data), "pass failed") >= 2 {
+			return nil
+		}
+		return fmt.Errorf("no failed pass yet")
+	})
+	if err, done := p.exited(); done {
+		data, _ := os.ReadFile(logFile)
+		i := strings.Index(string(data), "panic:")
+		t.Fatalf("the agent exited (%v) after a torn saveconfig.json:\n%s", err, relTail(string(data[max(0, i):]), 1500))
+	}
+	s.Node.SetFaults(sim.Faults{})
+	relWait(t, 40*time.Second, "convergence once saves work", func() error {
+		if err, done := p.exited(); done {
+			return fmt.Errorf("agent exited: %v", err)
+		}
+		return relExact(s, peID(base), peID(key))
+	})
+	p.stop(t)
+}
