@@ -262,22 +262,51 @@ func TestProjectionLifecycle(t *testing.T) {
 		}
 	})
 
-	t.Run("empty IMS listing: mass-delete guard", func(t *testing.T) {
+	t.Run("empty IMS listing: nothing removed", func(t *testing.T) {
 		extra, _ := s.AddImage(ctx, "cos-2.6", data(16<<10), true)
 		extra2, _ := s.AddImage(ctx, "cos-2.7", data(16<<10), true)
 		sync(t, a, projector.SyncOptions{})
 		want(t, s, "three rootfs", peID(pe), rootfsID(cos), rootfsID(extra), rootfsID(extra2))
+		// IMS answers with an empty listing, but the images still exist:
+		// the listing is partial, even the operator's override removes nothing.
 		s.IMS.SetListMode(imstest.ListEmpty)
-		rep := sync(t, a, projector.SyncOptions{})
-		want(t, s, "guarded", peID(pe), rootfsID(cos), rootfsID(extra), rootfsID(extra2))
-		if len(rep.Plan.Held) != 3 || !strings.Contains(rep.Plan.Held[0].Reason, "--allow-mass-delete") {
-			t.Errorf("held = %+v", rep.Plan.Held)
+		rep := sync(t, a, projector.SyncOptions{AllowMassDelete: true})
+		want(t, s, "empty listing", peID(pe), rootfsID(cos), rootfsID(extra), rootfsID(extra2))
+		if len(rep.Plan.Held) != 3 || !strings.Contains(rep.Plan.Held[0].Reason, "listing is partial") {
+			t.Errorf("held = %+v, want the three rootfs held as a partial listing", rep.Plan.Held)
 		}
-		sync(t, a, projector.SyncOptions{AllowMassDelete: true})
-		want(t, s, "operator allowed", peID(pe))
 		s.IMS.SetListMode(imstest.ListAll)
 		sync(t, a, projector.SyncOptions{})
 		want(t, s, "back", peID(pe), rootfsID(cos), rootfsID(extra), rootfsID(extra2))
+	})
+
+	t.Run("many images really deleted: mass-delete guard", func(t *testing.T) {
+		var gone []rig.Image
+		for _, img := range s.IMS.Images() {
+			if img.ID != cos.ID && img.Metadata["sbps-project"] == "true" {
+				gone = append(gone, rig.Image{ID: img.ID})
+			}
+		}
+		if len(gone) != 2 {
+			t.Fatalf("%d other tagged images, want 2", len(gone))
+		}
+		for _, img := range gone {
+			s.IMS.Delete(img.ID)
+		}
+		s.IMS.Delete(cos.ID)
+		rep := sync(t, a, projector.SyncOptions{})
+		if len(rep.Plan.Held) != 3 || !strings.Contains(rep.Plan.Held[0].Reason, "--allow-mass-delete") {
+			t.Fatalf("held = %+v, want the mass-delete guard's reason naming the override", rep.Plan.Held)
+		}
+		if len(luns(t, s)) != 4 {
+			t.Errorf("projected %v; the guard should keep all four", luns(t, s))
+		}
+		sync(t, a, projector.SyncOptions{AllowMassDelete: true})
+		want(t, s, "operator allowed", peID(pe))
+		// Bring the rest of the scenario's state back.
+		cos, _ = s.AddImage(ctx, "cos-2.5", data(96<<10), true)
+		sync(t, a, projector.SyncOptions{})
+		want(t, s, "restored", peID(pe), rootfsID(cos))
 	})
 
 	t.Run("foreign backstores untouched", func(t *testing.T) {
@@ -316,8 +345,8 @@ func TestProjectionLifecycle(t *testing.T) {
 				}
 			}
 		}
-		if projected != 4 {
-			t.Errorf("%d projected entries, want 4: %+v", projected, entries)
+		if projected != 2 {
+			t.Errorf("%d projected entries, want 2: %+v", projected, entries)
 		}
 	})
 }

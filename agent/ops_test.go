@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sbps-marshal/sbps-marshal/lio"
+	"github.com/sbps-marshal/sbps-marshal/projector"
 )
 
 // notifySocket is a fake systemd notification socket recording messages.
@@ -89,7 +89,7 @@ func poll(t *testing.T, what string, f func() error) {
 
 func tpgEnabled(t *testing.T, path, iqn string) bool {
 	t.Helper()
-	c, err := lio.Load(path)
+	c, err := projector.ReadSaved(t.Context(), path) // retries a file caught mid-rewrite
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,7 +46,7 @@ func fleet(b *testing.B, n int) (*Inventory, *lio.Config) {
 	}
 	inv := &Inventory{Objects: mb, Images: m, Tagging: true, Layout: Layout{Bucket: "boot-images", Mount: mb.mount, PEPrefix: "PE/"},
 		Lstat: func(p string) (fs.FileInfo, error) { return sized{name: p, size: sizeOf(mb, p)}, nil }}
-	d, err := inv.Desired(context.Background(), nil)
+	d, err := inv.Desired(context.Background(), nil, nil)
 	if err != nil || len(d.Projections) != n {
 		b.Fatalf("setup: %d projections, err %v", len(d.Projections), err)
 	}

@@ -92,10 +92,13 @@ func (inv *Inventory) Stats() InventoryStats {
 
 // Desired reads S3 and IMS and returns what should be projected. actual is
 // LIO's saved state, used only to skip re-checking files that already back
-// a correct backstore; it may be nil. An S3 failure is an error: with no
-// listing, nothing may change. An IMS failure is not: PE images are still
-// known, and the result says rootfs information is incomplete.
-func (inv *Inventory) Desired(ctx context.Context, actual *lio.Config) (*Desired, error) {
+// a correct backstore; it may be nil. prev is the previous pass's desired
+// state, or nil: an image it projected that the IMS listing no longer
+// shows is confirmed gone with a GET before its projection may go. An S3
+// failure is an error: with no listing, nothing may change. An IMS failure
+// is not: PE images are still known, and the result says rootfs information
+// is incomplete.
+func (inv *Inventory) Desired(ctx context.Context, actual *lio.Config, prev *Desired) (*Desired, error) {
 	objs, err := inv.Objects.List(ctx, "")
 	if err != nil {
 		return nil, fmt.Errorf("S3 listing failed, nothing changes this pass: %w", err)
@@ -128,6 +131,9 @@ func (inv *Inventory) Desired(ctx context.Context, actual *lio.Config) (*Desired
 			d.Rejected = append(d.Rejected, Problem{Kind: Rootfs, Images: []ImageRef{{ID: re.ID}}, Reason: re.Error()})
 		}
 	}
+	if why := inv.confirmVanished(ctx, prev, listing); why != "" {
+		d.RootfsComplete, d.RootfsIncompleteReason = false, why
+	}
 	find := fromListing(byKey)
 	for _, img := range listing.Images {
 		if err := inv.addImage(ctx, d, served, img, find); err != nil {
@@ -136,6 +142,58 @@ func (inv *Inventory) Desired(ctx context.Context, actual *lio.Config) (*Desired
 		}
 	}
 	return d, nil
+}
+
+// maxConfirmations bounds the GETs spent checking images a listing left
+// out; a listing that dropped thousands is judged on a sample.
+const maxConfirmations = 16
+
+// confirmVanished checks, with a GET each, the images prev projected or
+// held pending that the listing does not show. An image that still exists
+// means the listing is incomplete (IMS can return a partial listing
+// without an error); the reason is returned. Images confirmed gone (404)
+// may lose their projections.
+func (inv *Inventory) confirmVanished(ctx context.Context, prev *Desired, listing ims.Listing) string {
+	if prev == nil {
+		return ""
+	}
+	listed := make(map[string]bool, len(listing.Images)+len(listing.Errors))
+	for _, img := range listing.Images {
+		listed[img.ID] = true
+	}
+	for _, re := range listing.Errors {
+		listed[re.ID] = true
+	}
+	var vanished []string
+	note := func(refs []ImageRef) {
+		for _, r := range refs {
+			if r.ID != "" && !listed[r.ID] && !slices.Contains(vanished, r.ID) {
+				vanished = append(vanished, r.ID)
+			}
+		}
+	}
+	for _, p := range prev.Projections {
+		note(p.Users)
+	}
+	for _, p := range prev.Pending {
+		note(p.Images)
+	}
+	slices.Sort(vanished)
+	for i, id := range vanished {
+		if i == maxConfirmations {
+			break
+		}
+		_, err := inv.Images.Get(ctx, id)
+		switch {
+		case errors.Is(err, ims.ErrNotFound):
+			continue
+		case err != nil:
+			return fmt.Sprintf("IMS listing left out image %s and IMS could not confirm it is gone (%v)", id, err)
+		default:
+			return fmt.Sprintf("IMS listing left out %d image(s) that were projected, but image %s still exists: the listing is partial", len(vanished), id)
+		}
+	}
+	return ""
 }
 
 // addImage files an IMS image under d. A transient failure (S3 or a
@@ -246,6 +304,11 @@ func (inv *Inventory) manifest(ctx context.Context, key, etag string) (ims.Artif
 	inv.mu.Lock()
 	inv.stats.ManifestGets++
 	inv.mu.Unlock()
+	if errors.Is(err, bucket.ErrTooLarge) {
+		err = permanent{fmt.Errorf("manifest is larger than %d bytes: %w", ims.MaxManifest, err)}
+		inv.remember(key, manifestEntry{etag: etag, err: err})
+		return ims.Artifact{}, err
+	}
 	if err != nil {
 		return ims.Artifact{}, fmt.Errorf("fetching manifest %s: %w", key, err)
 	}
@@ -257,13 +320,17 @@ func (inv *Inventory) manifest(ctx context.Context, key, etag string) (ims.Artif
 	if err != nil {
 		e.err = permanent{err}
 	}
+	inv.remember(key, e)
+	return e.rootfs, e.err
+}
+
+func (inv *Inventory) remember(key string, e manifestEntry) {
 	inv.mu.Lock()
+	defer inv.mu.Unlock()
 	if inv.manifests == nil {
 		inv.manifests = map[string]manifestEntry{}
 	}
 	inv.manifests[key] = e
-	inv.mu.Unlock()
-	return e.rootfs, e.err
 }
 
 // consider checks that an image can be served from the mount and files it

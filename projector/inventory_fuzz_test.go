@@ -77,7 +77,7 @@ func FuzzInventoryKeys(f *testing.F) {
 				}
 			}
 		}
-		d, err := inv.Desired(t.Context(), nil)
+		d, err := inv.Desired(t.Context(), nil, nil)
 		if err != nil {
 			t.Fatalf("Desired: %v", err)
 		}

@@ -94,16 +94,19 @@ func (b *memBucket) Get(ctx context.Context, key string, limit int64) ([]byte, e
 
 type memIMS struct {
 	listing ims.Listing
+	hidden  []ims.Image // exist (Get finds them) but the listing leaves them out
 	err     error
+	gets    int
 }
 
 func (m *memIMS) List(context.Context) (ims.Listing, error) { return m.listing, m.err }
 
 func (m *memIMS) Get(_ context.Context, id string) (ims.Image, error) {
+	m.gets++
 	if m.err != nil {
 		return ims.Image{}, m.err
 	}
-	for _, img := range m.listing.Images {
+	for _, img := range append(m.listing.Images, m.hidden...) {
 		if img.ID == id {
 			return img, nil
 		}
@@ -156,7 +159,7 @@ func TestInventoryDesired(t *testing.T) {
 	m := &memIMS{listing: ims.Listing{Images: []ims.Image{image(id1, "cos-2.5", true), image(id2, "mismatch", true), image(id3, "no-etag", true), untagged, legacy, noLink}}}
 	inv := newInventory(b, m)
 
-	d, err := inv.Desired(t.Context(), nil)
+	d, err := inv.Desired(t.Context(), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +223,7 @@ func TestInventorySteadyStateIsCheap(t *testing.T) {
 	inv := newInventory(b, m)
 	inv.Lstat = func(p string) (fs.FileInfo, error) { stats++; return os.Lstat(p) }
 
-	d, err := inv.Desired(t.Context(), nil)
+	d, err := inv.Desired(t.Context(), nil, nil)
 	if err != nil || len(d.Projections) != 40 {
 		t.Fatalf("first pass: %d projections, err %v", len(d.Projections), err)
 	}
@@ -232,7 +235,7 @@ func TestInventorySteadyStateIsCheap(t *testing.T) {
 	for _, p := range d.Projections {
 		actual.StorageObjects = append(actual.StorageObjects, backstoreOf(p))
 	}
-	d2, err := inv.Desired(t.Context(), actual)
+	d2, err := inv.Desired(t.Context(), actual, nil)
 	if err != nil || len(d2.Projections) != 40 {
 		t.Fatalf("second pass: %d projections, err %v", len(d2.Projections), err)
 	}
@@ -243,7 +246,7 @@ func TestInventorySteadyStateIsCheap(t *testing.T) {
 	id := "00000003-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
 	b.put(id+"/rootfs", "etag-new", 20, 20)
 	b.putManifest(id, id+"/rootfs", "etag-new")
-	if _, err := inv.Desired(t.Context(), actual); err != nil {
+	if _, err := inv.Desired(t.Context(), actual, nil); err != nil {
 		t.Fatal(err)
 	}
 	if s := inv.Stats(); s.ManifestGets != 21 {
@@ -260,20 +263,20 @@ func TestInventoryPartialInformation(t *testing.T) {
 	t.Run("S3 down: error, nothing desired", func(t *testing.T) {
 		b.listErr = errors.New("connection refused")
 		defer func() { b.listErr = nil }()
-		d, err := newInventory(b, &memIMS{}).Desired(t.Context(), nil)
+		d, err := newInventory(b, &memIMS{}).Desired(t.Context(), nil, nil)
 		if err == nil || d != nil || !strings.Contains(err.Error(), "nothing changes") {
 			t.Errorf("Desired = %v, %v; want an error saying nothing changes", d, err)
 		}
 	})
 	t.Run("IMS down: PE known, rootfs incomplete", func(t *testing.T) {
-		d, err := newInventory(b, &memIMS{err: errors.New("503")}).Desired(t.Context(), nil)
+		d, err := newInventory(b, &memIMS{err: errors.New("503")}).Desired(t.Context(), nil, nil)
 		if err != nil || len(d.Projections) != 1 || d.RootfsComplete || !strings.Contains(d.RootfsIncompleteReason, "503") {
 			t.Errorf("Desired = %+v, %v", d, err)
 		}
 	})
 	t.Run("unreadable IMS record: incomplete", func(t *testing.T) {
 		m := &memIMS{listing: ims.Listing{Images: []ims.Image{image(id1, "ok", true)}, Errors: []ims.RecordError{{Index: 1, ID: id2, Err: errors.New("name is a number")}}}}
-		d, err := newInventory(b, m).Desired(t.Context(), nil)
+		d, err := newInventory(b, m).Desired(t.Context(), nil, nil)
 		if err != nil || len(d.Projections) != 2 || d.RootfsComplete {
 			t.Errorf("Desired = %d projections, complete %v, err %v; want 2, false", len(d.Projections), d.RootfsComplete, err)
 		}
@@ -281,12 +284,12 @@ func TestInventoryPartialInformation(t *testing.T) {
 	t.Run("manifest GET fails: incomplete, retried next pass", func(t *testing.T) {
 		b.getErr = errors.New("timeout")
 		inv := newInventory(b, &memIMS{listing: ims.Listing{Images: []ims.Image{image(id1, "ok", true)}}})
-		d, err := inv.Desired(t.Context(), nil)
+		d, err := inv.Desired(t.Context(), nil, nil)
 		if err != nil || d.RootfsComplete || len(d.Rejected) != 0 {
 			t.Errorf("Desired = %+v, %v; want incomplete and nothing rejected", d, err)
 		}
 		b.getErr = nil
-		d, err = inv.Desired(t.Context(), nil)
+		d, err = inv.Desired(t.Context(), nil, nil)
 		if err != nil || !d.RootfsComplete || len(d.Projections) != 2 {
 			t.Errorf("after recovery: %+v, %v", d, err)
 		}
@@ -308,7 +311,7 @@ func TestInventoryRefusesEscapes(t *testing.T) {
 	b.objs["PE/a=b,c"] = bucket.Object{Key: "PE/a=b,c", Size: 10, ETag: "x"}
 	b.objs[`PE/quote"`] = bucket.Object{Key: `PE/quote"`, Size: 10, ETag: "x"}
 
-	d, err := newInventory(b, nil).Desired(t.Context(), nil)
+	d, err := newInventory(b, nil).Desired(t.Context(), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -345,7 +348,7 @@ func TestInventoryUpdate(t *testing.T) {
 	shared.Link.Path = "s3://boot-images/" + id1 + "/manifest.json"
 	m := &memIMS{listing: ims.Listing{Images: []ims.Image{image(id1, "cos", true), shared}}}
 	inv := newInventory(b, m)
-	d, err := inv.Desired(t.Context(), nil)
+	d, err := inv.Desired(t.Context(), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -390,5 +393,40 @@ func TestInventoryUpdate(t *testing.T) {
 	b.listErr = errors.New("503")
 	if _, err := inv.Update(t.Context(), n2, nil, []string{"PE/new"}, nil); err == nil {
 		t.Error("Update with S3 failing = nil error")
+	}
+}
+
+func TestInventoryPartialListingIsIncomplete(t *testing.T) {
+	b := newMemBucket(t)
+	m := &memIMS{}
+	for _, id := range []string{id1, id2, id3} {
+		b.put(id+"/rootfs", "r-"+id, 20, 20)
+		b.putManifest(id, id+"/rootfs", "r-"+id)
+		m.listing.Images = append(m.listing.Images, image(id, "img", true))
+	}
+	inv := newInventory(b, m)
+	prev, err := inv.Desired(t.Context(), nil, nil)
+	if err != nil || len(prev.Projections) != 3 {
+		t.Fatalf("first pass: %d projections, %v", len(prev.Projections), err)
+	}
+
+	// IMS answers with a listing that leaves out an image that still exists.
+	m.hidden, m.listing.Images = m.listing.Images[2:], m.listing.Images[:2]
+	d, err := inv.Desired(t.Context(), nil, prev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.RootfsComplete || !strings.Contains(d.RootfsIncompleteReason, "listing is partial") {
+		t.Errorf("partial listing: complete %v (%q); want incomplete", d.RootfsComplete, d.RootfsIncompleteReason)
+	}
+
+	// The image is really gone (404): the listing is complete, 1 GET spent.
+	m.hidden, m.gets = nil, 0
+	d, err = inv.Desired(t.Context(), nil, prev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !d.RootfsComplete || len(d.Projections) != 2 || m.gets != 1 {
+		t.Errorf("deleted image: complete %v (%q), %d projections, %d GETs; want complete, 2, 1", d.RootfsComplete, d.RootfsIncompleteReason, len(d.Projections), m.gets)
 	}
 }

@@ -115,11 +115,20 @@ func (r *Reconciler) pass(ctx context.Context, o SyncOptions, compute func(befor
 	log := r.logger().With("trigger", o.Trigger)
 
 	before, err := ReadSaved(ctx, r.SaveFile)
+	if errors.Is(err, lio.ErrIncomplete) && !o.DryRun {
+		// Still empty or torn after the retries (an outside tool, a full
+		// disk): write it again from LIO's live state, as at start.
+		log.Warn("saveconfig.json stays unreadable; saving LIO's live state again", "err", err)
+		if serr := r.LIO.Save(ctx); serr != nil {
+			return nil, fmt.Errorf("%w; saving LIO's live state again also failed: %v", err, serr)
+		}
+		before, err = ReadSaved(ctx, r.SaveFile)
+	}
 	if err != nil {
 		return nil, err
 	}
 	if compute == nil {
-		compute = func(before *lio.Config) (*Desired, error) { return r.Inventory.Desired(ctx, before) }
+		compute = func(before *lio.Config) (*Desired, error) { return r.Inventory.Desired(ctx, before, r.last) }
 	}
 	desired, err := compute(before)
 	if err != nil {
