@@ -30,8 +30,16 @@ test: tools
 test-short:
 	$(GO) test -short -count=1 ./...
 
-bench: build
-	$(GO) test -run '^$$' -bench . -benchmem -timeout 20m ./...
+## bench: fleet-scale benchmarks (issue 10): the Go benchmarks of ./bench (in-process
+## resync, event pass, saveconfig.json parse), then cmd/sbps-marshal-bench on the rig;
+## writes docs/BENCHMARKS.md. BENCH_SCALE lists the image counts (BENCH_SCALE=100,1000
+## shrinks it); BENCH_FLAGS passes more driver flags (see sbps-marshal-bench -h).
+BENCH_SCALE ?= 100,1000,10000
+BENCH_FLAGS ?=
+bench: build tools
+	@mkdir -p $(BIN)/bench
+	$(GO) test -run '^$$' -bench . -benchtime 2x -timeout 15m ./bench/ | tee $(BIN)/bench/go-bench.txt
+	$(BIN)/sbps-marshal-bench -scale $(BENCH_SCALE) -profile-dir $(BIN)/bench -go-bench $(BIN)/bench/go-bench.txt -out docs/BENCHMARKS.md $(BENCH_FLAGS)
 
 ## demo: run the agent's main job against the embedded rig.
 demo: build tools

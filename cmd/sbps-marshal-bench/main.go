@@ -85,6 +85,7 @@ type options struct {
 	profileDir    string
 	command       string
 	skipDaemon    bool
+	goBench       string
 	eventsTimeout time.Duration
 }
 
@@ -106,6 +107,7 @@ func main() {
 	flag.DurationVar(&o.steadyWindow, "steady-window", 16*time.Second, "length of the steady-state window")
 	flag.StringVar(&o.out, "out", "docs/BENCHMARKS.md", "report file ('' prints only)")
 	flag.StringVar(&o.profileDir, "profile-dir", "", "write CPU profiles of the largest scale's resync and event phases here")
+	flag.StringVar(&o.goBench, "go-bench", "", "output of `go test -bench ./bench` to include in the report")
 	flag.BoolVar(&o.skipDaemon, "skip-daemon", false, "skip the daemon-mode converge")
 	flag.Parse()
 	for _, f := range strings.Split(*scale, ",") {
@@ -388,6 +390,17 @@ func (e *env) populate(ctx context.Context) error {
 		e.mb = bench.NewMemBucket(e.st.Mount())
 		e.mi = &bench.MemIMS{}
 		bench.Populate(e.mb, e.mi, e.n)
+		// targetcli (and its simulator) need every backstore's file.
+		for i := range e.n / 2 {
+			if err := e.memFile(bench.PEKey(i)); err != nil {
+				return err
+			}
+		}
+		for i := range e.n - e.n/2 {
+			if err := e.memFile(bench.ImageID(i) + "/rootfs"); err != nil {
+				return err
+			}
+		}
 		return nil
 	}
 	jobs := make(chan int)
@@ -455,7 +468,15 @@ func (e *env) newAgent(ctx context.Context, node *sim.Node, mode string, extra .
 	if e.mem {
 		opts.Lstat = e.mb.Lstat
 	}
-	a, err := agent.New(ctx, cfg, slog.New(slog.DiscardHandler), opts)
+	log := slog.New(slog.DiscardHandler)
+	if path := os.Getenv("SBPS_BENCH_AGENT_LOG"); path != "" {
+		f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			return nil, nil, err
+		}
+		log = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	a, err := agent.New(ctx, cfg, log, opts)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -627,6 +648,9 @@ func (e *env) resync(ctx context.Context, a *agent.Agent, r *result, largest boo
 func (e *env) upload(ctx context.Context, key string, i int, publish bool) error {
 	if e.mem {
 		etag := fmt.Sprintf("%032x", 1<<40+i)
+		if err := e.memFile(key); err != nil {
+			return err
+		}
 		e.mb.Put(key, etag, 1<<30, nil)
 		if !publish {
 			return nil
@@ -635,6 +659,21 @@ func (e *env) upload(ctx context.Context, key string, i int, publish bool) error
 	}
 	_, err := e.st.S3.Put(ctx, key, []byte("event image "+key))
 	return err
+}
+
+// memFile makes the file s3fs would show for a new in-memory object (a
+// sparse 1 GiB file): targetcli needs it to exist.
+func (e *env) memFile(key string) error {
+	p := filepath.Join(e.st.Mount(), key)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Truncate(1 << 30)
 }
 
 // s3Notification is a versitygw-style ObjectCreated notification.
@@ -764,6 +803,9 @@ func (e *env) burstPhase(ctx context.Context, a *agent.Agent, tm *timed, r *resu
 	} else {
 		for i, k := range keys {
 			etag := fmt.Sprintf("%032x", 1<<41+i)
+			if err := e.memFile(k); err != nil {
+				return err
+			}
 			e.mb.Put(k, etag, 1<<30, nil)
 			held = append(held, s3Notification(k, etag))
 		}

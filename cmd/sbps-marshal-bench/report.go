@@ -112,6 +112,16 @@ func render(o options, machine string, rs []*result, took time.Duration) string 
 		w("- N=%d: converge processes %s (%d incl. the save at agent start); agent overhead ≤ 1 ms/image %s; daemon mode 0 processes %s; resync CPU, requests %s; event agent p99 < 50 ms %s; burst ≤ 3 processes per window %s; memory %s; steady-state requests only listings %s.\n",
 			r.N, verdict(procsOK), r.ConvergeProcs, verdict(overheadOK), verdict(r.DaemonProcs == 0 || r.DaemonWall == 0), verdict(resyncOK), verdict(eventOK), verdict(burstOK), verdict(memOK), verdict(steadyOK))
 	}
+	if data, err := os.ReadFile(o.goBench); o.goBench != "" && err == nil {
+		var keep []string
+		for _, l := range strings.Split(string(data), "\n") {
+			if strings.HasPrefix(l, "Benchmark") || strings.HasPrefix(l, "cpu:") {
+				keep = append(keep, l)
+			}
+		}
+		w("\n## In-process Go benchmarks (`go test -bench . ./bench/`)\n\n")
+		w("In-memory S3, IMS and LIO (`bench.MemLIO`); `agent-ns/op` and `agent-cpu-ns/op` exclude the in-memory LIO's own time (applying, writing saveconfig.json); `cpu-ns/op` is the process's user+sys time per op.\n\n```\n%s\n```\n", strings.Join(keep, "\n"))
+	}
 	if o.profileDir != "" {
 		w("\n## Profiles (largest N)\n\n")
 		for _, phase := range []string{"resync", "event"} {
