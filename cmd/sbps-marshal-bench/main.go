@@ -1094,4 +1094,3 @@ func loadavg() string {
 	}
 	return strings.Join(f[:3], " ")
 }
-
