@@ -48,6 +48,7 @@ func run() int {
 	keep := flag.Bool("keep", false, "keep the rig's directory (logs, S3 data, LIO state) afterwards")
 	interval := flag.Duration("interval", 150*time.Millisecond, "time between two operations")
 	faultEvery := flag.Duration("fault-every", 6*time.Second, "mean time between two faults")
+	faultList := flag.String("faults", strings.Join(allFaults, ","), "faults to inject, comma-separated")
 	flag.Parse()
 	duration := 3 * time.Minute
 	if v := os.Getenv("SOAK_DURATION"); v != "" {
@@ -75,7 +76,14 @@ func run() int {
 		return 2
 	}
 	defer s.Close()
-	sk := &soak{s: s, seed: *seed, rng: rand.New(rand.NewPCG(*seed, 1)), ops: map[string]int{}, faults: map[string]int{},
+	kinds := strings.Split(*faultList, ",")
+	for _, f := range kinds {
+		if !slices.Contains(allFaults, f) {
+			fmt.Fprintf(os.Stderr, "sbps-marshal-soak: unknown fault %q (known: %s)\n", f, strings.Join(allFaults, ", "))
+			return 2
+		}
+	}
+	sk := &soak{s: s, seed: *seed, kinds: kinds, rng: rand.New(rand.NewPCG(*seed, 1)), ops: map[string]int{}, faults: map[string]int{},
 		images: map[string]*image{}, pe: map[string]bool{}, lastUndesired: map[string]time.Time{}, seen: map[string]time.Time{}}
 	fmt.Printf("soak: seed %d, duration %s, rig in %s\n", *seed, duration, dir)
 	code, err := sk.run(ctx, dir, duration, *interval, *faultEvery)
@@ -87,6 +95,9 @@ func run() int {
 	return code
 }
 
+// allFaults are the faults the soak knows how to inject.
+var allFaults = []string{"nats-restart", "ims-503", "targetcli-fail", "targetcli-die"}
+
 type image struct {
 	img    rig.Image
 	tagged bool
@@ -95,7 +106,8 @@ type image struct {
 type soak struct {
 	s    *rig.Stack
 	rng  *rand.Rand
-	seed uint64
+	seed  uint64
+	kinds []string // faults to inject
 	js   jetstream.JetStream
 
 	mu            sync.Mutex
@@ -417,23 +429,19 @@ func (k *soak) imsEvent(ctx context.Context, id string, change imsevent.Change, 
 
 // fault injects one random fault.
 func (k *soak) fault(ctx context.Context) {
-	var kind string
-	switch k.rng.IntN(4) {
-	case 0:
-		kind = "nats-restart"
+	kind := k.kinds[k.rng.IntN(len(k.kinds))]
+	switch kind {
+	case "nats-restart":
 		k.s.NATS.Shutdown()
 		time.Sleep(time.Duration(200+k.rng.IntN(1500)) * time.Millisecond) // the outage itself
 		if err := k.s.NATS.Restart(); err != nil {
 			fmt.Fprintln(os.Stderr, "soak: NATS restart:", err)
 		}
-	case 1:
-		kind = "ims-503"
+	case "ims-503":
 		k.s.IMS.FailNext(1+k.rng.IntN(8), 503)
-	case 2:
-		kind = "targetcli-fail"
+	case "targetcli-fail":
 		k.s.Node.SetFaults(sim.Faults{FailAt: 1 + k.rng.IntN(3), FailMessage: "soak: injected failure"})
-	case 3:
-		kind = "targetcli-die"
+	case "targetcli-die":
 		k.s.Node.SetFaults(sim.Faults{DieAfter: 1 + k.rng.IntN(3)})
 	}
 	k.mu.Lock()
