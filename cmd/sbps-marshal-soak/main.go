@@ -104,11 +104,11 @@ type image struct {
 }
 
 type soak struct {
-	s    *rig.Stack
-	rng  *rand.Rand
+	s     *rig.Stack
+	rng   *rand.Rand
 	seed  uint64
 	kinds []string // faults to inject
-	js   jetstream.JetStream
+	js    jetstream.JetStream
 
 	mu            sync.Mutex
 	pe            map[string]bool // PE key -> present
