@@ -116,7 +116,7 @@ type soak struct {
 	lastUndesired map[string]time.Time // backstore name -> last time it stopped being desired
 	ops           map[string]int
 	faults        map[string]int
-	seen          map[string]time.Time // backstore name -> last sample it was live with a LUN
+	seen          map[string]time.Time // backstore name -> when its current presence (live with a LUN) began
 	wrong         map[string]string    // backstore -> why
 	zero          map[string]bool
 	samples       int
@@ -483,17 +483,23 @@ func (k *soak) guard(ctx context.Context, done chan<- struct{}) {
 		k.mu.Lock()
 		k.samples++
 		desired := k.desiredLocked()
-		for name, seenAt := range k.seen {
+		// k.seen holds when each live LUN's current presence began. A LUN
+		// that disappears although it stayed desired during all of that
+		// presence was removed wrongly; one that stopped being desired at
+		// some point (untag, then tag again) may have been removed rightly.
+		for name, since := range k.seen {
 			if live[name] {
 				continue
 			}
-			if desired[name] && k.lastUndesired[name].Before(seenAt) {
-				k.wrong[name] = fmt.Sprintf("removed at %s while desired since before %s", now.Format(time.TimeOnly), seenAt.Format(time.TimeOnly))
+			if desired[name] && k.lastUndesired[name].Before(since) {
+				k.wrong[name] = fmt.Sprintf("removed at %s, desired all along since it appeared at %s", now.Format(time.TimeOnly), since.Format(time.TimeOnly))
 			}
 			delete(k.seen, name)
 		}
 		for name := range live {
-			k.seen[name] = now
+			if _, ok := k.seen[name]; !ok {
+				k.seen[name] = now
+			}
 		}
 		k.mu.Unlock()
 	}
