@@ -66,6 +66,19 @@ func NewMemLIO(dir string) (*MemLIO, string, error) {
 	return m, node.IQN(), m.Save(context.Background())
 }
 
+// Load replaces the model with the saveconfig.json at path (to take over
+// from a real or simulated LIO).
+func (m *MemLIO) Load(path string) error {
+	c, err := lio.Load(path)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.cfg = c
+	return nil
+}
+
 // Apply applies ops and writes saveconfig.json.
 func (m *MemLIO) Apply(ctx context.Context, ops []lio.Op) (res []lio.Result, err error) {
 	m.mu.Lock()

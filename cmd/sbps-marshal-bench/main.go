@@ -167,6 +167,8 @@ type result struct {
 	EventP50, EventP99, AgentP50, AgentP99        time.Duration
 	EventCPU                                      time.Duration // agent process CPU per event
 	EventLists                                    int64
+	EventPasses                                   int
+	EventTriggers                                 map[string]int
 	BurstWall                                     time.Duration
 	BurstProcs, BurstPasses, BurstWindowsMax      int
 	HeapInuse, RSS                                uint64
@@ -176,6 +178,7 @@ type result struct {
 	SteadyS3, SteadyIMS                           int64
 	SteadyS3PerPass, SteadyIMSPerPass, SteadyHour float64
 	OldHour                                       float64
+	SteadyOnlyListings                            bool
 }
 
 func run(ctx context.Context, o options) error {
@@ -214,8 +217,11 @@ type timed struct {
 }
 
 func (t *timed) Apply(ctx context.Context, ops []lio.Op) ([]lio.Result, error) {
+	t.mu.Lock()
+	app := t.Applier
+	t.mu.Unlock()
 	start := time.Now()
-	res, err := t.Applier.Apply(ctx, ops)
+	res, err := app.Apply(ctx, ops)
 	end := time.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -227,6 +233,15 @@ func (t *timed) Apply(ctx context.Context, ops []lio.Op) ([]lio.Result, error) {
 		}
 	}
 	return res, err
+}
+
+// swap replaces the LIO behind the timer and returns the previous one.
+func (t *timed) swap(app lio.Applier) lio.Applier {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old := t.Applier
+	t.Applier = app
+	return old
 }
 
 func (t *timed) stats() (time.Duration, int) {
@@ -709,6 +724,7 @@ func (e *env) events(ctx context.Context, a *agent.Agent, tm *timed, r *result, 
 	s0, _, lists0 := e.requests()
 	cpu0 := bench.ProcessCPU()
 	os.Remove(e.wrapLog)
+	passes := watchPasses(ctx, a)
 	var total, agentShare []time.Duration
 	for i := range count {
 		key := fmt.Sprintf("PE/event-%05d.squashfs", i)
@@ -743,6 +759,7 @@ func (e *env) events(ctx context.Context, a *agent.Agent, tm *timed, r *result, 
 		agentShare = append(agentShare, max(0, d-uploaded-simTime))
 	}
 	r.Events = count
+	r.EventPasses, r.EventTriggers = passes()
 	r.EventCPU = (bench.ProcessCPU() - cpu0) / time.Duration(count)
 	s, _, lists := e.requests()
 	s = s.Sub(s0)
@@ -752,15 +769,29 @@ func (e *env) events(ctx context.Context, a *agent.Agent, tm *timed, r *result, 
 	r.EventLists = s.ListPages
 	r.EventP50, r.EventP99 = pct(total, 50), pct(total, 99)
 	r.AgentP50, r.AgentP99 = pct(agentShare, 50), pct(agentShare, 99)
+	fmt.Printf("   %d passes for %d events: %v\n", r.EventPasses, count, r.EventTriggers)
 	fmt.Printf("   event → LUN (%d uploads): p50 %s p99 %s; agent share p50 %s p99 %s; %s agent-process CPU/event\n",
 		count, r.EventP50.Round(time.Millisecond), r.EventP99.Round(time.Millisecond), r.AgentP50.Round(time.Millisecond), r.AgentP99.Round(time.Millisecond), r.EventCPU.Round(time.Millisecond))
 	return nil
 }
 
 func (e *env) burstPhase(ctx context.Context, a *agent.Agent, tm *timed, r *result) error {
-	if err := e.st.Node.SetFaults(sim.Faults{StartDelay: e.o.startDelay, PerObjectDelay: e.o.perObject}); err != nil {
+	// The simulator rewrites its whole live state after every command: a
+	// batch of 2,000 commands takes it minutes. The burst runs against the
+	// in-memory LIO (one Apply = one targetcli batch process), taking over
+	// from the simulator's saved state and handing back afterwards.
+	ml, _, err := bench.NewMemLIO(filepath.Join(e.dir, "burst-memlio"))
+	if err != nil {
 		return err
 	}
+	ml.SaveFile = e.st.Node.SaveFile()
+	if err := ml.Load(ml.SaveFile); err != nil {
+		return err
+	}
+	real := tm.swap(ml)
+	defer func() {
+		tm.swap(real)
+	}()
 	names := map[string]bool{}
 	keys := make([]string, e.o.burst)
 	for i := range keys {
@@ -810,7 +841,7 @@ func (e *env) burstPhase(ctx context.Context, a *agent.Agent, tm *timed, r *resu
 			held = append(held, s3Notification(k, etag))
 		}
 	}
-	procs0 := e.st.Node.Processes()
+	procs0 := ml.Calls
 	_, calls0 := tm.stats()
 	s0, _, lists0 := e.requests()
 	start := time.Now()
@@ -837,7 +868,7 @@ func (e *env) burstPhase(ctx context.Context, a *agent.Agent, tm *timed, r *resu
 	r.BurstWall = time.Since(start)
 	_, calls := tm.stats()
 	r.BurstPasses = calls - calls0
-	r.BurstProcs = e.st.Node.Processes() - procs0
+	r.BurstProcs = ml.Calls - procs0
 	s, _, lists := e.requests()
 	if s.Sub(s0).ListPages != 0 || lists != lists0 {
 		return fmt.Errorf("the burst caused a full listing (%d S3 pages, %d IMS listings): events were not enough", s.Sub(s0).ListPages, lists-lists0)
@@ -856,6 +887,12 @@ func (e *env) burstPhase(ctx context.Context, a *agent.Agent, tm *timed, r *resu
 	}
 	fmt.Printf("   burst of %d: all projected in %s, %d passes, %d targetcli processes (%.1f per pass)\n",
 		len(keys), r.BurstWall.Round(time.Millisecond), r.BurstPasses, r.BurstProcs, float64(r.BurstProcs)/float64(max(1, r.BurstPasses)))
+	// Hand the result to the simulator for the later phases.
+	node, err := sim.NewNode(e.st.Node.Dir(), sim.NodeOptions{Seed: c})
+	if err != nil {
+		return err
+	}
+	e.st.Node = node
 	return nil
 }
 
@@ -877,22 +914,28 @@ func (e *env) steady(ctx context.Context, r *result) error {
 	case <-time.After(5 * time.Minute):
 		return errors.New("agent not ready")
 	}
+	// Count from the end of one periodic pass to the end of the last of
+	// the window's passes, so the window holds whole passes only.
+	rep, err := waitPass(ctx, a, a.LastReport(), "resync timer", 2*e.o.steadyEvery+time.Minute)
+	if err != nil {
+		return err
+	}
 	s0, ims0, _ := e.requests()
 	procs0 := e.st.Node.Processes()
 	passes := 0
-	prev := a.LastReport()
-	end := time.Now().Add(e.o.steadyWindow)
-	for time.Now().Before(end) {
-		if rep := a.LastReport(); rep != prev {
-			passes++
-			prev = rep
+	t0 := time.Now()
+	for time.Since(t0) < e.o.steadyWindow-e.o.steadyEvery/2 {
+		if rep, err = waitPass(ctx, a, rep, "resync timer", 2*e.o.steadyEvery+time.Minute); err != nil {
+			return err
 		}
-		time.Sleep(5 * time.Millisecond)
+		passes++
 	}
+	window := time.Since(t0)
 	s, imsN, _ := e.requests()
 	s = s.Sub(s0)
-	r.SteadyWindow, r.SteadyPasses = e.o.steadyWindow, passes
+	r.SteadyWindow, r.SteadyPasses = window.Round(100*time.Millisecond), passes
 	r.SteadyS3, r.SteadyIMS = s.Total(), imsN-ims0
+	r.SteadyOnlyListings = s.Total() == s.ListPages && r.SteadyIMS == int64(passes)
 	if passes == 0 {
 		return errors.New("no periodic pass in the window")
 	}
@@ -904,9 +947,41 @@ func (e *env) steady(ctx context.Context, r *result) error {
 	perHour := float64(time.Hour / oldScan) // the agent's default RESYNC_INTERVAL is also 180 s
 	r.SteadyHour = (r.SteadyS3PerPass + r.SteadyIMSPerPass) * perHour
 	r.OldHour = (r.SteadyS3PerPass + 1 + float64(e.n-e.n/2)) * perHour
-	fmt.Printf("   steady state: %d periodic passes in %s: %d S3 requests, %d IMS requests → %.0f requests/hour at RESYNC_INTERVAL=180s (old agent: %.0f)\n",
-		passes, e.o.steadyWindow, r.SteadyS3, r.SteadyIMS, r.SteadyHour, r.OldHour)
+	fmt.Printf("   steady state: %d periodic passes in %v: %d S3 requests, %d IMS requests → %.0f requests/hour at RESYNC_INTERVAL=180s (old agent: %.0f)\n",
+		passes, r.SteadyWindow, r.SteadyS3, r.SteadyIMS, r.SteadyHour, r.OldHour)
 	return nil
+}
+
+// watchPasses counts the agent's passes (by the kind of trigger) until the
+// returned function is called.
+func watchPasses(ctx context.Context, a *agent.Agent) func() (int, map[string]int) {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	n, kinds := 0, map[string]int{}
+	go func() {
+		defer close(done)
+		prev := a.LastReport()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-ctx.Done():
+				return
+			case <-time.After(500 * time.Microsecond):
+			}
+			if rep := a.LastReport(); rep != prev && rep != nil {
+				prev = rep
+				n++
+				kind, _, _ := strings.Cut(rep.Trigger, " ")
+				kinds[kind]++
+			}
+		}
+	}()
+	return func() (int, map[string]int) {
+		close(stop)
+		<-done
+		return n, kinds
+	}
 }
 
 // relay forwards versitygw's notifications to the agent's subject, or
