@@ -1210,9 +1210,18 @@ func TestReliabilityDoc(t *testing.T) {
 	}
 	listed := map[string]bool{}
 	rows := 0
+	inTable := false // only the table headed "Fault or bad input"
 	for _, line := range strings.Split(string(doc), "\n") {
 		cells := strings.Split(line, "|")
-		if len(cells) < 5 || strings.HasPrefix(strings.TrimSpace(cells[1]), "---") || strings.TrimSpace(cells[1]) == "Fault or bad input" {
+		if len(cells) < 5 {
+			inTable = false
+			continue
+		}
+		if strings.TrimSpace(cells[1]) == "Fault or bad input" {
+			inTable = true
+			continue
+		}
+		if !inTable || strings.HasPrefix(strings.TrimSpace(cells[1]), "---") {
 			continue
 		}
 		rows++
