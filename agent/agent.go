@@ -163,6 +163,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (
 			Inventory: &projector.Inventory{Objects: s3, Images: imsClient, Layout: layout, Tagging: cfg.IMSTagging, Lstat: o.Lstat},
 			LIO:       m.InstrumentApplier(driver),
 			SaveFile:  cfg.LIOSaveFile,
+			Saved:     driver.Saved(),
 			Plan: projector.PlanOptions{
 				Target:            cfg.TargetIQN,
 				TPG:               1,
@@ -396,7 +397,7 @@ func (a *Agent) applyGate(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("node gate (GATE=%s) cannot answer, leaving LIO as it is: %w", a.cfg.Gate, err)
 	}
-	saved, err := projector.ReadSaved(ctx, a.cfg.LIOSaveFile)
+	saved, err := a.Reconciler.State(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -477,18 +478,27 @@ type work struct {
 	imageIDs []string // IMS images to read again
 }
 
-// coalesceWindow is how long the loop gathers events after the first one,
-// so that a burst applies in one LIO batch.
-const coalesceWindow = 50 * time.Millisecond
+// A batch of events ends when none came for quietGap, or coalesceWindow
+// after its first event, so that a burst applies in one LIO batch while a
+// lone event does not wait for the whole window.
+const (
+	coalesceWindow = 50 * time.Millisecond
+	quietGap       = 5 * time.Millisecond
+)
 
 func (a *Agent) collect(ctx context.Context, first events.Event, evs <-chan events.Event) []events.Event {
 	batch := []events.Event{first}
 	deadline := time.NewTimer(coalesceWindow)
 	defer deadline.Stop()
+	quiet := time.NewTimer(quietGap)
+	defer quiet.Stop()
 	for len(batch) < 10000 {
 		select {
 		case ev := <-evs:
 			batch = append(batch, ev)
+			quiet.Reset(quietGap)
+		case <-quiet.C:
+			return batch
 		case <-deadline.C:
 			return batch
 		case <-ctx.Done():
@@ -556,8 +566,8 @@ func describe(batch []events.Event) string {
 // noteOwnSave remembers the digest of saveconfig.json as the agent left it,
 // so the watcher's report of that write is not mistaken for drift.
 func (a *Agent) noteOwnSave() {
-	if data, err := os.ReadFile(a.cfg.LIOSaveFile); err == nil {
-		a.ownDigest = events.ContentDigest(data)
+	if _, digest, err := a.driver.Saved().Load(); err == nil {
+		a.ownDigest = digest
 	}
 }
 

@@ -88,7 +88,13 @@ type Driver struct {
 
 	procs    atomic.Int64
 	requests atomic.Int64
+
+	saved *SavedFile // saveconfig.json, parsed again only when it changed
 }
+
+// Saved is the driver's reader of saveconfig.json; share it so that a file
+// the driver just read back is not parsed again by others.
+func (d *Driver) Saved() *SavedFile { return d.saved }
 
 var _ Applier = (*Driver)(nil)
 
@@ -121,7 +127,7 @@ func New(cfg DriverConfig, logger *slog.Logger) (*Driver, error) {
 			return nil, fmt.Errorf("targetcli environment entry %q is not KEY=value", kv)
 		}
 	}
-	d := &Driver{cfg: cfg, log: logger.With("component", "lio", "mode", string(cfg.Mode))}
+	d := &Driver{cfg: cfg, log: logger.With("component", "lio", "mode", string(cfg.Mode)), saved: &SavedFile{Path: cfg.SaveFile}}
 	if cfg.Home == "" && cfg.Mode != Daemon {
 		home, err := os.MkdirTemp("", "sbps-marshal-targetcli-")
 		if err != nil {
@@ -306,7 +312,7 @@ func savedMessage(out string) bool { return strings.Contains(out, "Configuration
 func (d *Driver) readState(ctx context.Context) (*Config, error) {
 	wait := 20 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		c, err := Load(d.cfg.SaveFile)
+		c, _, err := d.saved.Load()
 		switch {
 		case err == nil:
 			return c, nil

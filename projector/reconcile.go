@@ -20,8 +20,11 @@ type Reconciler struct {
 	Inventory *Inventory
 	LIO       lio.Applier
 	SaveFile  string // LIO_SAVE_FILE
-	Plan      PlanOptions
-	Logger    *slog.Logger
+	// Saved, when set, reads SaveFile through a cache shared with the
+	// driver: a file already parsed is not parsed again.
+	Saved  *lio.SavedFile
+	Plan   PlanOptions
+	Logger *slog.Logger
 	// Registry, when set, gives every new LUN its fleet-stable index and
 	// takes back the index of a removed one (LUN_REGISTRY); nil lets LIO
 	// pick the lowest free index, as the old agent did.
@@ -114,7 +117,7 @@ func (r *Reconciler) pass(ctx context.Context, o SyncOptions, compute func(befor
 	start := time.Now()
 	log := r.logger().With("trigger", o.Trigger)
 
-	before, err := ReadSaved(ctx, r.SaveFile)
+	before, err := r.State(ctx)
 	if errors.Is(err, lio.ErrIncomplete) && !o.DryRun {
 		// Still empty or torn after the retries (an outside tool, a full
 		// disk): write it again from LIO's live state, as at start.
@@ -122,7 +125,7 @@ func (r *Reconciler) pass(ctx context.Context, o SyncOptions, compute func(befor
 		if serr := r.LIO.Save(ctx); serr != nil {
 			return nil, fmt.Errorf("%w; saving LIO's live state again also failed: %v", err, serr)
 		}
-		before, err = ReadSaved(ctx, r.SaveFile)
+		before, err = r.State(ctx)
 	}
 	if err != nil {
 		return nil, err
@@ -205,7 +208,7 @@ func (r *Reconciler) pass(ctx context.Context, o SyncOptions, compute func(befor
 			}
 		}
 	}
-	after, err := ReadSaved(ctx, r.SaveFile)
+	after, err := r.State(ctx)
 	if err == nil {
 		rep.After = after
 	}
@@ -314,18 +317,33 @@ func (r *Reconciler) logger() *slog.Logger {
 	return r.Logger
 }
 
+// State reads LIO's saved state, through the shared cache when there is one.
+func (r *Reconciler) State(ctx context.Context) (*lio.Config, error) {
+	if r.Saved == nil {
+		return ReadSaved(ctx, r.SaveFile)
+	}
+	return readSaved(ctx, func() (*lio.Config, error) {
+		c, _, err := r.Saved.Load()
+		return c, err
+	})
+}
+
 // ReadSaved loads saveconfig.json, retrying for a short while when it is
 // caught half-written (rtslib 2.1.75 rewrites it in place).
 func ReadSaved(ctx context.Context, path string) (*lio.Config, error) {
+	return readSaved(ctx, func() (*lio.Config, error) { return lio.Load(path) })
+}
+
+func readSaved(ctx context.Context, load func() (*lio.Config, error)) (*lio.Config, error) {
 	wait := 20 * time.Millisecond
 	for attempt := 0; ; attempt++ {
-		c, err := lio.Load(path)
+		c, err := load()
 		if err == nil || !errors.Is(err, lio.ErrIncomplete) || attempt == 8 {
 			return c, err
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("reading %s: %w", path, context.Cause(ctx))
+			return nil, fmt.Errorf("reading LIO's saved state: %w", context.Cause(ctx))
 		case <-time.After(wait):
 		}
 		wait *= 2
