@@ -29,7 +29,7 @@ func converged(b *testing.B, n int) (*projector.Reconciler, *MemBucket, *MemIMS,
 	r := &projector.Reconciler{
 		Inventory: &projector.Inventory{Objects: mb, Images: m, Tagging: true, Lstat: mb.Lstat,
 			Layout: projector.Layout{Bucket: "boot-images", Mount: mb.Mount, PEPrefix: "PE/"}},
-		LIO: ml, SaveFile: ml.SaveFile,
+		LIO: ml, SaveFile: ml.SaveFile, Saved: &lio.SavedFile{Path: ml.SaveFile}, // as the agent runs it
 		Plan: projector.PlanOptions{Target: iqn, TPG: 1, MaxDeleteFraction: 0.5},
 	}
 	rep, err := r.Sync(context.Background(), projector.SyncOptions{Trigger: "converge"})
