@@ -127,7 +127,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (
 	if err != nil {
 		return nil, err
 	}
-	sources, err := eventSources(cfg, log)
+	sources, err := eventSources(cfg, log, driver.Saved())
 	if err != nil {
 		return nil, err
 	}
@@ -651,8 +651,8 @@ func NATSOptions(cfg *config.Config) []nats.Option {
 	return o
 }
 
-func eventSources(cfg *config.Config, log *slog.Logger) ([]events.Source, error) {
-	w, err := events.NewWatcher(events.WatcherConfig{Path: cfg.LIOSaveFile}, log)
+func eventSources(cfg *config.Config, log *slog.Logger, saved *lio.SavedFile) ([]events.Source, error) {
+	w, err := events.NewWatcher(events.WatcherConfig{Path: cfg.LIOSaveFile, Saved: saved}, log)
 	if err != nil {
 		return nil, fmt.Errorf("saveconfig.json watcher: %w", err)
 	}

@@ -45,6 +45,10 @@ type WatcherConfig struct {
 	// DirPoll is how often a missing directory is looked for again.
 	// Defaults to 5s.
 	DirPoll time.Duration
+	// Saved, when set, is the reader of Path shared with the agent: content
+	// it has already parsed (the agent's own saves) is recognised by its
+	// digest instead of being parsed again.
+	Saved *lio.SavedFile
 }
 
 // Watcher emits a LIOChanged event when saveconfig.json's content changes:
@@ -188,6 +192,23 @@ func (w *Watcher) emit(ctx context.Context, out chan<- Event, d, source string) 
 	}
 }
 
+// load returns the digest of the file's content once it parses, through
+// the shared reader when there is one.
+func (w *Watcher) load() (string, error) {
+	if w.cfg.Saved != nil {
+		_, digest, err := w.cfg.Saved.Load()
+		return digest, err
+	}
+	data, err := os.ReadFile(w.cfg.Path)
+	if err != nil {
+		return "", err
+	}
+	if _, err := lio.Parse(data); err != nil {
+		return "", err
+	}
+	return ContentDigest(data), nil
+}
+
 func (w *Watcher) setLast(d string) {
 	w.mu.Lock()
 	w.last = d
@@ -200,25 +221,19 @@ func (w *Watcher) setLast(d string) {
 func (w *Watcher) read(ctx context.Context) (string, bool) {
 	delay := w.cfg.RetryDelay
 	for attempt := 0; ; attempt++ {
-		data, err := os.ReadFile(w.cfg.Path)
+		digest, err := w.load()
 		if errors.Is(err, fs.ErrNotExist) {
 			w.stats.inc("saveconfig", OutcomeMissing)
 			w.logger.Warn("saveconfig.json is missing; LIO will come up without LUNs at the next boot unless it is saved again")
 			w.setLast("")
 			return "", false
 		}
-		if err != nil {
-			w.stats.inc("saveconfig", OutcomeInvalid)
-			w.logger.Warn("cannot read saveconfig.json; waiting for the next change", "err", err)
-			return "", false
-		}
-		_, err = lio.Parse(data)
 		if err == nil {
-			return ContentDigest(data), true
+			return digest, true
 		}
 		if !errors.Is(err, lio.ErrIncomplete) {
 			w.stats.inc("saveconfig", OutcomeInvalid)
-			w.logger.Warn("saveconfig.json does not parse; waiting for the next change", "err", err)
+			w.logger.Warn("saveconfig.json cannot be read or does not parse; waiting for the next change", "err", err)
 			return "", false
 		}
 		w.stats.inc("saveconfig", OutcomeIncomplete)
