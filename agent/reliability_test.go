@@ -778,6 +778,14 @@ func TestReliabilitySaveconfigTorn(t *testing.T) {
 		relWait(t, 40*time.Second, "convergence with torn saves", func() error { return relExact(s, want...) })
 	})
 	t.Run("emptied", func(t *testing.T) {
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("agent log:\n%s", relTail(r.log.String(), 2500))
+			}
+		})
+		// Let the passes the previous step queued finish, so that no save of
+		// the agent's own rewrites the file behind the test's back.
+		relPassAfter(t, r, "test: settle before emptying")
 		if err := os.WriteFile(s.Node.SaveFile(), nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
