@@ -298,10 +298,12 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 			a.log.Error("pass failed; projections are left as they are", "err", err, "retry_in", next)
 		case rep == nil: // node gate closed: look again at the next resync
 		default:
-			backoff.reset()
 			a.logPass(rep)
 			if len(rep.Desired.Pending) > 0 || !rep.Desired.RootfsComplete {
+				// Look again soon, backing off while it lasts.
 				next = min(next, backoff.next())
+			} else {
+				backoff.reset()
 			}
 		}
 		if first && err == nil {
@@ -397,7 +399,7 @@ func (a *Agent) applyGate(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("node gate (GATE=%s) cannot answer, leaving LIO as it is: %w", a.cfg.Gate, err)
 	}
-	saved, err := a.Reconciler.State(ctx)
+	saved, err := a.Reconciler.StateOrResave(ctx)
 	if err != nil {
 		return false, err
 	}

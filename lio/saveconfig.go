@@ -157,8 +157,12 @@ func Marshal(c *Config) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// FileIO returns the fileio storage object with the given name.
+// FileIO returns the fileio storage object with the given name. A nil
+// Config has none.
 func (c *Config) FileIO(name string) (*StorageObject, bool) {
+	if c == nil {
+		return nil, false
+	}
 	for i := range c.StorageObjects {
 		so := &c.StorageObjects[i]
 		if so.Plugin == "fileio" && so.Name == name {
@@ -168,8 +172,12 @@ func (c *Config) FileIO(name string) (*StorageObject, bool) {
 	return nil, false
 }
 
-// Target returns the target with the given WWN (IQN for iSCSI).
+// Target returns the target with the given WWN (IQN for iSCSI). A nil
+// Config has none.
 func (c *Config) Target(wwn string) (*Target, bool) {
+	if c == nil {
+		return nil, false
+	}
 	for i := range c.Targets {
 		if c.Targets[i].WWN == wwn {
 			return &c.Targets[i], true

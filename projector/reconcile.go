@@ -117,16 +117,11 @@ func (r *Reconciler) pass(ctx context.Context, o SyncOptions, compute func(befor
 	start := time.Now()
 	log := r.logger().With("trigger", o.Trigger)
 
-	before, err := r.State(ctx)
-	if errors.Is(err, lio.ErrIncomplete) && !o.DryRun {
-		// Still empty or torn after the retries (an outside tool, a full
-		// disk): write it again from LIO's live state, as at start.
-		log.Warn("saveconfig.json stays unreadable; saving LIO's live state again", "err", err)
-		if serr := r.LIO.Save(ctx); serr != nil {
-			return nil, fmt.Errorf("%w; saving LIO's live state again also failed: %v", err, serr)
-		}
-		before, err = r.State(ctx)
+	read := r.State
+	if !o.DryRun {
+		read = r.StateOrResave
 	}
+	before, err := read(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -208,10 +203,11 @@ func (r *Reconciler) pass(ctx context.Context, o SyncOptions, compute func(befor
 			}
 		}
 	}
-	after, err := r.State(ctx)
-	if err == nil {
-		rep.After = after
+	after, err := r.StateOrResave(ctx)
+	if err != nil {
+		err = fmt.Errorf("reading LIO's state back after applying: %w", err)
 	}
+	rep.After = after
 	rep.Duration = time.Since(start)
 	if applyErr != nil {
 		return rep, fmt.Errorf("applying %d operation(s): %w", len(ops), applyErr)
@@ -315,6 +311,21 @@ func (r *Reconciler) logger() *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return r.Logger
+}
+
+// StateOrResave is State, except that a saveconfig.json still empty or torn
+// after the retries (an outside tool, a full disk) is written again from
+// LIO's live state, as at start, and read once more.
+func (r *Reconciler) StateOrResave(ctx context.Context) (*lio.Config, error) {
+	c, err := r.State(ctx)
+	if !errors.Is(err, lio.ErrIncomplete) {
+		return c, err
+	}
+	r.logger().Warn("saveconfig.json stays unreadable; saving LIO's live state again", "err", err)
+	if serr := r.LIO.Save(ctx); serr != nil {
+		return nil, fmt.Errorf("%w; saving LIO's live state again also failed: %v", err, serr)
+	}
+	return r.State(ctx)
 }
 
 // State reads LIO's saved state, through the shared cache when there is one.

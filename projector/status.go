@@ -66,6 +66,9 @@ func StatusOf(d *Desired, plan *Plan, actual *lio.Config, layout Layout, target 
 	}
 	var out []Entry
 	seen := map[string]bool{}
+	if actual == nil {
+		actual = &lio.Config{} // LIO's state could not be read after the pass
+	}
 	for _, so := range actual.StorageObjects {
 		e := Entry{Backstore: so.Name, WWN: so.WWN, LUN: lunOf(so.Path()), Size: so.SizeBytes(), File: so.Dev}
 		if so.Plugin != "fileio" || !layout.Managed(so.Dev) {
