@@ -2,6 +2,7 @@ package agent
 
 import (
 	"flag"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -37,6 +38,18 @@ func newAgent(t *testing.T, s *rig.Stack, env ...string) *Agent {
 
 func newAgentWith(t *testing.T, s *rig.Stack, o Options, env ...string) *Agent {
 	t.Helper()
+	var w io.Writer = io.Discard
+	if os.Getenv("SBPS_TEST_LOG") != "" {
+		w = os.Stderr
+	}
+	a, _ := newAgentLogged(t, s, o, w, env...)
+	return a
+}
+
+// newAgentLogged builds an agent on the stack whose log (debug level) goes
+// to w, with the stack's configuration plus env.
+func newAgentLogged(t *testing.T, s *rig.Stack, o Options, w io.Writer, env ...string) (*Agent, *config.Config) {
+	t.Helper()
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
 	cfg, _, err := config.Load(config.Sources{Environ: append(s.AgentEnv(), env...)}, fs)
 	if err != nil {
@@ -45,10 +58,7 @@ func newAgentWith(t *testing.T, s *rig.Stack, o Options, env ...string) *Agent {
 	if err := cfg.CheckFiles(); err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.DiscardHandler)
-	if os.Getenv("SBPS_TEST_LOG") != "" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if o.TargetcliEnv == nil {
 		o.TargetcliEnv = s.Node.Env()
 	}
@@ -57,7 +67,7 @@ func newAgentWith(t *testing.T, s *rig.Stack, o Options, env ...string) *Agent {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { a.Close() })
-	return a
+	return a, cfg
 }
 
 func sync(t *testing.T, a *Agent, o projector.SyncOptions) *projector.Report {

@@ -22,7 +22,15 @@ import (
 func jetStreamStack(t *testing.T) (*rig.Stack, *nats.Conn, jetstream.JetStream) {
 	t.Helper()
 	s := startStack(t)
-	nc, err := nats.Connect(s.NATS.ClientURL())
+	nc, js := streamOn(t, s)
+	return s, nc, js
+}
+
+// streamOn connects to the stack's NATS (reconnecting across restarts) and
+// makes sure the SBPS stream holds the S3 and IMS subjects.
+func streamOn(t *testing.T, s *rig.Stack) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(s.NATS.ClientURL(), nats.MaxReconnects(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +42,7 @@ func jetStreamStack(t *testing.T) (*rig.Stack, *nats.Conn, jetstream.JetStream) 
 	if _, err := events.EnsureStream(t.Context(), js, "SBPS", []string{"sbps.s3.events", "sbps.ims.events"}); err != nil {
 		t.Fatal(err)
 	}
-	return s, nc, js
+	return nc, js
 }
 
 // runAgent runs a until the test ends (or stop is called) and waits for its

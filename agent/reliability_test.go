@@ -11,8 +11,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -26,7 +26,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sbps-marshal/sbps-marshal/config"
@@ -67,28 +66,11 @@ func (l *relLog) count(s string) int { return strings.Count(l.String(), s) }
 // debug level (and to stderr too when SBPS_TEST_LOG is set).
 func relNewAgent(t *testing.T, s *rig.Stack, o Options, buf *relLog, env ...string) (*Agent, *config.Config) {
 	t.Helper()
-	fset := flag.NewFlagSet("test", flag.ContinueOnError)
-	cfg, _, err := config.Load(config.Sources{Environ: append(s.AgentEnv(), env...)}, fset)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.CheckFiles(); err != nil {
-		t.Fatal(err)
-	}
-	var w interface{ Write([]byte) (int, error) } = buf
+	var w io.Writer = buf
 	if os.Getenv("SBPS_TEST_LOG") != "" {
 		w = relMulti{buf, os.Stderr}
 	}
-	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	if o.TargetcliEnv == nil {
-		o.TargetcliEnv = s.Node.Env()
-	}
-	a, err := New(t.Context(), cfg, log, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
-	return a, cfg
+	return newAgentLogged(t, s, o, w, env...)
 }
 
 type relMulti struct {
@@ -370,18 +352,7 @@ func relAddImage(t *testing.T, s *rig.Stack, name string, tagged bool) rig.Image
 
 func relStream(t *testing.T, s *rig.Stack) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(s.NATS.ClientURL(), nats.MaxReconnects(-1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := events.EnsureStream(t.Context(), js, "SBPS", []string{"sbps.s3.events", "sbps.ims.events"}); err != nil {
-		t.Fatal(err)
-	}
+	_, js := streamOn(t, s)
 	return js
 }
 
