@@ -205,11 +205,20 @@ func (a *Agent) Driver() *lio.Driver { return a.driver }
 // LastReport returns the outcome of the latest pass, or nil.
 func (a *Agent) LastReport() *projector.Report { return a.lastReport.Load() }
 
-// Resync asks the running loop for a full pass now. It never blocks.
+// Resync asks the running loop for a full pass now. It never blocks. A
+// request still queued is replaced: one pass serves both, and it is
+// logged under the latest requester.
 func (a *Agent) Resync(trigger string) {
-	select {
-	case a.resync <- trigger:
-	default: // one is already queued; it will see the latest state
+	for {
+		select {
+		case a.resync <- trigger:
+			return
+		default:
+			select {
+			case <-a.resync:
+			default:
+			}
+		}
 	}
 }
 
