@@ -379,7 +379,9 @@ func (a *Agent) pass(ctx context.Context, w work) (*projector.Report, error) {
 	var status []projector.Entry
 	if rep != nil {
 		a.lastReport.Store(rep)
-		a.noteOwnSave()
+		if rep.AfterDigest != "" {
+			a.ownDigest = rep.AfterDigest
+		}
 		status = a.statusOf(rep)
 		if w.full && err == nil {
 			a.lastFull.Store(time.Now().UnixNano())
@@ -572,14 +574,6 @@ func describe(batch []events.Event) string {
 		return lead.String()
 	}
 	return fmt.Sprintf("%s and %d more event(s)", lead.String(), len(batch)-1)
-}
-
-// noteOwnSave remembers the digest of saveconfig.json as the agent left it,
-// so the watcher's report of that write is not mistaken for drift.
-func (a *Agent) noteOwnSave() {
-	if _, digest, err := a.driver.Saved().Load(); err == nil {
-		a.ownDigest = digest
-	}
 }
 
 func (a *Agent) logPass(rep *projector.Report) {

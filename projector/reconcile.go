@@ -64,7 +64,11 @@ type Report struct {
 	Plan     *Plan
 	Results  []lio.Result
 	After    *lio.Config // saved state after applying (nil on a dry run)
-	Duration time.Duration
+	// AfterDigest is the SHA-256 of the saveconfig.json content After was
+	// read from, right after this pass's own save: what the watcher will
+	// report for the agent's own write (empty without the shared cache).
+	AfterDigest string
+	Duration    time.Duration
 }
 
 // Failed returns the results that did not reach their desired state.
@@ -117,11 +121,11 @@ func (r *Reconciler) pass(ctx context.Context, o SyncOptions, compute func(befor
 	start := time.Now()
 	log := r.logger().With("trigger", o.Trigger)
 
-	read := r.State
+	read := r.state
 	if !o.DryRun {
-		read = r.StateOrResave
+		read = r.stateOrResave
 	}
-	before, err := read(ctx)
+	before, beforeDigest, err := read(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +156,7 @@ func (r *Reconciler) pass(ctx context.Context, o SyncOptions, compute func(befor
 	if err != nil {
 		return nil, err
 	}
-	rep := &Report{Trigger: o.Trigger, Desired: desired, Before: before, Plan: plan}
+	rep := &Report{Trigger: o.Trigger, Desired: desired, Before: before, Plan: plan, AfterDigest: beforeDigest}
 	switch {
 	case r.Registry != nil && o.DryRun:
 		rep.Registry = r.lookupRegistry(ctx, log, before)
@@ -203,11 +207,11 @@ func (r *Reconciler) pass(ctx context.Context, o SyncOptions, compute func(befor
 			}
 		}
 	}
-	after, err := r.StateOrResave(ctx)
+	after, afterDigest, err := r.stateOrResave(ctx)
 	if err != nil {
 		err = fmt.Errorf("reading LIO's state back after applying: %w", err)
 	}
-	rep.After = after
+	rep.After, rep.AfterDigest = after, afterDigest
 	rep.Duration = time.Since(start)
 	if applyErr != nil {
 		return rep, fmt.Errorf("applying %d operation(s): %w", len(ops), applyErr)
@@ -317,26 +321,42 @@ func (r *Reconciler) logger() *slog.Logger {
 // after the retries (an outside tool, a full disk) is written again from
 // LIO's live state, as at start, and read once more.
 func (r *Reconciler) StateOrResave(ctx context.Context) (*lio.Config, error) {
-	c, err := r.State(ctx)
+	c, _, err := r.stateOrResave(ctx)
+	return c, err
+}
+
+func (r *Reconciler) stateOrResave(ctx context.Context) (*lio.Config, string, error) {
+	c, digest, err := r.state(ctx)
 	if !errors.Is(err, lio.ErrIncomplete) {
-		return c, err
+		return c, digest, err
 	}
 	r.logger().Warn("saveconfig.json stays unreadable; saving LIO's live state again", "err", err)
 	if serr := r.LIO.Save(ctx); serr != nil {
-		return nil, fmt.Errorf("%w; saving LIO's live state again also failed: %v", err, serr)
+		return nil, "", fmt.Errorf("%w; saving LIO's live state again also failed: %v", err, serr)
 	}
-	return r.State(ctx)
+	return r.state(ctx)
 }
 
 // State reads LIO's saved state, through the shared cache when there is one.
 func (r *Reconciler) State(ctx context.Context) (*lio.Config, error) {
+	c, _, err := r.state(ctx)
+	return c, err
+}
+
+// state is State with the SHA-256 of the content read (empty without the
+// shared cache).
+func (r *Reconciler) state(ctx context.Context) (*lio.Config, string, error) {
 	if r.Saved == nil {
-		return ReadSaved(ctx, r.SaveFile)
+		c, err := ReadSaved(ctx, r.SaveFile)
+		return c, "", err
 	}
-	return readSaved(ctx, func() (*lio.Config, error) {
-		c, _, err := r.Saved.Load()
+	var digest string
+	c, err := readSaved(ctx, func() (*lio.Config, error) {
+		c, d, err := r.Saved.Load()
+		digest = d
 		return c, err
 	})
+	return c, digest, err
 }
 
 // ReadSaved loads saveconfig.json, retrying for a short while when it is
