@@ -60,8 +60,9 @@ type Agent struct {
 	metrics  *metrics.Metrics
 	notifier *sdnotify.Notifier
 	gate     gate.Gate
-	fallback *registry.Fallback     // fleet registry with its local fallback, when LUN_REGISTRY=nats
-	closers  []func()               // resources to release on Close
+	fallback *registry.Fallback // fleet registry with its local fallback, when LUN_REGISTRY=nats
+	closers  []func()           // resources to release on Close
+	onPass   func(trigger string, rep *projector.Report, err error)
 	ready    atomic.Pointer[string] // nil: ready; else why not
 	lastFull atomic.Int64           // unix nanoseconds of the latest successful full pass
 }
@@ -78,6 +79,10 @@ type Options struct {
 	// Getenv is how systemd's NOTIFY_SOCKET and WATCHDOG_USEC are read;
 	// defaults to os.Getenv.
 	Getenv func(string) string
+	// OnPass, when set, is called after every pass of Run with what
+	// triggered it and its outcome (rep is nil when the pass stopped before
+	// planning).
+	OnPass func(trigger string, rep *projector.Report, err error)
 }
 
 // New builds the agent from a validated configuration.
@@ -158,7 +163,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (
 	a := &Agent{
 		cfg: cfg, log: log, driver: driver, s3: s3, ims: imsClient,
 		resync: make(chan string, 1), sources: sources,
-		metrics: m, notifier: sdnotify.New(getenv), gate: g, fallback: fallback, closers: []func(){closeReg},
+		metrics: m, notifier: sdnotify.New(getenv), gate: g, fallback: fallback, closers: []func(){closeReg}, onPass: o.OnPass,
 		Reconciler: &projector.Reconciler{
 			Inventory: &projector.Inventory{Objects: s3, Images: imsClient, Layout: layout, Tagging: cfg.IMSTagging, Lstat: o.Lstat},
 			LIO:       m.InstrumentApplier(driver),
@@ -291,6 +296,9 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 	first := true
 	for {
 		rep, err := a.pass(ctx, w)
+		if a.onPass != nil {
+			a.onPass(w.trigger, rep, err)
+		}
 		for _, ev := range batch {
 			ev.Done(err)
 		}

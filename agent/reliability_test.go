@@ -43,14 +43,36 @@ import (
 
 // relLog is a concurrency-safe buffer for a test's logger.
 type relLog struct {
-	mu gosync.Mutex
-	b  bytes.Buffer
+	mu     gosync.Mutex
+	b      bytes.Buffer
+	passes []relPass
 }
 
 func (l *relLog) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
+}
+
+// notePass records every pass of the agent (Options.OnPass), so that a
+// test waiting for its own pass cannot miss it when later passes follow.
+func (l *relLog) notePass(trigger string, rep *projector.Report, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.passes = append(l.passes, relPass{trigger: trigger, rep: rep, err: err})
+}
+
+// passesSince returns the passes recorded after the first n.
+func (l *relLog) passesSince(n int) ([]relPass, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]relPass(nil), l.passes[min(n, len(l.passes)):]...), len(l.passes)
+}
+
+type relPass struct {
+	trigger string
+	rep     *projector.Report
+	err     error
 }
 
 func (l *relLog) String() string {
@@ -66,6 +88,7 @@ func (l *relLog) count(s string) int { return strings.Count(l.String(), s) }
 // debug level (and to stderr too when SBPS_TEST_LOG is set).
 func relNewAgent(t *testing.T, s *rig.Stack, o Options, buf *relLog, env ...string) (*Agent, *config.Config) {
 	t.Helper()
+	o.OnPass = buf.notePass
 	var w io.Writer = buf
 	if os.Getenv("SBPS_TEST_LOG") != "" {
 		w = relMulti{buf, os.Stderr}
@@ -359,24 +382,24 @@ func relStream(t *testing.T, s *rig.Stack) jetstream.JetStream {
 // relPassAfter resyncs and waits for a pass that started after now to finish.
 func relPassAfter(t *testing.T, r *relAgent, trigger string) *projector.Report {
 	t.Helper()
-	before := r.LastReport()
+	_, seen := r.log.passesSince(0)
 	r.Resync(trigger)
 	var rep *projector.Report
 	relWait(t, 30*time.Second, "a pass triggered by "+trigger, func() error {
-		rep = r.LastReport()
-		if rep != before && rep != nil && rep.Trigger == trigger {
-			return nil
+		passes, _ := r.log.passesSince(seen)
+		for _, p := range passes {
+			if p.trigger == trigger && p.rep != nil {
+				rep = p.rep
+				return nil
+			}
 		}
-		return fmt.Errorf("latest pass trigger %q", relTrigger(rep))
+		var triggers []string
+		for _, p := range passes {
+			triggers = append(triggers, fmt.Sprintf("%q (err %v)", p.trigger, p.err))
+		}
+		return fmt.Errorf("passes since the request: %v", triggers)
 	})
 	return rep
-}
-
-func relTrigger(rep *projector.Report) string {
-	if rep == nil {
-		return "<none>"
-	}
-	return rep.Trigger
 }
 
 // ---- faults on the bus and the services ---------------------------------------
