@@ -55,7 +55,8 @@ type Agent struct {
 	lastReport atomic.Pointer[projector.Report]
 	resync     chan string
 	sources    []events.Source
-	ownDigest  string // digest of saveconfig.json after the agent's latest pass
+	ownDigest  string                  // digest of saveconfig.json after the agent's latest pass
+	counts     map[projector.State]int // status view of the latest pass, by state (Run's goroutine only)
 
 	metrics  *metrics.Metrics
 	notifier *sdnotify.Notifier
@@ -188,7 +189,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (
 func (a *Agent) Metrics() *metrics.Metrics { return a.metrics }
 
 // Ready is nil once the first full reconcile is done and the latest pass
-// could read and change LIO; otherwise it says why not.
+// succeeded; otherwise it says why not.
 func (a *Agent) Ready() error {
 	if why := a.ready.Load(); why != nil {
 		return errors.New(*why)
@@ -391,6 +392,10 @@ func (a *Agent) pass(ctx context.Context, w work) (*projector.Report, error) {
 			a.ownDigest = rep.AfterDigest
 		}
 		status = a.statusOf(rep)
+		a.counts = map[projector.State]int{}
+		for _, e := range status {
+			a.counts[e.State]++
+		}
 		if w.full && err == nil {
 			a.lastFull.Store(time.Now().UnixNano())
 			a.reconcileRegistry(ctx)
@@ -457,10 +462,7 @@ func (a *Agent) statusLine(rep *projector.Report, err error) string {
 		}
 		return "node gate closed; projecting nothing"
 	}
-	counts := map[projector.State]int{}
-	for _, e := range a.statusOf(rep) {
-		counts[e.State]++
-	}
+	counts := a.counts
 	line := fmt.Sprintf("%d projected, %d pending, %d rejected; last full resync %s", counts[projector.Projected], counts[projector.Pending], counts[projector.Rejected], last)
 	if err != nil {
 		line += "; last pass failed: " + trimTo(err.Error(), 80)
@@ -585,10 +587,7 @@ func describe(batch []events.Event) string {
 }
 
 func (a *Agent) logPass(rep *projector.Report) {
-	counts := map[projector.State]int{}
-	for _, e := range a.statusOf(rep) {
-		counts[e.State]++
-	}
+	counts := a.counts
 	a.log.Info("pass done", "duration", rep.Duration.Round(time.Millisecond), "changes", len(rep.Plan.Changes),
 		"projected", counts[projector.Projected], "pending", counts[projector.Pending], "rejected", counts[projector.Rejected],
 		"held", counts[projector.Held], "foreign", counts[projector.Foreign])

@@ -177,12 +177,16 @@ func (r *Reconciler) pass(ctx context.Context, o SyncOptions, compute func(befor
 	ops := plan.Ops(opts.Target, opts.TPG)
 	results, applyErr := r.LIO.Apply(ctx, ops)
 	rep.Results = results
+	changes := make(map[string]*Change, len(plan.Changes))
+	for i := range plan.Changes {
+		changes[plan.Changes[i].Name] = &plan.Changes[i]
+	}
 	for _, res := range results {
 		attrs := []any{"op", res.Op.Kind, "backstore", res.Op.Backstore, "outcome", res.Outcome.String()}
 		if res.Op.Kind == lio.CreateLUN {
 			attrs = append(attrs, "lun", res.Op.LUN)
 		}
-		if c := changeFor(plan, res.Op.Backstore); c.Name != "" {
+		if c, ok := changes[res.Op.Backstore]; ok {
 			attrs = append(attrs, "action", c.Action, "reason", c.Reason)
 			if c.Projection != nil {
 				attrs = append(attrs, "key", c.Projection.Key)
@@ -199,7 +203,7 @@ func (r *Reconciler) pass(ctx context.Context, o SyncOptions, compute func(befor
 	}
 	if r.Registry != nil {
 		for _, res := range results {
-			if res.Op.Kind == lio.DeleteBackstore && res.OK() && changeFor(plan, res.Op.Backstore).Action == Delete {
+			if c, ok := changes[res.Op.Backstore]; ok && c.Action == Delete && res.Op.Kind == lio.DeleteBackstore && res.OK() {
 				if err := r.Registry.Release(ctx, res.Op.Backstore); err != nil {
 					log.Warn("could not release LUN index to the registry; it stays reserved", "backstore", res.Op.Backstore, "err", err)
 				}
@@ -299,15 +303,6 @@ func imageLabel(p Projection) string {
 		return p.Users[0].ID + " " + p.Users[0].Name
 	}
 	return p.Key
-}
-
-func changeFor(p *Plan, name string) *Change {
-	for i := range p.Changes {
-		if p.Changes[i].Name == name {
-			return &p.Changes[i]
-		}
-	}
-	return &Change{}
 }
 
 func (r *Reconciler) logger() *slog.Logger {
