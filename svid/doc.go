@@ -6,9 +6,12 @@
 // (spiffe://shasta/ncn/workload/sbps-marshal or
 // spiffe://shasta/ncn/<xname>/workload/sbps-marshal), caches the token until
 // shortly before it expires and fetches a new one on demand; Invalidate drops
-// the cache after the server refused the token. X509Source provides a
-// *tls.Config for mTLS (NATS) from the node's X.509-SVID and trust bundle,
-// rotating both as the SPIRE agent pushes updates.
+// the cache after the server refused the token. X509Source provides
+// *tls.Config values for mTLS (NATS) from the node's X.509-SVID and trust
+// bundle, rotating both as the SPIRE agent pushes updates: every handshake
+// presents the SVID of the moment. StartX509Source does not wait for the
+// SPIRE agent (handshakes fail until the first SVID arrives, and it keeps
+// retrying); NewX509Source waits for the first SVID.
 //
 // Concurrency: all methods of JWTSource and X509Source are safe for concurrent
 // use. Concurrent Token calls that miss the cache share one Workload API

@@ -3,9 +3,13 @@ package svid_test
 import (
 	"context"
 	"crypto/tls"
+	"log/slog"
+	"math/big"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -150,5 +154,170 @@ func TestX509SourceNoAgent(t *testing.T) {
 	_, err := svid.NewX509Source(t.Context(), svid.X509Config{Socket: path})
 	if err == nil || !strings.Contains(err.Error(), "is the SPIRE agent running") {
 		t.Fatalf("NewX509Source(missing socket) error = %v, want one asking whether the SPIRE agent runs", err)
+	}
+}
+
+// mtlsServer is a TLS server configuration that requires and verifies a
+// client certificate issued by srv's CA, as a NATS server configured for
+// the workload's SVID does.
+func mtlsServer(t *testing.T, srv *svidtest.Server, names ...string) *tls.Config {
+	t.Helper()
+	cert, err := srv.IssueX509("spiffe://shasta/ncn/nats", names...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    srv.CertPool(),
+		MinVersion:   tls.VersionTLS12,
+	}
+}
+
+// syncBuffer is a log destination safe for the source's goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestX509SourceStartsWithoutAgent: StartX509Source returns at once with
+// the SPIRE agent down; handshakes fail with an error that says why, and
+// succeed once the agent comes up, with the same TLS configuration.
+func TestX509SourceStartsWithoutAgent(t *testing.T) {
+	dir, err := os.MkdirTemp("", "spire")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	logs := &syncBuffer{}
+	src, err := svid.StartX509Source(svid.X509Config{
+		Socket: filepath.Join(dir, svidtest.SocketName),
+		Logger: slog.New(slog.NewTextHandler(logs, nil)),
+	})
+	if err != nil {
+		t.Fatalf("StartX509Source() error = %v", err)
+	}
+	t.Cleanup(func() { src.Close() })
+	select {
+	case <-src.Ready():
+		t.Fatal("Ready() is closed with no SPIRE agent")
+	default:
+	}
+	clientCfg := src.ClientTLSConfig()
+	if _, err := src.GetClientCertificate(nil); err == nil || !strings.Contains(err.Error(), "no X.509-SVID from the SPIRE agent") {
+		t.Errorf("GetClientCertificate() with no agent: error = %v, want one saying no X.509-SVID arrived", err)
+	}
+	if _, err := src.Roots(); err == nil {
+		t.Error("Roots() with no agent: nil error, want one")
+	}
+	waitFor(t, "the watch error logged", func() bool {
+		return strings.Contains(logs.String(), "no X.509-SVID from the SPIRE agent yet")
+	})
+
+	srv, err := svidtest.Start(dir, svidtest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	serverCfg := mtlsServer(t, srv, "127.0.0.1")
+	clientErr, _, serverErr := handshake(t, clientCfg, serverCfg)
+	if clientErr == nil || serverErr == nil {
+		t.Fatalf("handshake before the first SVID: client error = %v, server error = %v; want both to fail", clientErr, serverErr)
+	}
+
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := src.Wait(ctx); err != nil {
+		t.Fatalf("Wait() after the agent came up: %v", err)
+	}
+	roots, err := src.Roots()
+	if err != nil {
+		t.Fatalf("Roots() = %v", err)
+	}
+	clientCfg.RootCAs, clientCfg.ServerName = roots, "127.0.0.1"
+	clientErr, state, serverErr := handshake(t, clientCfg, serverCfg)
+	if clientErr != nil || serverErr != nil {
+		t.Fatalf("handshake after the first SVID: client error = %v, server error = %v; want both nil", clientErr, serverErr)
+	}
+	if got, want := state.PeerCertificates[0].SerialNumber, srv.X509SVID().SerialNumber; got.Cmp(want) != 0 {
+		t.Errorf("client certificate serial = %v, want the served SVID's %v", got, want)
+	}
+	if !strings.Contains(logs.String(), "got X.509-SVID") {
+		t.Errorf("log lacks the first SVID's arrival:\n%s", logs.String())
+	}
+}
+
+// TestX509SourceRotation: after the SPIRE agent rotates the SVID, the next
+// handshake presents the new one through the TLS configurations made
+// before the rotation.
+func TestX509SourceRotation(t *testing.T) {
+	srv := svidtest.New(t, svidtest.Options{})
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	src, err := svid.NewX509Source(ctx, svid.X509Config{Socket: srv.Addr()})
+	if err != nil {
+		t.Fatalf("NewX509Source() error = %v", err)
+	}
+	t.Cleanup(func() { src.Close() })
+	serverCfg := mtlsServer(t, srv, "nats.local")
+	web, err := webConfig("nats.local")(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	configs := map[string]*tls.Config{"TLSConfig": src.TLSConfig(), "WebTLSConfig": web}
+
+	presented := func(name string, cfg *tls.Config) *big.Int {
+		t.Helper()
+		clientErr, state, serverErr := handshake(t, cfg, serverCfg)
+		if clientErr != nil || serverErr != nil {
+			t.Fatalf("%s handshake: client error = %v, server error = %v; want both nil", name, clientErr, serverErr)
+		}
+		return state.PeerCertificates[0].SerialNumber
+	}
+	before := srv.X509SVID().SerialNumber
+	for name, cfg := range configs {
+		if got := presented(name, cfg); got.Cmp(before) != 0 {
+			t.Fatalf("%s presented serial %v, want the current SVID's %v", name, got, before)
+		}
+	}
+	rotated, err := srv.RotateX509()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rotated.SerialNumber.Cmp(before) == 0 {
+		t.Fatal("RotateX509 kept the serial number")
+	}
+	waitFor(t, "the rotated SVID to reach the source", func() bool {
+		c, err := src.GetClientCertificate(nil)
+		return err == nil && c.Leaf.SerialNumber.Cmp(rotated.SerialNumber) == 0
+	})
+	for name, cfg := range configs {
+		if got := presented(name, cfg); got.Cmp(rotated.SerialNumber) != 0 {
+			t.Errorf("%s after rotation presented serial %v, want the new SVID's %v", name, got, rotated.SerialNumber)
+		}
+	}
+}
+
+// waitFor polls cond until it holds, failing after 30 seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -2,7 +2,6 @@ package svidtest
 
 import (
 	"context"
-	"crypto/x509"
 	"slices"
 
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
@@ -86,24 +85,24 @@ func (a *api) ValidateJWTSVID(_ context.Context, req *workload.ValidateJWTSVIDRe
 func (a *api) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerStreamingServer[workload.X509SVIDResponse]) error {
 	s := a.s
 	s.count(func(c *Counts) { c.FetchX509SVID++ })
-	der, key, err := s.issueX509(s.x509ID, s.x509TTL, nil)
-	if err != nil {
-		return status.Error(codes.Internal, err.Error())
+	for {
+		s.mu.Lock()
+		sv, rotated := s.x509, s.x509Rotated
+		s.mu.Unlock()
+		if err := stream.Send(&workload.X509SVIDResponse{Svids: []*workload.X509SVID{{
+			SpiffeId:    s.x509ID.String(),
+			X509Svid:    sv.der,
+			X509SvidKey: sv.keyDER,
+			Bundle:      s.caCert.Raw,
+		}}}); err != nil {
+			return err
+		}
+		select {
+		case <-stream.Context().Done():
+			return nil
+		case <-rotated: // send the new SVID, as SPIRE does on rotation
+		}
 	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return status.Error(codes.Internal, err.Error())
-	}
-	if err := stream.Send(&workload.X509SVIDResponse{Svids: []*workload.X509SVID{{
-		SpiffeId:    s.x509ID.String(),
-		X509Svid:    der,
-		X509SvidKey: keyDER,
-		Bundle:      s.caCert.Raw,
-	}}}); err != nil {
-		return err
-	}
-	<-stream.Context().Done()
-	return nil
 }
 
 func (a *api) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.ServerStreamingServer[workload.X509BundlesResponse]) error {

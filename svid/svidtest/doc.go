@@ -8,7 +8,11 @@
 // SPIRE, it rejects calls that lack the "workload.spiffe.io: true" metadata
 // header. The credentials are real: JWT-SVIDs are ES256-signed with a key
 // made at Start (header kid, claims sub, aud, iat, exp), X.509-SVIDs are
-// issued by an in-memory CA for the trust domain (default "shasta").
+// issued by an in-memory CA for the trust domain (default "shasta"). The
+// workload's X.509-SVID is issued at Start; RotateX509 replaces it and sends
+// the new one on every open FetchX509SVID stream, as SPIRE rotates SVIDs.
+// IssueX509 and CertPool equip the other party of a TLS test (a NATS server
+// that requires the workload's SVID as its client certificate).
 //
 // A Server's keys and CA live as long as the Server, so Stop and Restart
 // (which simulate the SPIRE agent restarting) keep tokens issued before the

@@ -96,6 +96,11 @@ type Server struct {
 	grpc   *grpc.Server
 	served chan struct{} // closed when the current Serve returns
 	closed bool
+	// x509 is the workload's X.509-SVID now; x509Rotated is closed and
+	// replaced when RotateX509 issues a new one, so that open
+	// FetchX509SVID streams send it.
+	x509        issuedSVID
+	x509Rotated chan struct{}
 }
 
 // Start creates the keys and CA and serves the Workload API on
@@ -197,6 +202,10 @@ func newServer(dir string, opts Options) (*Server, error) {
 	if err := s.initCA(); err != nil {
 		return nil, err
 	}
+	if s.x509, err = s.issueSVID(); err != nil {
+		return nil, err
+	}
+	s.x509Rotated = make(chan struct{})
 	return s, nil
 }
 

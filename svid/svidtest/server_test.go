@@ -1,7 +1,10 @@
 package svidtest_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"os"
 	"strings"
@@ -312,5 +315,60 @@ func TestStartRejects(t *testing.T) {
 				t.Errorf("Start(%q) error = %v, want it to contain %q", tt.dir, err, tt.wantErr)
 			}
 		})
+	}
+}
+
+func TestRotateX509(t *testing.T) {
+	srv := svidtest.New(t, svidtest.Options{})
+	src, err := workloadapi.NewX509Source(t.Context(), workloadapi.WithClientOptions(workloadapi.WithAddr(srv.Addr())))
+	if err != nil {
+		t.Fatalf("NewX509Source() = %v", err)
+	}
+	t.Cleanup(func() { src.Close() })
+	served := func() *x509.Certificate {
+		t.Helper()
+		sv, err := src.GetX509SVID()
+		if err != nil {
+			t.Fatalf("GetX509SVID() = %v", err)
+		}
+		return sv.Certificates[0]
+	}
+	if got := served(); !got.Equal(srv.X509SVID()) {
+		t.Fatalf("served SVID serial %v, want X509SVID()'s %v", got.SerialNumber, srv.X509SVID().SerialNumber)
+	}
+	rotated, err := srv.RotateX509()
+	if err != nil {
+		t.Fatalf("RotateX509() = %v", err)
+	}
+	if !rotated.Equal(srv.X509SVID()) {
+		t.Error("X509SVID() is not the rotated certificate")
+	}
+	// The open stream delivers the new SVID without a new call.
+	deadline := time.Now().Add(10 * time.Second)
+	for !served().Equal(rotated) {
+		if time.Now().After(deadline) {
+			t.Fatal("the rotated SVID did not reach the open FetchX509SVID stream within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := srv.Counts().FetchX509SVID; got != 1 {
+		t.Errorf("Counts().FetchX509SVID = %d, want 1 (the rotation rides the open stream)", got)
+	}
+}
+
+func TestIssueX509Names(t *testing.T) {
+	srv := svidtest.New(t, svidtest.Options{})
+	cert, err := srv.IssueX509("spiffe://shasta/ncn/nats", "nats.local", "127.0.0.1")
+	if err != nil {
+		t.Fatalf("IssueX509() = %v", err)
+	}
+	for _, name := range []string{"nats.local", "127.0.0.1"} {
+		if _, err := cert.Leaf.Verify(x509.VerifyOptions{DNSName: name, Roots: srv.CertPool()}); err != nil {
+			t.Errorf("certificate for %s does not verify under the bundle: %v", name, err)
+		}
+	}
+	block, _ := pem.Decode(srv.CACertPEM())
+	if block == nil || !bytes.Equal(block.Bytes, srv.CACert().Raw) {
+		t.Error("CACertPEM() is not CACert() in PEM form")
 	}
 }
