@@ -65,6 +65,7 @@ type Config struct {
 	NATSTLSCert       string        // NATS_TLS_CERT
 	NATSTLSKey        string        // NATS_TLS_KEY
 	NATSSPIFFE        bool          // NATS_SPIFFE
+	NATSSPIFFEServer  string        // NATS_SPIFFE_SERVER_ID
 	NATSS3Subject     string        // NATS_S3_SUBJECT
 	NATSIMSSubject    string        // NATS_IMS_SUBJECT
 	NATSStream        string        // NATS_STREAM
@@ -181,14 +182,16 @@ var keys = []key{
 		set: func(c *Config, v string) error { c.NATSCreds = v; return nil }},
 	{name: "NATS_NKEY_SEED", def: "", kind: kPath, help: "NATS nkey seed file",
 		set: func(c *Config, v string) error { c.NATSNKeySeed = v; return nil }},
-	{name: "NATS_TLS_CA", def: "", kind: kPath, help: "CA bundle for the NATS servers",
+	{name: "NATS_TLS_CA", def: "", kind: kPath, help: "CA bundle that verifies the NATS servers' certificates (host name checked); empty = the system roots or, with NATS_SPIFFE=true, the SPIRE trust bundle",
 		set: func(c *Config, v string) error { c.NATSTLSCA = v; return nil }},
 	{name: "NATS_TLS_CERT", def: "", kind: kPath, help: "client certificate for NATS mTLS",
 		set: func(c *Config, v string) error { c.NATSTLSCert = v; return nil }},
 	{name: "NATS_TLS_KEY", def: "", kind: kPath, help: "client key for NATS mTLS",
 		set: func(c *Config, v string) error { c.NATSTLSKey = v; return nil }},
-	{name: "NATS_SPIFFE", def: "false", kind: kBool, help: "use the node's X.509-SVID for NATS mTLS",
+	{name: "NATS_SPIFFE", def: "false", kind: kBool, help: "NATS mTLS with the node's X.509-SVID from the Workload API (SPIRE_AGENT_SOCK_PATH) as client certificate, following its rotation (instead of NATS_TLS_CERT/KEY); the server's certificate must name the NATS_URL host and chain to NATS_TLS_CA or, without it, to the SPIRE trust bundle (see NATS_SPIFFE_SERVER_ID). While there is no SVID (SPIRE agent down) NATS is unreachable: resyncs only",
 		set: func(c *Config, v string) error { return setBool(&c.NATSSPIFFE, v) }},
+	{name: "NATS_SPIFFE_SERVER_ID", def: "", help: "with NATS_SPIFFE=true, for a NATS server presenting an X.509-SVID rather than a host-name certificate: the SPIFFE ID it must have (e.g. spiffe://shasta/ncn/nats), verified against the SPIRE trust bundle, host names unchecked; empty = check the host name",
+		set: func(c *Config, v string) error { c.NATSSPIFFEServer = v; return checkSPIFFEID(v) }},
 	{name: "NATS_S3_SUBJECT", def: "sbps.s3.events", help: "subject of S3 bucket notifications",
 		set: func(c *Config, v string) error { c.NATSS3Subject = v; return checkSubject(v) }},
 	{name: "NATS_IMS_SUBJECT", def: "sbps.ims.events", help: "subject of IMS change events",
@@ -377,6 +380,9 @@ func (c *Config) finish(src Sources) error {
 	if c.SpireAgentPath != "" {
 		c.Notices = append(c.Notices, EnvPrefix+"SPIRE_AGENT_PATH is ignored: this agent fetches JWT-SVIDs from the Workload API at "+EnvPrefix+"SPIRE_AGENT_SOCK_PATH itself")
 	}
+	if c.NATSSPIFFE && len(c.NATSURL) == 0 {
+		c.Notices = append(c.Notices, EnvPrefix+"NATS_SPIFFE=true has no effect without "+EnvPrefix+"NATS_URL")
+	}
 	bad := func(key, value, want string) error {
 		return &Error{Key: key, Value: value, Want: want, Source: "combination"}
 	}
@@ -390,7 +396,13 @@ func (c *Config) finish(src Sources) error {
 	case (c.NATSTLSCert == "") != (c.NATSTLSKey == ""):
 		return bad("NATS_TLS_CERT", c.NATSTLSCert, "NATS_TLS_CERT and NATS_TLS_KEY go together")
 	case c.NATSSPIFFE && c.NATSTLSCert != "":
-		return bad("NATS_SPIFFE", "true", "NATS_SPIFFE=true and NATS_TLS_CERT are alternatives; set one")
+		return bad("NATS_SPIFFE", "true", "NATS_SPIFFE=true and NATS_TLS_CERT/NATS_TLS_KEY are alternatives for the client certificate; set one")
+	case c.NATSSPIFFE && c.SpireAgentSock == "":
+		return bad("SPIRE_AGENT_SOCK_PATH", "", "NATS_SPIFFE=true needs the Workload API socket")
+	case c.NATSSPIFFEServer != "" && !c.NATSSPIFFE:
+		return bad("NATS_SPIFFE_SERVER_ID", c.NATSSPIFFEServer, "applies only with NATS_SPIFFE=true")
+	case c.NATSSPIFFEServer != "" && c.NATSTLSCA != "":
+		return bad("NATS_SPIFFE_SERVER_ID", c.NATSSPIFFEServer, "verifies the server's SVID against the SPIRE trust bundle; NATS_TLS_CA verifies a host-name certificate: set one")
 	case c.NATSStream != "" && len(c.NATSURL) == 0:
 		return bad("NATS_STREAM", c.NATSStream, "a stream needs NATS_URL")
 	case c.NATSS3Subject == c.NATSIMSSubject:
@@ -641,6 +653,16 @@ func checkPrefix(v string) error {
 func checkSubject(v string) error {
 	if v == "" || strings.ContainsAny(v, " \t\r\n*>") {
 		return errors.New("want a NATS subject without spaces or wildcards")
+	}
+	return nil
+}
+
+// checkSPIFFEID accepts empty or a SPIFFE ID; the svid package checks the
+// rest of the grammar when it is used.
+func checkSPIFFEID(v string) error {
+	td, _, _ := strings.Cut(strings.TrimPrefix(v, "spiffe://"), "/")
+	if v != "" && (!strings.HasPrefix(v, "spiffe://") || td == "" || strings.ContainsAny(v, " \t?#")) {
+		return errors.New("want a SPIFFE ID such as spiffe://shasta/ncn/nats, or empty")
 	}
 	return nil
 }

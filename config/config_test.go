@@ -106,6 +106,42 @@ func TestInvalidValues(t *testing.T) {
 	}
 }
 
+func TestNATSSPIFFECombinations(t *testing.T) {
+	const url = "SBPS_MARSHAL_NATS_URL=nats://nats.local:4222"
+	tests := []struct {
+		name string
+		env  []string
+		want string // substring of the error; empty: accepted
+	}{
+		{"SVID, server verified by the SPIRE bundle", []string{url, "SBPS_MARSHAL_NATS_SPIFFE=true"}, ""},
+		{"SVID, server verified by a CA file", []string{url, "SBPS_MARSHAL_NATS_SPIFFE=true", "SBPS_MARSHAL_NATS_TLS_CA=/etc/ca.pem"}, ""},
+		{"SVID, server's SPIFFE ID", []string{url, "SBPS_MARSHAL_NATS_SPIFFE=true", "SBPS_MARSHAL_NATS_SPIFFE_SERVER_ID=spiffe://shasta/ncn/nats"}, ""},
+		{"SVID and a client certificate file", []string{url, "SBPS_MARSHAL_NATS_SPIFFE=true", "SBPS_MARSHAL_NATS_TLS_CERT=/c.pem", "SBPS_MARSHAL_NATS_TLS_KEY=/k.pem"}, "alternatives for the client certificate"},
+		{"SVID without a Workload API socket", []string{url, "SBPS_MARSHAL_NATS_SPIFFE=true", "SBPS_MARSHAL_SPIRE_AGENT_SOCK_PATH=", "SBPS_MARSHAL_IMS_AUTH=none"}, "NATS_SPIFFE=true needs the Workload API socket"},
+		{"server ID without the SVID", []string{url, "SBPS_MARSHAL_NATS_SPIFFE_SERVER_ID=spiffe://shasta/ncn/nats"}, "applies only with NATS_SPIFFE=true"},
+		{"server ID and a CA file", []string{url, "SBPS_MARSHAL_NATS_SPIFFE=true", "SBPS_MARSHAL_NATS_TLS_CA=/etc/ca.pem", "SBPS_MARSHAL_NATS_SPIFFE_SERVER_ID=spiffe://shasta/ncn/nats"}, "set one"},
+		{"server ID not a SPIFFE ID", []string{url, "SBPS_MARSHAL_NATS_SPIFFE=true", "SBPS_MARSHAL_NATS_SPIFFE_SERVER_ID=nats.local"}, "want a SPIFFE ID"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := load(t, nil, tt.env...)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("Load(%q) error = %v, want nil", tt.env, err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("Load(%q) error = %v, want it to contain %q", tt.env, err, tt.want)
+			}
+		})
+	}
+	c, err := load(t, nil, "SBPS_MARSHAL_NATS_SPIFFE=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if joined := strings.Join(c.Notices, "\n"); !strings.Contains(joined, "NATS_SPIFFE=true has no effect without SBPS_MARSHAL_NATS_URL") {
+		t.Errorf("notices = %q, want one that NATS_SPIFFE does nothing without NATS_URL", c.Notices)
+	}
+}
+
 func TestNoticesAndPrint(t *testing.T) {
 	c, err := load(t, nil, "SBPS_MARSHAL_SPIRE_AGENT_PATH=/usr/bin/spire-agent", "SBPS_MARSHAL_SCAN_FREQUENCEY=5",
 		"SBPS_MARSHAL_NATS_URL=nats://user:hunter2@n1:4222,nats://n2:4222")
