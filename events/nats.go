@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -45,8 +46,16 @@ type NATSConfig struct {
 	// NATS_TLS_KEY). Cert and Key go together. Optional.
 	TLSCA, TLSCert, TLSKey string
 	// TLSConfig is used as is when set (NATS_SPIFFE=true: the caller builds
-	// it from the node's X.509-SVID). Not together with the TLS files.
+	// it from the node's X.509-SVID, with a GetClientCertificate callback
+	// so that every connection presents the SVID of the moment). Not
+	// together with TLSCert and TLSKey; TLSCA, when set, replaces its
+	// RootCAs.
 	TLSConfig *tls.Config
+	// RootCAs, when set, is asked at every connection for the roots that
+	// verify the server's certificate and host name (NATS_SPIFFE=true
+	// without NATS_TLS_CA: the SPIRE trust bundle as it is then). An error
+	// fails that connection attempt, which is retried. Not with TLSCA.
+	RootCAs func() (*x509.CertPool, error)
 	// S3Subject carries S3 bucket notifications (NATS_S3_SUBJECT).
 	// Defaults to DefaultS3Subject.
 	S3Subject string
@@ -172,22 +181,25 @@ func NewNATS(cfg NATSConfig, logger *slog.Logger) (*NATSSource, error) {
 		}
 		opts = append(opts, o)
 	}
-	files := cfg.TLSCA != "" || cfg.TLSCert != "" || cfg.TLSKey != ""
 	switch {
-	case cfg.TLSConfig != nil && files:
-		return nil, errors.New("events: NATS_SPIFFE and NATS_TLS_CA/CERT/KEY exclude each other; use one")
-	case cfg.TLSConfig != nil:
+	case cfg.TLSConfig != nil && (cfg.TLSCert != "" || cfg.TLSKey != ""):
+		return nil, errors.New("events: NATS_SPIFFE and NATS_TLS_CERT/KEY exclude each other; use one")
+	case cfg.RootCAs != nil && cfg.TLSCA != "":
+		return nil, errors.New("events: NATS_TLS_CA and the SPIRE trust bundle exclude each other as the server's roots; use one")
+	case (cfg.TLSCert == "") != (cfg.TLSKey == ""):
+		return nil, errors.New("events: NATS_TLS_CERT and NATS_TLS_KEY go together; set both or neither")
+	}
+	if cfg.TLSConfig != nil {
 		opts = append(opts, nats.Secure(cfg.TLSConfig.Clone()))
-	case files:
-		if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
-			return nil, errors.New("events: NATS_TLS_CERT and NATS_TLS_KEY go together; set both or neither")
-		}
-		if cfg.TLSCA != "" {
-			opts = append(opts, nats.RootCAs(cfg.TLSCA))
-		}
-		if cfg.TLSCert != "" {
-			opts = append(opts, nats.ClientCert(cfg.TLSCert, cfg.TLSKey))
-		}
+	}
+	if cfg.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(cfg.TLSCA))
+	}
+	if cfg.RootCAs != nil {
+		opts = append(opts, RootCAs(cfg.RootCAs))
+	}
+	if cfg.TLSCert != "" {
+		opts = append(opts, nats.ClientCert(cfg.TLSCert, cfg.TLSKey))
 	}
 	// Apply the options once now, so that unreadable files fail here.
 	o := nats.GetDefaultOptions()
@@ -197,6 +209,21 @@ func NewNATS(cfg NATSConfig, logger *slog.Logger) (*NATSSource, error) {
 		}
 	}
 	return &NATSSource{cfg: cfg, opts: opts, logger: logger.With("component", "events.nats")}, nil
+}
+
+// RootCAs is a nats.go option that asks roots, at every connection, for the
+// pool that verifies the server. Unlike nats.RootCAs it does not call roots
+// when applied, so it can be set up before the roots exist (the SPIRE
+// agent is down): until they do, connection attempts fail and are retried.
+func RootCAs(roots func() (*x509.CertPool, error)) nats.Option {
+	return func(o *nats.Options) error {
+		if o.TLSConfig == nil {
+			o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		o.RootCAsCB = roots
+		o.Secure = true
+		return nil
+	}
 }
 
 // Config returns the configuration with defaults filled in.
@@ -293,6 +320,9 @@ func (s *NATSSource) connect(requestResync func(source, reason string)) (*nats.C
 	// 2 if it did not (the first connection then comes later and missed
 	// events, so it asks for a resync).
 	var state atomic.Int32
+	// lastErr is the latest failed attempt's error logged, so that an
+	// outage logs its cause once, not at every retry; "" after connecting.
+	var lastErr atomic.Pointer[string]
 	opts := append([]nats.Option{
 		nats.Name("sbps-marshal " + s.cfg.NodeName),
 		nats.MaxReconnects(-1),
@@ -301,6 +331,7 @@ func (s *NATSSource) connect(requestResync func(source, reason string)) (*nats.C
 		nats.ReconnectWait(s.cfg.ReconnectWait),
 		nats.ReconnectJitter(s.cfg.ReconnectWait, s.cfg.ReconnectWait),
 		nats.ConnectHandler(func(nc *nats.Conn) {
+			lastErr.Store(nil)
 			s.connected.Store(true)
 			s.stats.inc("nats", OutcomeConnect)
 			s.logger.Info("connected to NATS", "url", nc.ConnectedUrlRedacted())
@@ -313,7 +344,14 @@ func (s *NATSSource) connect(requestResync func(source, reason string)) (*nats.C
 			s.stats.inc("nats", OutcomeDisconnect)
 			s.logger.Warn("disconnected from NATS; reconnecting (projections stay as they are)", "err", err)
 		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			msg := err.Error()
+			if prev := lastErr.Swap(&msg); prev == nil || *prev != msg {
+				s.logger.Warn("NATS connection attempt failed; retrying (projecting without events meanwhile)", "err", err)
+			}
+		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
+			lastErr.Store(nil)
 			s.connected.Store(true)
 			s.stats.inc("nats", OutcomeReconnect)
 			s.logger.Info("reconnected to NATS; resyncing", "url", nc.ConnectedUrlRedacted())

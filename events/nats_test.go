@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"os"
 	"path/filepath"
@@ -213,7 +214,8 @@ func TestNewNATSRefusesBadConfig(t *testing.T) {
 		{"missing creds", NATSConfig{URLs: url, Creds: filepath.Join(dir, "none.creds")}, "NATS_CREDS"},
 		{"bad seed", NATSConfig{URLs: url, NKeySeed: seed}, "NATS_NKEY_SEED"},
 		{"cert without key", NATSConfig{URLs: url, TLSCert: seed}, "together"},
-		{"spiffe and files", NATSConfig{URLs: url, TLSConfig: &tls.Config{}, TLSCA: seed}, "exclude"},
+		{"spiffe and client certificate files", NATSConfig{URLs: url, TLSConfig: &tls.Config{}, TLSCert: seed, TLSKey: seed}, "exclude"},
+		{"two sources of roots", NATSConfig{URLs: url, RootCAs: func() (*x509.CertPool, error) { return nil, nil }, TLSCA: seed}, "exclude"},
 		{"missing CA", NATSConfig{URLs: url, TLSCA: filepath.Join(dir, "ca.pem")}, "NATS_TLS"},
 		{"wildcard subject", NATSConfig{URLs: url, S3Subject: "sbps.>"}, "NATS_S3_SUBJECT"},
 		{"same subjects", NATSConfig{URLs: url, S3Subject: "a", IMSSubject: "a"}, "differ"},

@@ -1,6 +1,7 @@
 package rig
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -22,7 +23,8 @@ const natsReadyTimeout = 10 * time.Second
 // concurrent use.
 type NATS struct {
 	dir  string
-	port int // fixed after the first start
+	port int         // fixed after the first start
+	tls  *tls.Config // nil: plain connections
 
 	mu  sync.Mutex
 	srv *server.Server // +checklocks:mu; nil while shut down
@@ -33,10 +35,27 @@ type NATS struct {
 // server accepts connections. Server logs are off unless the environment
 // variable NATS_LOGGING is "debug" or "trace".
 func StartNATS(dir string) (*NATS, error) {
+	return StartNATSWith(dir, NATSOptions{})
+}
+
+// NATSOptions configure StartNATSWith. The zero value is StartNATS's server.
+type NATSOptions struct {
+	// TLS, when set, is the server's TLS configuration, and every client
+	// must complete a TLS handshake with it. Set ClientAuth to
+	// tls.RequireAndVerifyClientCert and ClientCAs to require client
+	// certificates (mTLS). Restart keeps it.
+	TLS *tls.Config
+}
+
+// StartNATSWith is StartNATS with options.
+func StartNATSWith(dir string, o NATSOptions) (*NATS, error) {
 	if dir == "" {
 		return nil, errors.New("rig: StartNATS needs a directory for JetStream storage (for tests, pass t.TempDir())")
 	}
 	n := &NATS{dir: dir, port: server.RANDOM_PORT}
+	if o.TLS != nil {
+		n.tls = o.TLS.Clone()
+	}
 	if err := n.start(); err != nil {
 		return nil, err
 	}
@@ -44,7 +63,7 @@ func StartNATS(dir string) (*NATS, error) {
 }
 
 func (n *NATS) options() *server.Options {
-	return &server.Options{
+	o := &server.Options{
 		ServerName: "sbps-rig",
 		Host:       "127.0.0.1",
 		Port:       n.port,
@@ -55,6 +74,13 @@ func (n *NATS) options() *server.Options {
 		// No cluster, gateway, leafnode or monitoring listeners.
 		HTTPPort: 0,
 	}
+	if n.tls != nil {
+		o.TLS = true
+		o.TLSConfig = n.tls.Clone()
+		o.TLSVerify = n.tls.ClientAuth == tls.RequireAndVerifyClientCert
+		o.TLSTimeout = 5 // seconds; the race detector slows handshakes
+	}
+	return o
 }
 
 func (n *NATS) start() error {
