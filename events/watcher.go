@@ -162,6 +162,11 @@ func (w *Watcher) Start(ctx context.Context, out chan<- Event) error {
 			if ev.Op == fsnotify.Chmod {
 				continue
 			}
+			if w.cfg.Saved != nil {
+				// The shared reader must look at the content again, even
+				// if the write left the file's times and size as they were.
+				w.cfg.Saved.Invalidate()
+			}
 			debounce.Reset(w.cfg.Debounce)
 		case err, ok := <-fw.Errors:
 			if !ok {
@@ -169,6 +174,9 @@ func (w *Watcher) Start(ctx context.Context, out chan<- Event) error {
 			}
 			// An overflow may have hidden a change of the file: read it.
 			w.logger.Warn("inotify error; reading saveconfig.json again", "err", err)
+			if w.cfg.Saved != nil {
+				w.cfg.Saved.Invalidate()
+			}
 			debounce.Reset(w.cfg.Debounce)
 		case <-debounce.C:
 			d, ok := w.read(ctx)

@@ -1,0 +1,191 @@
+package lio
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// sameAsParse fails unless c.parse(data) returns what Parse(data) returns:
+// an equal Config, or an error with the same message.
+func sameAsParse(t *testing.T, c *parseCache, data []byte) *Config {
+	t.Helper()
+	got, gotErr := c.parse(data)
+	want, wantErr := Parse(data)
+	switch {
+	case (gotErr == nil) != (wantErr == nil):
+		t.Fatalf("parse error %v, Parse error %v", gotErr, wantErr)
+	case wantErr != nil:
+		if gotErr.Error() != wantErr.Error() || errors.Is(gotErr, ErrIncomplete) != errors.Is(wantErr, ErrIncomplete) {
+			t.Fatalf("parse error %q, Parse error %q", gotErr, wantErr)
+		}
+	case !reflect.DeepEqual(got, want):
+		g, _ := Marshal(got)
+		w, _ := Marshal(want)
+		t.Fatalf("parse differs from Parse:\n got %.2000s\nwant %.2000s", g, w)
+	}
+	return got
+}
+
+func referenceSamples(t *testing.T) map[string][]byte {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(refDir, "*.json"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no reference saveconfig samples in %s (err %v)", refDir, err)
+	}
+	out := map[string][]byte{}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[filepath.Base(f)] = data
+	}
+	return out
+}
+
+func TestFastParseReadsRtslibFiles(t *testing.T) {
+	files := referenceSamples(t)
+	files["generated-200"] = bigSaveconfig(t, 200)
+	for name, data := range files {
+		t.Run(name, func(t *testing.T) {
+			c := newParseCache()
+			sameAsParse(t, c, data)
+			if c.fast != 1 || c.slow != 0 {
+				t.Fatalf("fast path taken %d times, slow %d; want the fast path for a file rtslib wrote", c.fast, c.slow)
+			}
+		})
+	}
+}
+
+func TestFastParseDecodesOnlyWhatChanged(t *testing.T) {
+	c := newParseCache()
+	sameAsParse(t, c, bigSaveconfig(t, 300))
+	first := c.decoded
+	if first < 600 {
+		t.Fatalf("first parse decoded %d elements, want every storage object and LUN (>= 600)", first)
+	}
+	// One more image: one storage object and one LUN are new.
+	got := sameAsParse(t, c, bigSaveconfig(t, 301))
+	if n := c.decoded - first; n != 2 {
+		t.Fatalf("after adding one image, %d elements decoded; want 2", n)
+	}
+	if len(got.StorageObjects) != 301 {
+		t.Fatalf("%d storage objects, want 301", len(got.StorageObjects))
+	}
+	// Back to the old content: the elements of the first file are gone
+	// from the cache only if they left the file, so nothing is decoded.
+	before := c.decoded
+	sameAsParse(t, c, bigSaveconfig(t, 300))
+	if n := c.decoded - before; n != 0 {
+		t.Fatalf("removing an image decoded %d elements; want 0", n)
+	}
+	if c.slow != 0 {
+		t.Fatalf("slow path taken %d times", c.slow)
+	}
+}
+
+// TestFastParseEditedObject changes one attribute of one storage object
+// in place: the edited object must be decoded again, not served from the
+// cache.
+func TestFastParseEditedObject(t *testing.T) {
+	c := newParseCache()
+	data := bigSaveconfig(t, 50)
+	sameAsParse(t, c, data)
+	i := bytes.Index(data, []byte(`"wwn": "000000000000000000000000000002a"`))
+	if i < 0 {
+		t.Fatal("test data lacks the wwn to edit")
+	}
+	edited := bytes.Clone(data)
+	copy(edited[i:], `"wwn": "ffffffffffffffffffffffffffffffa"`)
+	got := sameAsParse(t, c, edited)
+	if got.StorageObjects[42].WWN != "ffffffffffffffffffffffffffffffa" {
+		t.Fatalf("edited wwn not seen: %q", got.StorageObjects[42].WWN)
+	}
+}
+
+// TestFastParseOddLayouts: whatever the fast reader cannot take as rtslib
+// writes it ends as Parse decides, valid or not.
+func TestFastParseOddLayouts(t *testing.T) {
+	base := bigSaveconfig(t, 3)
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, base); err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string][]byte{
+		"compact":              compact.Bytes(),
+		"duplicate key":        bytes.Replace(base, []byte(`"targets": [`), []byte(`"targets": [], "targets": [`), 1),
+		"null storage objects": bytes.Replace(base, []byte(`"storage_objects": [`), []byte(`"storage_objects": null, "x": [`), 1),
+		"trailing garbage":     append(bytes.Clone(base), "}"...),
+		"torn":                 base[:len(base)/2],
+		"empty":                nil,
+		"not an object":        []byte(`[1, 2]`),
+		"bad escape in key":    bytes.Replace(base, []byte(`"fabric_modules"`), []byte(`"fabric\x_modules"`), 1),
+		"escaped key":          bytes.Replace(base, []byte(`"fabric_modules"`), []byte(`"fabric\u005fmodules"`), 1),
+		"unknown member":       bytes.Replace(base, []byte(`"fabric_modules"`), []byte(`"future": {"a": [1, {"b": "}"}]}, "fabric_modules"`), 1),
+		"bad number":           bytes.Replace(base, []byte(`"tag": 1`), []byte(`"tag": 01`), 1),
+		// A closing brace at the element's indentation inside it: the
+		// bytes up to it are not one object, so the layout is not taken
+		// for rtslib's.
+		"misleading indentation": bytes.Replace(base, []byte("\"alua_tpgs\": [\n"), []byte("\"odd\": {\n    },\n      \"alua_tpgs\": [\n"), 1),
+	}
+	for name, data := range cases {
+		t.Run(name, func(t *testing.T) {
+			if name != "compact" && name != "escaped key" && name != "unknown member" && bytes.Equal(data, base) {
+				t.Fatal("the case did not change the document")
+			}
+			sameAsParse(t, newParseCache(), data)
+			// And with a cache warm from the well-formed file.
+			c := newParseCache()
+			sameAsParse(t, c, base)
+			sameAsParse(t, c, data)
+		})
+	}
+}
+
+func FuzzFastParse(f *testing.F) {
+	for _, data := range referenceSamples(&testing.T{}) {
+		f.Add(data)
+	}
+	small := bigSaveconfig(f, 2)
+	f.Add(small)
+	f.Add([]byte(strings.Replace(string(small), "\"index\": 1", "\"index\": 7", 1)))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		sameAsParse(t, newParseCache(), data)
+		c := newParseCache()
+		sameAsParse(t, c, small)
+		sameAsParse(t, c, data)
+	})
+}
+
+// BenchmarkSavedFileAfterChange10k is what a pass pays to read
+// saveconfig.json back after applying one new image on a node serving
+// 10,000: read, digest, and a parse that decodes only the new elements.
+func BenchmarkSavedFileAfterChange10k(b *testing.B) {
+	a, c := bigSaveconfig(b, 10000), bigSaveconfig(b, 10001)
+	path := filepath.Join(b.TempDir(), "saveconfig.json")
+	f := &SavedFile{Path: path}
+	b.SetBytes(int64(len(a)))
+	i := 0
+	for b.Loop() {
+		b.StopTimer()
+		data := a
+		if i%2 == 1 {
+			data = c
+		}
+		i++
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		cfg, _, err := f.Load()
+		if err != nil || len(cfg.StorageObjects) < 10000 {
+			b.Fatalf("Load: %v", err)
+		}
+	}
+}
