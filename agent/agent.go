@@ -133,7 +133,17 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (
 	if err != nil {
 		return nil, err
 	}
-	sources, err := eventSources(cfg, log, driver.Saved())
+	auth, err := NewNATSAuth(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	built := false
+	defer func() {
+		if !built {
+			auth.Close()
+		}
+	}()
+	sources, err := eventSources(cfg, log, driver.Saved(), auth)
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +166,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (
 			m.CollectEventStats(src.Stats)
 		}
 	}
-	reg, fallback, closeReg, err := lunRegistry(cfg, log, m)
+	reg, fallback, closeReg, err := lunRegistry(cfg, log, m, auth)
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +174,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (
 	a := &Agent{
 		cfg: cfg, log: log, driver: driver, s3: s3, ims: imsClient,
 		resync: make(chan string, 1), sources: sources,
-		metrics: m, notifier: sdnotify.New(getenv), gate: g, fallback: fallback, closers: []func(){closeReg}, onPass: o.OnPass,
+		metrics: m, notifier: sdnotify.New(getenv), gate: g, fallback: fallback, closers: []func(){closeReg, auth.Close}, onPass: o.OnPass,
 		Reconciler: &projector.Reconciler{
 			Inventory: &projector.Inventory{Objects: s3, Images: imsClient, Layout: layout, Tagging: cfg.IMSTagging, Lstat: o.Lstat},
 			LIO:       m.InstrumentApplier(driver),
@@ -182,6 +192,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (
 	}
 	notReady := "first full reconcile not done"
 	a.ready.Store(&notReady)
+	built = true
 	return a, nil
 }
 
@@ -594,7 +605,7 @@ func (a *Agent) logPass(rep *projector.Report) {
 }
 
 // lunRegistry builds the LUN registry LUN_REGISTRY names.
-func lunRegistry(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (projector.LUNRegistry, *registry.Fallback, func(), error) {
+func lunRegistry(cfg *config.Config, log *slog.Logger, m *metrics.Metrics, auth *NATSAuth) (projector.LUNRegistry, *registry.Fallback, func(), error) {
 	nothing := func() {}
 	if cfg.LUNRegistry == "off" {
 		return nil, nil, nothing, nil
@@ -606,7 +617,7 @@ func lunRegistry(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (proj
 	if cfg.LUNRegistry == "local" {
 		return local, nil, nothing, nil
 	}
-	nc, err := nats.Connect(strings.Join(cfg.NATSURL, ","), append(NATSOptions(cfg),
+	nc, err := nats.Connect(strings.Join(cfg.NATSURL, ","), append(auth.Options(),
 		nats.Name("sbps-marshal registry "+cfg.NodeName), nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1))...)
 	if err != nil {
 		return nil, nil, nothing, fmt.Errorf("LUN registry: NATS: %w", err)
@@ -642,28 +653,7 @@ func (a *Agent) reconcileRegistry(ctx context.Context) {
 	}
 }
 
-// NATSOptions returns the connection options for the configured NATS
-// credentials and TLS files.
-func NATSOptions(cfg *config.Config) []nats.Option {
-	var o []nats.Option
-	if cfg.NATSCreds != "" {
-		o = append(o, nats.UserCredentials(cfg.NATSCreds))
-	}
-	if cfg.NATSTLSCA != "" {
-		o = append(o, nats.RootCAs(cfg.NATSTLSCA))
-	}
-	if cfg.NATSTLSCert != "" {
-		o = append(o, nats.ClientCert(cfg.NATSTLSCert, cfg.NATSTLSKey))
-	}
-	if cfg.NATSNKeySeed != "" {
-		if opt, err := nats.NkeyOptionFromSeed(cfg.NATSNKeySeed); err == nil {
-			o = append(o, opt)
-		}
-	}
-	return o
-}
-
-func eventSources(cfg *config.Config, log *slog.Logger, saved *lio.SavedFile) ([]events.Source, error) {
+func eventSources(cfg *config.Config, log *slog.Logger, saved *lio.SavedFile, auth *NATSAuth) ([]events.Source, error) {
 	w, err := events.NewWatcher(events.WatcherConfig{Path: cfg.LIOSaveFile, Saved: saved}, log)
 	if err != nil {
 		return nil, fmt.Errorf("saveconfig.json watcher: %w", err)
@@ -672,19 +662,26 @@ func eventSources(cfg *config.Config, log *slog.Logger, saved *lio.SavedFile) ([
 	if len(cfg.NATSURL) == 0 {
 		return sources, nil
 	}
-	if cfg.NATSSPIFFE {
-		return nil, errors.New("NATS_SPIFFE=true is not supported yet: use NATS_TLS_CERT and NATS_TLS_KEY")
+	n, err := natsSource(cfg, log, auth)
+	if err != nil {
+		return nil, err
 	}
-	n, err := events.NewNATS(events.NATSConfig{
-		URLs: cfg.NATSURL, Creds: cfg.NATSCreds, NKeySeed: cfg.NATSNKeySeed,
-		TLSCA: cfg.NATSTLSCA, TLSCert: cfg.NATSTLSCert, TLSKey: cfg.NATSTLSKey,
+	return append(sources, n), nil
+}
+
+// natsSource is the NATS event source of the configuration.
+func natsSource(cfg *config.Config, log *slog.Logger, auth *NATSAuth) (*events.NATSSource, error) {
+	nc := events.NATSConfig{
+		URLs:      cfg.NATSURL,
 		S3Subject: cfg.NATSS3Subject, IMSSubject: cfg.NATSIMSSubject, ResyncSubject: cfg.NATSResyncSubject, Stream: cfg.NATSStream,
 		NodeName: cfg.NodeName, Bucket: cfg.S3Bucket,
-	}, log)
+	}
+	auth.eventsConfig(&nc)
+	n, err := events.NewNATS(nc, log)
 	if err != nil {
 		return nil, fmt.Errorf("NATS: %w", err)
 	}
-	return append(sources, n), nil
+	return n, nil
 }
 
 // NewIMSClient builds the IMS client the configuration describes

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -33,11 +34,13 @@ func bridgeMain(ctx context.Context, sub string, cfg *config.Config, log *slog.L
 	if len(cfg.NATSURL) == 0 {
 		return fail(errors.New("NATS_URL is empty: a bridge publishes to NATS; set SBPS_MARSHAL_NATS_URL (or --nats-url)"))
 	}
-	if cfg.NATSSPIFFE {
-		return fail(errors.New("NATS_SPIFFE=true is not supported by the bridges yet: use NATS_TLS_CERT and NATS_TLS_KEY"))
-	}
 	log = log.With("bridge", sub)
-	nc, err := bridgeConnect(cfg, sub, log)
+	auth, err := agent.NewNATSAuth(ctx, cfg, log)
+	if err != nil {
+		return fail(err)
+	}
+	defer auth.Close()
+	nc, err := bridgeConnect(cfg, auth, sub, log)
 	if err != nil {
 		return fail(err)
 	}
@@ -58,17 +61,32 @@ func bridgeMain(ctx context.Context, sub string, cfg *config.Config, log *slog.L
 }
 
 // bridgeConnect connects to NATS, retrying in the background when no server
-// answers yet (the bridge then answers 503 / skips polls until it does).
-func bridgeConnect(cfg *config.Config, sub string, log *slog.Logger) (*nats.Conn, error) {
+// answers yet, or no X.509-SVID has arrived with NATS_SPIFFE=true (the
+// bridge then answers 503 / skips polls until it does).
+func bridgeConnect(cfg *config.Config, auth *agent.NATSAuth, sub string, log *slog.Logger) (*nats.Conn, error) {
 	host, _ := os.Hostname()
-	opts := append(agent.NATSOptions(cfg),
+	var lastErr atomic.Pointer[string] // the failed attempt's error logged last
+	opts := append(auth.Options(),
 		nats.Name("sbps-marshal bridge "+sub+"@"+host),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
 		nats.ReconnectWait(2*time.Second),
 		nats.ReconnectBufSize(-1), // publish fails while disconnected: RGW gets 503 and retries
+		nats.ConnectHandler(func(c *nats.Conn) {
+			lastErr.Store(nil)
+			log.Info("NATS connected", "server", c.ConnectedUrlRedacted())
+		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			msg := err.Error()
+			if prev := lastErr.Swap(&msg); prev == nil || *prev != msg {
+				log.Warn("NATS connection attempt failed; retrying", "err", err)
+			}
+		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS disconnected", "err", err) }),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS reconnected", "server", c.ConnectedUrlRedacted()) }),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			lastErr.Store(nil)
+			log.Info("NATS reconnected", "server", c.ConnectedUrlRedacted())
+		}),
 	)
 	nc, err := nats.Connect(strings.Join(cfg.NATSURL, ","), opts...)
 	if err != nil {

@@ -112,7 +112,7 @@ func Main(args []string, stdout, stderr io.Writer, environ []string) int {
 	}
 	if cmd == "resync" {
 		if *all {
-			return resyncAll(cfg, stdout, stderr)
+			return resyncAll(cfg, log, stdout, stderr)
 		}
 		return resync(cfg, stdout, stderr)
 	}
@@ -243,20 +243,29 @@ func resync(cfg *config.Config, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func resyncAll(cfg *config.Config, stdout, stderr io.Writer) int {
+func resyncAll(cfg *config.Config, log *slog.Logger, stdout, stderr io.Writer) int {
 	if len(cfg.NATSURL) == 0 {
 		fmt.Fprintln(stderr, "sbps-marshal resync --all: needs NATS_URL (the fleet is reached through NATS)")
 		return 1
 	}
-	nc, err := nats.Connect(strings.Join(cfg.NATSURL, ","), agent.NATSOptions(cfg)...)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	auth, err := agent.NewNATSAuth(ctx, cfg, log)
+	if err == nil {
+		defer auth.Close()
+		err = auth.Wait(ctx) // the X.509-SVID, with NATS_SPIFFE=true
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "sbps-marshal resync --all:", err)
+		return 1
+	}
+	nc, err := nats.Connect(strings.Join(cfg.NATSURL, ","), auth.Options()...)
 	if err != nil {
 		fmt.Fprintln(stderr, "sbps-marshal resync --all: connecting to NATS:", err)
 		return 1
 	}
 	defer nc.Close()
 	host, _ := os.Hostname()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	if err := events.PublishResync(ctx, nc, cfg.NATSResyncSubject, "sbps-marshal resync --all on "+host); err != nil {
 		fmt.Fprintln(stderr, "sbps-marshal resync --all:", err)
 		return 1

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"flag"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/sbps-marshal/sbps-marshal/config"
+	"github.com/sbps-marshal/sbps-marshal/rig"
+	"github.com/sbps-marshal/sbps-marshal/svid/svidtest"
+)
+
+// spiffeNATS starts a SPIFFE Workload API and a NATS server that requires
+// TLS client certificates issued under its bundle, and returns the
+// environment of a program that uses it with NATS_SPIFFE=true, plus a
+// subscriber connection holding a certificate of its own.
+func spiffeNATS(t *testing.T) (env []string, sub *nats.Conn) {
+	t.Helper()
+	spire := svidtest.New(t, svidtest.Options{})
+	serverCert, err := spire.IssueX509("spiffe://shasta/ncn/nats", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := rig.StartNATSWith(t.TempDir(), rig.NATSOptions{TLS: &tls.Config{
+		Certificates: []tls.Certificate{serverCert},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    spire.CertPool(),
+		MinVersion:   tls.VersionTLS12,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Shutdown)
+	if nc, err := nats.Connect(n.ClientURL(), nats.Secure(&tls.Config{RootCAs: spire.CertPool(), MinVersion: tls.VersionTLS12})); err == nil {
+		nc.Close()
+		t.Fatal("a client without a certificate connected; the server must require one")
+	}
+	subCert, err := spire.IssueX509("spiffe://shasta/ncn/subscriber")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err = nats.Connect(n.ClientURL(), nats.Secure(&tls.Config{Certificates: []tls.Certificate{subCert}, RootCAs: spire.CertPool(), MinVersion: tls.VersionTLS12}))
+	if err != nil {
+		t.Fatalf("subscriber: %v", err)
+	}
+	t.Cleanup(sub.Close)
+	env = []string{
+		"SBPS_MARSHAL_NODE_NAME=ncn-w001",
+		"SBPS_MARSHAL_STATE_DIR=" + t.TempDir(),
+		"SBPS_MARSHAL_NATS_URL=" + n.ClientURL(),
+		"SBPS_MARSHAL_NATS_SPIFFE=true",
+		"SBPS_MARSHAL_SPIRE_AGENT_SOCK_PATH=" + spire.SocketPath(),
+		"SBPS_MARSHAL_LOG_FORMAT=logfmt",
+	}
+	return env, sub
+}
+
+// TestBridgeNATSSPIFFE: `sbps-marshal bridge webhook` with NATS_SPIFFE=true
+// publishes to a NATS server that accepts only the node's X.509-SVID.
+func TestBridgeNATSSPIFFE(t *testing.T) {
+	env, sub := spiffeNATS(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // the bridge listens there
+	env = append(env, "SBPS_MARSHAL_BRIDGE_LISTEN="+addr)
+	cfg, _, err := config.Load(config.Sources{Environ: env}, flag.NewFlagSet("bridge", flag.ContinueOnError))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := sub.SubscribeSync(cfg.NATSS3Subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan int, 1)
+	go func() {
+		done <- bridgeMain(ctx, "webhook", cfg, slog.New(slog.NewTextHandler(logs, nil)), &bytes.Buffer{}, logs)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("bridge exited %d:\n%s", code, logs.String())
+		}
+	})
+
+	note := []byte(`{"Records":[{"eventVersion":"2.2","eventSource":"ceph:s3","eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"boot-images"},"object":{"key":"PE/spiffe.squashfs","size":5,"eTag":"abc"}}}]}`)
+	// 503 until the bridge listens and has its NATS connection.
+	waitUntil(t, "the bridge to accept a notification", func() bool {
+		resp, err := http.Post("http://"+addr+"/", "application/json", bytes.NewReader(note))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	m, err := msgs.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatalf("no notification on %s: %v\n%s", cfg.NATSS3Subject, err, logs.String())
+	}
+	if !bytes.Equal(m.Data, note) {
+		t.Errorf("published %q, want the notification unchanged", m.Data)
+	}
+}
+
+// TestResyncAllNATSSPIFFE: `sbps-marshal resync --all` with
+// NATS_SPIFFE=true reaches the fleet through a NATS server that accepts
+// only the node's X.509-SVID.
+func TestResyncAllNATSSPIFFE(t *testing.T) {
+	env, sub := spiffeNATS(t)
+	msgs, err := sub.SubscribeSync("sbps.control.resync")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := Main([]string{"resync", "--all"}, &out, &errb, env); code != 0 {
+		t.Fatalf("resync --all = %d\n%s%s", code, out.String(), errb.String())
+	}
+	m, err := msgs.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatalf("no resync request: %v", err)
+	}
+	if !strings.Contains(string(m.Data), "sbps-marshal resync --all") {
+		t.Errorf("resync request %q does not name its requester", m.Data)
+	}
+}
