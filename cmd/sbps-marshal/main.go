@@ -248,12 +248,12 @@ func resyncAll(cfg *config.Config, log *slog.Logger, stdout, stderr io.Writer) i
 		fmt.Fprintln(stderr, "sbps-marshal resync --all: needs NATS_URL (the fleet is reached through NATS)")
 		return 1
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	auth, err := agent.NewNATSAuth(ctx, cfg, log)
+	svidCtx, cancelSVID := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancelSVID()
+	auth, err := agent.NewNATSAuth(svidCtx, cfg, log)
 	if err == nil {
 		defer auth.Close()
-		err = auth.Wait(ctx) // the X.509-SVID, with NATS_SPIFFE=true
+		err = auth.Wait(svidCtx) // the X.509-SVID, with NATS_SPIFFE=true
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "sbps-marshal resync --all:", err)
@@ -266,6 +266,8 @@ func resyncAll(cfg *config.Config, log *slog.Logger, stdout, stderr io.Writer) i
 	}
 	defer nc.Close()
 	host, _ := os.Hostname()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	if err := events.PublishResync(ctx, nc, cfg.NATSResyncSubject, "sbps-marshal resync --all on "+host); err != nil {
 		fmt.Fprintln(stderr, "sbps-marshal resync --all:", err)
 		return 1
