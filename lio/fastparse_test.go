@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -52,6 +53,7 @@ func referenceSamples(t *testing.T) map[string][]byte {
 func TestFastParseReadsRtslibFiles(t *testing.T) {
 	files := referenceSamples(t)
 	files["generated-200"] = bigSaveconfig(t, 200)
+	files["tiny"] = []byte(tinySave)
 	for name, data := range files {
 		t.Run(name, func(t *testing.T) {
 			c := newParseCache()
@@ -148,44 +150,88 @@ func TestFastParseOddLayouts(t *testing.T) {
 	}
 }
 
-func FuzzFastParse(f *testing.F) {
-	for _, data := range referenceSamples(&testing.T{}) {
-		f.Add(data)
+// TestFastParseMutations: random edits of a small file, structural
+// characters mostly, read with a cold and a warm cache, end as Parse says.
+func TestFastParseMutations(t *testing.T) {
+	base := bigSaveconfig(t, 2)
+	r := rand.New(rand.NewPCG(1, 2))
+	chars := []byte("{}[]\",: \n\\0a-1e.tnfu")
+	for range 5000 {
+		d := bytes.Clone(base)
+		for range 1 + r.IntN(4) {
+			p := r.IntN(len(d))
+			switch r.IntN(3) {
+			case 0:
+				d[p] = chars[r.IntN(len(chars))]
+			case 1:
+				d = append(d[:p], d[p+1:]...)
+			default:
+				d = append(d[:p], append([]byte{chars[r.IntN(len(chars))]}, d[p:]...)...)
+			}
+		}
+		sameAsParse(t, newParseCache(), d)
+		c := newParseCache()
+		sameAsParse(t, c, base)
+		sameAsParse(t, c, d)
 	}
-	small := bigSaveconfig(f, 2)
-	f.Add(small)
-	f.Add([]byte(strings.Replace(string(small), "\"index\": 1", "\"index\": 7", 1)))
+}
+
+// tinySave is a saveconfig.json in rtslib's layout with one of everything
+// the fast reader splits. Seeds stay this small: the fuzzer stalls for
+// minutes on a 4 KB seed (seen with Parse alone as well).
+const tinySave = `{
+  "fabric_modules": [],
+  "storage_objects": [
+    {
+      "attributes": {
+        "block_size": 512
+      },
+      "dev": "/a/b",
+      "name": "x",
+      "plugin": "fileio",
+      "wwn": "1"
+    }
+  ],
+  "targets": [
+    {
+      "fabric": "iscsi",
+      "tpgs": [
+        {
+          "enable": true,
+          "luns": [
+            {
+              "index": 0,
+              "storage_object": "/backstores/fileio/x"
+            }
+          ],
+          "node_acls": [
+            {
+              "mapped_luns": [
+                {
+                  "index": 0,
+                  "tpg_lun": 0,
+                  "write_protect": true
+                }
+              ],
+              "node_wwn": "iqn.c"
+            }
+          ],
+          "tag": 1
+        }
+      ],
+      "wwn": "iqn.x"
+    }
+  ]
+}
+`
+
+func FuzzFastParse(f *testing.F) {
+	f.Add([]byte(tinySave))
+	f.Add([]byte(strings.Replace(tinySave, `"index": 0,`, `"index": 7,`, 1)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		sameAsParse(t, newParseCache(), data)
 		c := newParseCache()
-		sameAsParse(t, c, small)
+		sameAsParse(t, c, []byte(tinySave))
 		sameAsParse(t, c, data)
 	})
-}
-
-// BenchmarkSavedFileAfterChange10k is what a pass pays to read
-// saveconfig.json back after applying one new image on a node serving
-// 10,000: read, digest, and a parse that decodes only the new elements.
-func BenchmarkSavedFileAfterChange10k(b *testing.B) {
-	a, c := bigSaveconfig(b, 10000), bigSaveconfig(b, 10001)
-	path := filepath.Join(b.TempDir(), "saveconfig.json")
-	f := &SavedFile{Path: path}
-	b.SetBytes(int64(len(a)))
-	i := 0
-	for b.Loop() {
-		b.StopTimer()
-		data := a
-		if i%2 == 1 {
-			data = c
-		}
-		i++
-		if err := os.WriteFile(path, data, 0o600); err != nil {
-			b.Fatal(err)
-		}
-		b.StartTimer()
-		cfg, _, err := f.Load()
-		if err != nil || len(cfg.StorageObjects) < 10000 {
-			b.Fatalf("Load: %v", err)
-		}
-	}
 }

@@ -18,6 +18,10 @@ var ErrIncomplete = errors.New("saveconfig.json is empty or half-written (rtslib
 
 // Config is the content of saveconfig.json as rtslib writes it.
 // Fields this model does not name are kept in Extra and written back unchanged.
+//
+// The fields of every type here are in the order of their JSON names, the
+// order rtslib writes them: Marshal then encodes a value without Extra
+// directly, without sorting through a map.
 type Config struct {
 	FabricModules  []json.RawMessage `json:"fabric_modules"`
 	StorageObjects []StorageObject   `json:"storage_objects"`
@@ -29,19 +33,19 @@ type Config struct {
 // StorageObject is one backstore. Optional scalars are pointers so that a
 // field absent from the file stays absent when the file is written again.
 type StorageObject struct {
-	Plugin    string `json:"plugin"`
-	Name      string `json:"name"`
-	Dev       string `json:"dev,omitempty"`
-	Size      *int64 `json:"size,omitempty"`
-	WWN       string `json:"wwn"`
-	WriteBack *bool  `json:"write_back,omitempty"`
-	AIO       *bool  `json:"aio,omitempty"`
-	Readonly  *bool  `json:"readonly,omitempty"`
-	// Attributes and ALUATPGs are kept as raw JSON: the agent rarely reads
+	AIO *bool `json:"aio,omitempty"`
+	// ALUATPGs and Attributes are kept as raw JSON: the agent rarely reads
 	// them, and decoding ~40 attributes per object dominated the cost of
 	// reading a large saveconfig.json. Attr decodes one on demand.
-	Attributes json.RawMessage `json:"attributes"`
 	ALUATPGs   json.RawMessage `json:"alua_tpgs"`
+	Attributes json.RawMessage `json:"attributes"`
+	Dev        string          `json:"dev,omitempty"`
+	Name       string          `json:"name"`
+	Plugin     string          `json:"plugin"`
+	Readonly   *bool           `json:"readonly,omitempty"`
+	Size       *int64          `json:"size,omitempty"`
+	WriteBack  *bool           `json:"write_back,omitempty"`
+	WWN        string          `json:"wwn"`
 
 	Extra map[string]json.RawMessage `json:"-"`
 }
@@ -49,39 +53,39 @@ type StorageObject struct {
 // Target is one fabric target, for iSCSI an IQN.
 type Target struct {
 	Fabric string `json:"fabric"`
-	WWN    string `json:"wwn"`
 	TPGs   []TPG  `json:"tpgs"`
+	WWN    string `json:"wwn"`
 
 	Extra map[string]json.RawMessage `json:"-"`
 }
 
 // TPG is a target portal group.
 type TPG struct {
-	Tag        int                        `json:"tag"`
-	Enable     Flag                       `json:"enable"`
 	Attributes map[string]json.RawMessage `json:"attributes"`
-	Parameters map[string]string          `json:"parameters"`
+	Enable     Flag                       `json:"enable"`
 	LUNs       []LUN                      `json:"luns"`
-	Portals    []json.RawMessage          `json:"portals"`
 	NodeACLs   []NodeACL                  `json:"node_acls"`
+	Parameters map[string]string          `json:"parameters"`
+	Portals    []json.RawMessage          `json:"portals"`
+	Tag        int                        `json:"tag"`
 
 	Extra map[string]json.RawMessage `json:"-"`
 }
 
 // LUN is one logical unit of a TPG.
 type LUN struct {
-	Index         int    `json:"index"`
-	StorageObject string `json:"storage_object"` // "/backstores/<plugin>/<name>"
 	Alias         string `json:"alias,omitempty"`
 	ALUAGroup     string `json:"alua_tg_pt_gp_name,omitempty"`
+	Index         int    `json:"index"`
+	StorageObject string `json:"storage_object"` // "/backstores/<plugin>/<name>"
 
 	Extra map[string]json.RawMessage `json:"-"`
 }
 
 // NodeACL is an initiator's ACL in a TPG.
 type NodeACL struct {
-	NodeWWN    string      `json:"node_wwn"`
 	MappedLUNs []MappedLUN `json:"mapped_luns"`
+	NodeWWN    string      `json:"node_wwn"`
 
 	Extra map[string]json.RawMessage `json:"-"`
 }
@@ -424,8 +428,8 @@ func unmarshalKeeping(b []byte, known any, extra *map[string]json.RawMessage) er
 
 func marshalKeeping(known any, extra map[string]json.RawMessage) ([]byte, error) {
 	b, err := json.Marshal(known)
-	if err != nil {
-		return nil, err
+	if err != nil || len(extra) == 0 {
+		return b, err // fields in JSON-name order: sorted as they are
 	}
 	// Through a map, so that keys come out sorted as rtslib writes them.
 	var all map[string]json.RawMessage

@@ -136,7 +136,7 @@ func wrap(bin string) int {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	err := cmd.Run()
 	if f, ferr := os.OpenFile(os.Getenv(envWrapLog), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); ferr == nil {
-		fmt.Fprintf(f, "%d\n", time.Since(start).Nanoseconds())
+		fmt.Fprintf(f, "%d %d\n", start.UnixNano(), time.Now().UnixNano())
 		f.Close()
 	}
 	var ee *exec.ExitError
@@ -751,12 +751,12 @@ func (e *env) events(ctx context.Context, a *agent.Agent, tm *timed, r *result, 
 			}
 			time.Sleep(time.Millisecond)
 		}
-		simTime := drainWrapLog(e.wrapLog)
+		procs := drainWrapLog(e.wrapLog)
 		if (i+1)%25 == 0 {
 			fmt.Printf("     %d/%d events\n", i+1, count)
 		}
 		total = append(total, d)
-		agentShare = append(agentShare, max(0, d-uploaded-simTime))
+		agentShare = append(agentShare, uncovered(start.Add(uploaded), start.Add(d), procs))
 	}
 	r.Events = count
 	r.EventPasses, r.EventTriggers = passes()
@@ -1063,22 +1063,56 @@ func waitInFile(ctx context.Context, path, needle string, start time.Time, limit
 	return 0, fmt.Errorf("%s not in %s after %s", needle, path, limit)
 }
 
-// drainWrapLog returns the summed wall time of the targetcli processes
-// logged since the last call, and empties the log.
-func drainWrapLog(path string) time.Duration {
+// span is the run of one targetcli process, as the timing wrapper logged it.
+type span struct{ start, end time.Time }
+
+// drainWrapLog returns the targetcli processes logged since the last call,
+// and empties the log.
+func drainWrapLog(path string) []span {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return 0
+		return nil
 	}
 	os.Remove(path)
-	var sum time.Duration
+	var out []span
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
-		if ns, err := strconv.ParseInt(sc.Text(), 10, 64); err == nil {
-			sum += time.Duration(ns)
+		var a, b int64
+		if _, err := fmt.Sscanf(sc.Text(), "%d %d", &a, &b); err == nil {
+			out = append(out, span{time.Unix(0, a), time.Unix(0, b)})
 		}
 	}
-	return sum
+	return out
+}
+
+// uncovered is the time between from and to when no targetcli process ran:
+// an event's wait on the agent (and on S3's notification) rather than on
+// LIO. The LUN appears in saveconfig.json before the process that saved it
+// exits, so subtracting whole process times would undercount the agent.
+func uncovered(from, to time.Time, procs []span) time.Duration {
+	slices.SortFunc(procs, func(a, b span) int { return a.start.Compare(b.start) })
+	var free time.Duration
+	at := from
+	for _, p := range procs {
+		if !p.end.After(at) {
+			continue
+		}
+		if p.start.After(at) {
+			end := p.start
+			if end.After(to) {
+				end = to
+			}
+			free += end.Sub(at)
+		}
+		at = p.end
+		if !at.Before(to) {
+			return free
+		}
+	}
+	if to.After(at) {
+		free += to.Sub(at)
+	}
+	return free
 }
 
 // managed counts the LUNs of backstores over files under the mount.
