@@ -30,6 +30,11 @@ import (
 // natsServerID is the SPIFFE ID of the NATS servers' X.509-SVIDs.
 const natsServerID = "spiffe://shasta/ncn/nats"
 
+// testConnectTimeout bounds a test's own NATS connection, TLS handshake
+// included: generous, since handshakes under the race detector on a busy
+// machine can take longer than nats.go's default 2s.
+const testConnectTimeout = 15 * time.Second
+
 // mtlsNATS is a NATS server that requires TLS client certificates issued
 // under the SPIRE bundle of clients, and records the serial number of every
 // client certificate it accepted.
@@ -84,7 +89,7 @@ func publisher(t *testing.T, m *mtlsNATS, spire *svidtest.Server, roots *x509.Ce
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(m.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
+	nc, err := nats.Connect(m.ClientURL(), nats.Timeout(testConnectTimeout), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
 		nats.Secure(&tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: roots, InsecureSkipVerify: roots == nil, MinVersion: tls.VersionTLS12}))
 	if err != nil {
 		t.Fatalf("publisher: %v", err)
@@ -180,7 +185,7 @@ func TestNATSSPIFFE(t *testing.T) {
 
 	t.Run("server refuses clients without the SVID", func(t *testing.T) {
 		m := startMTLSNATS(t, spire, spire, "127.0.0.1")
-		if nc, err := nats.Connect(m.ClientURL(), nats.Secure(&tls.Config{RootCAs: spire.CertPool(), MinVersion: tls.VersionTLS12})); err == nil {
+		if nc, err := nats.Connect(m.ClientURL(), nats.Timeout(testConnectTimeout), nats.Secure(&tls.Config{RootCAs: spire.CertPool(), MinVersion: tls.VersionTLS12})); err == nil {
 			nc.Close()
 			t.Error("a client without a certificate connected")
 		}
@@ -188,7 +193,7 @@ func TestNATSSPIFFE(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if nc, err := nats.Connect(m.ClientURL(), nats.Secure(&tls.Config{Certificates: []tls.Certificate{foreign}, RootCAs: spire.CertPool(), MinVersion: tls.VersionTLS12})); err == nil {
+		if nc, err := nats.Connect(m.ClientURL(), nats.Timeout(testConnectTimeout), nats.Secure(&tls.Config{Certificates: []tls.Certificate{foreign}, RootCAs: spire.CertPool(), MinVersion: tls.VersionTLS12})); err == nil {
 			nc.Close()
 			t.Error("a client with a certificate from another CA connected")
 		}
@@ -228,7 +233,7 @@ func TestNATSSPIFFE(t *testing.T) {
 				t.Fatalf("Wait() = %v", err)
 			}
 			// The other connections (LUN registry, bridges, resync --all).
-			nc, err := nats.Connect(m.ClientURL(), auth.Options()...)
+			nc, err := nats.Connect(m.ClientURL(), append(auth.Options(), nats.Timeout(testConnectTimeout))...)
 			if nc != nil {
 				defer nc.Close()
 			}

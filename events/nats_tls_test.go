@@ -48,7 +48,7 @@ func TestNATSWithSVID(t *testing.T) {
 	}
 
 	// Without a client certificate the server refuses the connection.
-	if nc, err := nats.Connect(n.ClientURL(), nats.RootCAs(caFile)); err == nil {
+	if nc, err := nats.Connect(n.ClientURL(), nats.Timeout(15*time.Second), nats.RootCAs(caFile)); err == nil {
 		nc.Close()
 		t.Fatal("a client without a certificate connected; the server must require the SVID")
 	}
@@ -56,7 +56,7 @@ func TestNATSWithSVID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := nats.Connect(n.ClientURL(), nats.Secure(web))
+	pub, err := nats.Connect(n.ClientURL(), nats.Timeout(15*time.Second), nats.Secure(web))
 	if err != nil {
 		t.Fatalf("connect with the SVID: %v", err)
 	}

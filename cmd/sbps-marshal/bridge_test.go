@@ -40,7 +40,7 @@ func spiffeNATS(t *testing.T) (env []string, sub *nats.Conn) {
 		t.Fatal(err)
 	}
 	t.Cleanup(n.Shutdown)
-	if nc, err := nats.Connect(n.ClientURL(), nats.Secure(&tls.Config{RootCAs: spire.CertPool(), MinVersion: tls.VersionTLS12})); err == nil {
+	if nc, err := nats.Connect(n.ClientURL(), nats.Timeout(15*time.Second), nats.Secure(&tls.Config{RootCAs: spire.CertPool(), MinVersion: tls.VersionTLS12})); err == nil {
 		nc.Close()
 		t.Fatal("a client without a certificate connected; the server must require one")
 	}
@@ -48,7 +48,7 @@ func spiffeNATS(t *testing.T) (env []string, sub *nats.Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sub, err = nats.Connect(n.ClientURL(), nats.Secure(&tls.Config{Certificates: []tls.Certificate{subCert}, RootCAs: spire.CertPool(), MinVersion: tls.VersionTLS12}))
+	sub, err = nats.Connect(n.ClientURL(), nats.Timeout(15*time.Second), nats.Secure(&tls.Config{Certificates: []tls.Certificate{subCert}, RootCAs: spire.CertPool(), MinVersion: tls.VersionTLS12}))
 	if err != nil {
 		t.Fatalf("subscriber: %v", err)
 	}

@@ -259,7 +259,8 @@ func resyncAll(cfg *config.Config, log *slog.Logger, stdout, stderr io.Writer) i
 		fmt.Fprintln(stderr, "sbps-marshal resync --all:", err)
 		return 1
 	}
-	nc, err := nats.Connect(strings.Join(cfg.NATSURL, ","), auth.Options()...)
+	// A mutual TLS handshake on a busy node can outlast nats.go's default 2s.
+	nc, err := nats.Connect(strings.Join(cfg.NATSURL, ","), append(auth.Options(), nats.Timeout(5*time.Second))...)
 	if err != nil {
 		fmt.Fprintln(stderr, "sbps-marshal resync --all: connecting to NATS:", err)
 		return 1
