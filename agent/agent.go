@@ -396,17 +396,14 @@ func (a *Agent) pass(ctx context.Context, w work) (*projector.Report, error) {
 	} else {
 		rep, err = a.Reconciler.SyncKeys(ctx, projector.SyncOptions{Trigger: w.trigger}, w.peKeys, w.imageIDs)
 	}
-	var status []projector.Entry
+	var status func() []projector.Entry
 	if rep != nil {
 		a.lastReport.Store(rep)
 		if rep.AfterDigest != "" {
 			a.ownDigest = rep.AfterDigest
 		}
-		status = a.statusOf(rep)
-		a.counts = map[projector.State]int{}
-		for _, e := range status {
-			a.counts[e.State]++
-		}
+		status = func() []projector.Entry { return a.statusOf(rep) }
+		a.counts = rep.StatusCounts(a.Reconciler.Inventory.Layout, a.cfg.TargetIQN, 1)
 		if w.full && err == nil {
 			a.lastFull.Store(time.Now().UnixNano())
 			a.reconcileRegistry(ctx)

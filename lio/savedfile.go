@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sync"
 	"time"
 )
@@ -65,14 +66,13 @@ func (f *SavedFile) Load() (*Config, string, error) {
 	// callers see is computed only for new content.
 	key := f.cache.key(data)
 	if f.cfg == nil || key != f.key {
-		sum := sha256.Sum256(data)
-		digest := hex.EncodeToString(sum[:])
 		c, err := f.cache.parse(data)
 		if err != nil {
 			f.settled = false
-			return nil, digest, fmt.Errorf("%s: %w", f.Path, err)
+			return nil, "", fmt.Errorf("%s: %w", f.Path, err)
 		}
-		f.cfg, f.digest, f.key = c, digest, key
+		sum := sha256.Sum256(data)
+		f.cfg, f.digest, f.key = c, hex.EncodeToString(sum[:]), key
 	}
 	f.stamp, f.settled = stamp, stamp.settledBefore(began)
 	return f.cfg, f.digest, nil
@@ -100,14 +100,15 @@ func (f *SavedFile) read() ([]byte, fileStamp, error) {
 		return nil, fileStamp{}, err
 	}
 	f.reads++
-	want := int(st.Size()) + 512
-	if cap(f.buf) < want || cap(f.buf) > 4*want { // grow, or give back what a much larger file needed
+	// The buffer only grows: a file caught while rtslib rewrites it in
+	// place is short for a moment, and the next read needs the full size.
+	if want := int(st.Size()) + 512; cap(f.buf) < want {
 		f.buf = make([]byte, 0, want)
 	}
 	buf := f.buf[:0]
 	for {
 		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
+			buf = slices.Grow(buf, len(buf))
 		}
 		n, err := fh.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]

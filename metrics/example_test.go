@@ -40,7 +40,9 @@ func Example() {
 	readyz()
 
 	rep := &projector.Report{Desired: &projector.Desired{RootfsComplete: true}, Plan: &projector.Plan{}, Duration: time.Second}
-	m.ObservePass(metrics.FullPass, rep, nil, []projector.Entry{{State: projector.Projected, Kind: projector.PE}})
+	m.ObservePass(metrics.FullPass, rep, nil, func() []projector.Entry {
+		return []projector.Entry{{State: projector.Projected, Kind: projector.PE}} // rep.Status(...) in the agent
+	})
 	firstDone.Store(true)
 	readyz()
 	// Output:

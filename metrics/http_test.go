@@ -111,11 +111,13 @@ func TestScrape(t *testing.T) {
 		Plan:     massDeletePlan(t),
 		Results:  []lio.Result{result(lio.CreateBackstore, lio.Applied), result(lio.CreateLUN, lio.Failed)},
 		Duration: 1200 * time.Millisecond,
-	}, nil, []projector.Entry{
-		entry(projector.Projected, projector.PE, ""),
-		entry(projector.Held, projector.PE, MassDeleteReasonPrefix+"2 of 2"),
-		entry(projector.Held, projector.PE, MassDeleteReasonPrefix+"2 of 2"),
-		entry(projector.Rejected, projector.Rootfs, "manifest s3://boot-images/x/manifest.json: rootfs link has no etag (path s3://boot-images/x/rootfs)"),
+	}, nil, func() []projector.Entry {
+		return []projector.Entry{
+			entry(projector.Projected, projector.PE, ""),
+			entry(projector.Held, projector.PE, MassDeleteReasonPrefix+"2 of 2"),
+			entry(projector.Held, projector.PE, MassDeleteReasonPrefix+"2 of 2"),
+			entry(projector.Rejected, projector.Rootfs, "manifest s3://boot-images/x/manifest.json: rootfs link has no etag (path s3://boot-images/x/rootfs)"),
+		}
 	})
 	m.ObserveEvents([]events.Event{ev, ev, ev}, nil)
 

@@ -178,22 +178,27 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 // States and reasons absent from entries read 0.
 func (m *Metrics) SetStatus(entries []projector.Entry) { m.status.set(entries) }
 
+// SetStatusFunc is SetStatus for the view f builds, built at the next
+// scrape rather than now.
+func (m *Metrics) SetStatusFunc(f func() []projector.Entry) { m.status.setLazy(f) }
+
 // ObservePass records one reconcile pass. Call it after every pass with what
 // the reconciler returned (rep may be nil when the pass failed early), and
-// with the pass's status view (nil leaves the projection counts as they are).
+// with what builds the pass's status view, called at the next scrape (nil
+// leaves the projection counts as they are).
 //
 // It observes the pass duration (when rep is not nil), counts the pass by
 // outcome, counts rep.Results by op kind and outcome, counts a mass-delete
 // refusal when rep.Plan.Held has a delete whose reason starts with
 // MassDeleteReasonPrefix, counts inventory errors (see below), sets the last
-// full resync time after a successful FullPass, and calls SetStatus(status).
+// full resync time after a successful FullPass, and calls SetStatusFunc(status).
 //
 // Inventory errors are attributed as follows: an error with no report is s3
 // when it says "S3 listing failed", else lio (saveconfig.json could not be
 // read); an error with a report is lio (applying failed); a report whose
 // rootfs information is incomplete adds ims (IMS listing or records) or
 // manifest (a manifest could not be fetched).
-func (m *Metrics) ObservePass(kind PassKind, rep *projector.Report, err error, status []projector.Entry) {
+func (m *Metrics) ObservePass(kind PassKind, rep *projector.Report, err error, status func() []projector.Entry) {
 	outcome := "success"
 	if err != nil {
 		outcome = "error"
@@ -236,7 +241,7 @@ func (m *Metrics) ObservePass(kind PassKind, rep *projector.Report, err error, s
 		m.lastFullResync.Set(float64(m.now().UnixNano()) / 1e9)
 	}
 	if status != nil {
-		m.SetStatus(status)
+		m.SetStatusFunc(status)
 	}
 }
 

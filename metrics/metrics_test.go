@@ -351,7 +351,9 @@ sbps_marshal_projections{kind="rootfs",state="stale"} 0
 	m.ObservePass(FullPass, nil, errors.New("S3 listing failed"), nil)
 	checkProblems(t, m, nil)
 	m.ObservePass(FullPass, &projector.Report{Plan: &projector.Plan{}, Desired: &projector.Desired{RootfsComplete: true}}, nil,
-		[]projector.Entry{entry(projector.Pending, projector.Rootfs, "not visible under the s3fs mount yet: /mnt/x")})
+		func() []projector.Entry {
+			return []projector.Entry{entry(projector.Pending, projector.Rootfs, "not visible under the s3fs mount yet: /mnt/x")}
+		})
 	checkProblems(t, m, map[string]float64{"pending/s3fs_lag": 1})
 }
 
@@ -621,11 +623,13 @@ func feedAll(t *testing.T, m *Metrics) {
 		Plan:     massDeletePlan(t),
 		Results:  []lio.Result{result(lio.CreateBackstore, lio.Applied), result(lio.CreateLUN, lio.Failed)},
 		Duration: 2 * time.Second,
-	}, nil, []projector.Entry{
-		entry(projector.Projected, projector.PE, ""),
-		entry(projector.Pending, projector.Rootfs, "not visible under the s3fs mount yet: /mnt/x"),
-		entry(projector.Rejected, projector.Rootfs, "rootfs s3://boot-images/1/rootfs is not in S3"),
-		entry(projector.Held, projector.PE, MassDeleteReasonPrefix+"2 of 2"),
+	}, nil, func() []projector.Entry {
+		return []projector.Entry{
+			entry(projector.Projected, projector.PE, ""),
+			entry(projector.Pending, projector.Rootfs, "not visible under the s3fs mount yet: /mnt/x"),
+			entry(projector.Rejected, projector.Rootfs, "rootfs s3://boot-images/1/rootfs is not in S3"),
+			entry(projector.Held, projector.PE, MassDeleteReasonPrefix+"2 of 2"),
+		}
 	})
 	m.ObserveEvents([]events.Event{{Kind: events.S3Object, Received: time.Now().Add(-time.Second)}}, nil)
 	m.IgnoreEvents([]events.Event{{Kind: events.LIOChanged}})
@@ -700,5 +704,27 @@ func TestRegistryMismatchGauge(t *testing.T) {
 	want := "# HELP sbps_marshal_lun_registry_mismatches LUNs in the latest status view whose index differs from the LUN registry's (moved only by sync --renumber).\n# TYPE sbps_marshal_lun_registry_mismatches gauge\nsbps_marshal_lun_registry_mismatches 1\n"
 	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), "sbps_marshal_lun_registry_mismatches"); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestStatusBuiltAtScrape: a pass hands over how to build its status view;
+// it is built once, by the next scrape, not by every pass.
+func TestStatusBuiltAtScrape(t *testing.T) {
+	m := newTest(t)
+	calls := 0
+	view := func() []projector.Entry {
+		calls++
+		return []projector.Entry{entry(projector.Projected, projector.PE, ""), entry(projector.Pending, projector.PE, "s3fs shows 0 bytes")}
+	}
+	for range 3 {
+		m.ObservePass(KeysPass, &projector.Report{Plan: &projector.Plan{}, Desired: &projector.Desired{RootfsComplete: true}}, nil, view)
+	}
+	if calls != 0 {
+		t.Fatalf("status view built %d times by passes; want 0 before a scrape", calls)
+	}
+	checkProblems(t, m, map[string]float64{"pending/s3fs_lag": 1})
+	checkProblems(t, m, map[string]float64{"pending/s3fs_lag": 1})
+	if calls != 1 {
+		t.Fatalf("status view built %d times by two scrapes; want 1", calls)
 	}
 }
