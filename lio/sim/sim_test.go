@@ -762,3 +762,51 @@ func BenchmarkCreate1000(b *testing.B) {
 		}
 	})
 }
+
+// TestSeedKeepsObjectsSlim: a node seeded with what the simulator itself
+// saved writes the same saveconfig.json again, and keeps those objects in
+// its slim live form; an object it would not write alike is kept verbatim.
+func TestSeedKeepsObjectsSlim(t *testing.T) {
+	base := newNode(t)
+	for _, c := range []string{"/backstores/fileio create a " + imageFile(t, 512) + " write_back=false", "saveconfig"} {
+		if out, err := base.Run(t.Context(), c); err != nil {
+			t.Fatalf("%s: %v: %s", c, err, out)
+		}
+	}
+	saved, err := os.ReadFile(base.SaveFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, err := lio.Parse(saved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	odd := seed.StorageObjects[0]
+	odd.Name = "odd"
+	odd.Attributes = json.RawMessage(`{"block_size": 4096}`)
+	seed.StorageObjects = append(seed.StorageObjects, odd)
+
+	n, err := sim.NewNode(t.TempDir(), sim.NodeOptions{Seed: seed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := n.Run(t.Context(), "saveconfig"); err != nil {
+		t.Fatalf("saveconfig: %v: %s", err, out)
+	}
+	again, err := lio.Load(n.SaveFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := lio.Marshal(seed)
+	got, _ := lio.Marshal(again)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("seeded node saved something else:\n got %s\nwant %s", got, want)
+	}
+	liveJSON, err := os.ReadFile(filepath.Join(n.Dir(), "live.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := bytes.Count(liveJSON, []byte(`"full"`)); c != 1 {
+		t.Fatalf("live state keeps %d objects verbatim, want 1 (only the odd one)", c)
+	}
+}

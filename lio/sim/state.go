@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -155,23 +156,13 @@ func (s *state) config() *lio.Config {
 		StorageObjects: make([]lio.StorageObject, 0, len(s.StorageObjects)),
 		Targets:        make([]lio.Target, 0, len(s.Targets)),
 	}
+	var attrs [2]json.RawMessage // by write_back: the same for every object
 	for _, so := range s.StorageObjects {
 		if so.Full != nil {
 			c.StorageObjects = append(c.StorageObjects, *so.Full)
 			continue
 		}
-		size, wb, aio := so.Size, so.WriteBack, false
-		c.StorageObjects = append(c.StorageObjects, lio.StorageObject{
-			Plugin:     so.Plugin,
-			Name:       so.Name,
-			Dev:        so.Dev,
-			Size:       &size,
-			WWN:        so.WWN,
-			WriteBack:  &wb,
-			AIO:        &aio,
-			Attributes: rawJSON(fileioAttributes(wb)),
-			ALUATPGs:   json.RawMessage("[" + defaultALUATPG + "]"),
-		})
+		c.StorageObjects = append(c.StorageObjects, so.expand(&attrs))
 	}
 	for _, t := range s.Targets {
 		lt := lio.Target{Fabric: t.Fabric, WWN: t.WWN, TPGs: make([]lio.TPG, 0, len(t.TPGs)), Extra: t.Extra}
@@ -199,6 +190,30 @@ func (s *state) config() *lio.Config {
 	return c
 }
 
+// expand is the object as rtslib dumps a fileio backstore the simulator
+// created; attrs caches the attribute blobs.
+func (so *storageObject) expand(attrs *[2]json.RawMessage) lio.StorageObject {
+	wbi := 0
+	if so.WriteBack {
+		wbi = 1
+	}
+	if attrs[wbi] == nil {
+		attrs[wbi] = rawJSON(fileioAttributes(so.WriteBack))
+	}
+	size, wb, aio := so.Size, so.WriteBack, false
+	return lio.StorageObject{
+		Plugin:     so.Plugin,
+		Name:       so.Name,
+		Dev:        so.Dev,
+		Size:       &size,
+		WWN:        so.WWN,
+		WriteBack:  &wb,
+		AIO:        &aio,
+		Attributes: attrs[wbi],
+		ALUATPGs:   json.RawMessage("[" + defaultALUATPG + "]"),
+	}
+}
+
 func nonNil[T any](s []T) []T {
 	if s == nil {
 		return []T{}
@@ -207,14 +222,22 @@ func nonNil[T any](s []T) []T {
 }
 
 // stateFromConfig turns a saveconfig-form config into live state. Storage
-// objects are kept verbatim.
+// objects are kept verbatim, except those the simulator would dump exactly
+// so itself: they stay slim, so that a node seeded with thousands of them
+// costs a command little.
 func stateFromConfig(c *lio.Config) *state {
 	s := &state{}
+	var attrs [2]json.RawMessage
 	for _, so := range c.StorageObjects {
-		full := so
-		s.StorageObjects = append(s.StorageObjects, storageObject{
-			Plugin: so.Plugin, Name: so.Name, Dev: so.Dev, Size: so.SizeBytes(), WWN: so.WWN, Full: &full,
-		})
+		slim := storageObject{Plugin: so.Plugin, Name: so.Name, Dev: so.Dev, Size: so.SizeBytes(), WWN: so.WWN}
+		if so.WriteBack != nil {
+			slim.WriteBack = *so.WriteBack
+		}
+		if so.Plugin != "fileio" || !sameDump(slim.expand(&attrs), so) {
+			full := so
+			slim.Full = &full
+		}
+		s.StorageObjects = append(s.StorageObjects, slim)
 	}
 	for _, t := range c.Targets {
 		st := target{Fabric: t.Fabric, WWN: t.WWN, Extra: t.Extra}
@@ -231,6 +254,13 @@ func stateFromConfig(c *lio.Config) *state {
 		s.Targets = append(s.Targets, st)
 	}
 	return s
+}
+
+// sameDump reports whether a and b are written to saveconfig.json alike.
+func sameDump(a, b lio.StorageObject) bool {
+	ja, erra := json.Marshal(a)
+	jb, errb := json.Marshal(b)
+	return erra == nil && errb == nil && bytes.Equal(ja, jb)
 }
 
 // store reads and writes the live state of one node directory. Every change
