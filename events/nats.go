@@ -471,6 +471,7 @@ func (s *NATSSource) handle(subject string, data []byte, source string, js *jsAc
 // decodeS3 returns the events of one S3 notification; bad means it was
 // refused whole (undecodable or oversized).
 func (s *NATSSource) decodeS3(subject string, data []byte, source string, received time.Time) (evs []Event, bad bool) {
+
 	if int64(len(data)) > s.cfg.MaxMessage {
 		s.stats.inc("s3", OutcomeOversized)
 		s.logger.Warn("S3 notification over the size limit dropped", "subject", subject, "bytes", len(data), "limit", s.cfg.MaxMessage)

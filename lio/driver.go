@@ -66,6 +66,10 @@ type DriverConfig struct {
 	// Timeout bounds one targetcli process or one targetclid request; the
 	// process gets SIGTERM, then SIGKILL 5 s later. Defaults to 2 minutes.
 	Timeout time.Duration
+	// OnCall, when set, is told when each targetcli process (from just
+	// before it is started until it was waited for) or targetclid request
+	// ran: the time that is LIO's, not the agent's.
+	OnCall func(start, end time.Time)
 }
 
 // Defaults used for zero DriverConfig fields.

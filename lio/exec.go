@@ -77,6 +77,10 @@ func (d *Driver) run(ctx context.Context, args []string, stdin string, combined 
 		cmd.Stderr = &out
 	}
 	nCmds := strings.Count(stdin, "\n")
+	if d.cfg.OnCall != nil {
+		start := time.Now()
+		defer func() { d.cfg.OnCall(start, time.Now()) }()
+	}
 	if err := cmd.Start(); err != nil {
 		return procResult{exit: -1}, &CmdError{Args: args, Commands: nCmds, ExitCode: -1,
 			Err: fmt.Errorf("could not start %s: %w (set the targetcli binary path)", d.cfg.Binary, err)}

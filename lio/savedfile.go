@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"os"
 	"slices"
@@ -20,7 +21,7 @@ import (
 //   - File unchanged on disk (same inode, size, mtime and ctime, and the
 //     last read began well after its last change): the last result, without
 //     reading.
-//   - Same content (a fast 128-bit hash, then the SHA-256 callers see is
+//   - Same content (a fast 64-bit hash, then the SHA-256 callers see is
 //     not computed again): the last result, without parsing.
 //   - Changed content: parsed again, decoding only the storage objects,
 //     LUNs and node ACLs whose bytes changed (parseCache).
@@ -62,9 +63,10 @@ func (f *SavedFile) Load() (*Config, string, error) {
 	if f.cache == nil {
 		f.cache = newParseCache()
 	}
-	// Whether the content changed is asked of a fast hash; the SHA-256
-	// callers see is computed only for new content.
-	key := f.cache.key(data)
+	// Whether the content changed is asked of a fast 64-bit hash under a
+	// per-process random seed (two versions of the file colliding is a
+	// 2^-64 chance); the SHA-256 callers see is computed for new content.
+	key := elemKey{h1: maphash.Bytes(f.cache.seeds[0], data), n: len(data)}
 	if f.cfg == nil || key != f.key {
 		c, err := f.cache.parse(data)
 		if err != nil {

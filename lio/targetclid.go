@@ -36,6 +36,10 @@ func (d *Driver) requestSent(ctx context.Context, cmd string) (out string, sent 
 		fmt.Errorf("targetclid took longer than %s to answer", d.cfg.Timeout))
 	defer cancel()
 	req := "cd /%" + cmd
+	if d.cfg.OnCall != nil {
+		start := time.Now()
+		defer func() { d.cfg.OnCall(start, time.Now()) }()
+	}
 	if len(req) > daemonMaxRequest {
 		return "", false, fmt.Errorf("targetclid request of %d bytes exceeds its %d-byte read", len(req), daemonMaxRequest)
 	}

@@ -111,3 +111,40 @@ func (s sized) Sys() any           { return nil }
 func sizeOf(mb *memBucket, path string) int64 {
 	return mb.objs[strings.TrimPrefix(path, mb.mount+"/")].Size
 }
+
+// BenchmarkEventPath10k prices the steps of an event's pass on a node
+// serving 10,000 images, before targetcli runs: the desired state updated
+// for one new PE key (one HEAD), the plan, and the status counts logged.
+func BenchmarkEventPath10k(b *testing.B) {
+	inv, actual := fleet(b, 10000)
+	d, err := inv.Desired(context.Background(), actual, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	mb := inv.Objects.(*memBucket)
+	mb.objs["PE/new.squashfs"] = bucket.Object{Key: "PE/new.squashfs", ETag: "e", Size: 1 << 30}
+	opts := PlanOptions{Target: testIQN, TPG: 1, MaxDeleteFraction: 0.5}
+	var nd *Desired
+	b.Run("update", func(b *testing.B) {
+		for b.Loop() {
+			if nd, err = inv.Update(context.Background(), d, actual, []string{"PE/new.squashfs"}, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	var plan *Plan
+	b.Run("plan", func(b *testing.B) {
+		for b.Loop() {
+			if plan, err = MakePlan(nd, actual, inv.Layout, opts); err != nil || len(plan.Changes) != 1 {
+				b.Fatalf("plan: %v, %d changes", err, len(plan.Changes))
+			}
+		}
+	})
+	b.Run("counts", func(b *testing.B) {
+		for b.Loop() {
+			if c := StatusCounts(nd, plan, actual, inv.Layout, testIQN, 1); c[Projected] != 10000 {
+				b.Fatalf("counts %v", c)
+			}
+		}
+	})
+}

@@ -198,7 +198,7 @@ func (inv *Inventory) confirmVanished(ctx context.Context, prev *Desired, listin
 
 // addImage files an IMS image under d. A transient failure (S3 or a
 // manifest could not be read) is returned; the image is then left out.
-func (inv *Inventory) addImage(ctx context.Context, d *Desired, served map[string]int64, img ims.Image, find lookup) error {
+func (inv *Inventory) addImage(ctx context.Context, d *Desired, served servedFile, img ims.Image, find lookup) error {
 	if ok, _ := ims.Projectable(img, inv.Tagging); !ok {
 		return nil
 	}
@@ -335,7 +335,7 @@ func (inv *Inventory) remember(key string, e manifestEntry) {
 
 // consider checks that an image can be served from the mount and files it
 // as a projection, pending or rejected.
-func (inv *Inventory) consider(d *Desired, served map[string]int64, p Projection) {
+func (inv *Inventory) consider(d *Desired, served servedFile, p Projection) {
 	reject := func(reason string) {
 		d.Rejected = append(d.Rejected, Problem{Kind: p.Kind, Name: p.ID.Name, Key: p.Key, Images: p.Users, Reason: reason})
 	}
@@ -354,7 +354,7 @@ func (inv *Inventory) consider(d *Desired, served map[string]int64, p Projection
 	}
 	// A file already backing a correct backstore was checked when it was
 	// projected; S3 says it has not changed, so skip the (remote, on s3fs) stat.
-	if size, ok := served[p.File]; ok && size == p.Size {
+	if size, ok := served(p.File); ok && size == p.Size {
 		d.Projections[p.ID.Name] = p
 		return
 	}
@@ -423,18 +423,40 @@ func unsafeKey(key string) string {
 	return ""
 }
 
-// servedFiles maps the files of managed fileio backstores to their size.
-func servedFiles(actual *lio.Config, l Layout) map[string]int64 {
+// servedFile gives the size of a file a managed fileio backstore serves.
+type servedFile func(file string) (size int64, ok bool)
+
+// servedFiles indexes the files of managed fileio backstores.
+func servedFiles(actual *lio.Config, l Layout) servedFile {
 	out := map[string]int64{}
-	if actual == nil {
-		return out
-	}
-	for _, so := range actual.StorageObjects {
-		if so.Plugin == "fileio" && l.Managed(so.Dev) {
-			out[so.Dev] = so.SizeBytes()
+	if actual != nil {
+		for _, so := range actual.StorageObjects {
+			if so.Plugin == "fileio" && l.Managed(so.Dev) {
+				out[so.Dev] = so.SizeBytes()
+			}
 		}
 	}
-	return out
+	return func(file string) (int64, bool) {
+		size, ok := out[file]
+		return size, ok
+	}
+}
+
+// servedScan answers like servedFiles by scanning: for the few lookups of
+// an event's pass, cheaper than indexing 10,000 backstores.
+func servedScan(actual *lio.Config, l Layout) servedFile {
+	return func(file string) (int64, bool) {
+		if actual == nil {
+			return 0, false
+		}
+		for i := len(actual.StorageObjects) - 1; i >= 0; i-- { // the last one wins, as in the index
+			so := &actual.StorageObjects[i]
+			if so.Dev == file && so.Plugin == "fileio" && l.Managed(so.Dev) {
+				return so.SizeBytes(), true
+			}
+		}
+		return 0, false
+	}
 }
 
 // Unquote strips the quotes some S3 servers put around ETags.
@@ -446,7 +468,10 @@ func Unquote(etag string) string { return strings.Trim(etag, `"`) }
 // without a listing. An error means S3 or IMS could not say; d stands.
 func (inv *Inventory) Update(ctx context.Context, d *Desired, actual *lio.Config, peKeys, imageIDs []string) (*Desired, error) {
 	n := d.clone()
-	served := servedFiles(actual, inv.Layout)
+	served := servedScan(actual, inv.Layout)
+	if len(peKeys)+len(imageIDs) > 16 {
+		served = servedFiles(actual, inv.Layout)
+	}
 	for _, key := range peKeys {
 		name := naming.For(naming.PEInput(inv.Layout.Bucket, key)).Name
 		delete(n.Projections, name)

@@ -79,8 +79,11 @@ func MakePlan(d *Desired, actual *lio.Config, layout Layout, opts PlanOptions) (
 		return nil, fmt.Errorf("target %s has no tpg%d: provision it or check TARGET_IQN", opts.Target, tag)
 	}
 
+	// The loops below visit every projection and LUN: on a node with
+	// 10,000 they must not allocate per item. Changes are few; they are
+	// sorted by name once found.
 	p := &Plan{}
-	existing := map[string]*lio.StorageObject{}
+	existing := make(map[string]*lio.StorageObject, len(actual.StorageObjects))
 	for i := range actual.StorageObjects {
 		so := &actual.StorageObjects[i]
 		if so.Plugin != "fileio" || !layout.Managed(so.Dev) {
@@ -90,38 +93,48 @@ func MakePlan(d *Desired, actual *lio.Config, layout Layout, opts PlanOptions) (
 		existing[so.Name] = so
 	}
 	p.Managed = len(existing)
-	luns := tpg.LUNsByObject()
+	luns := make(map[string]int, len(tpg.LUNs)) // fileio backstore name -> LUN index
+	for _, l := range tpg.LUNs {
+		if name, ok := strings.CutPrefix(l.StorageObject, "/backstores/fileio/"); ok {
+			luns[name] = l.Index
+		}
+	}
 	lunOf := func(name string) int {
-		if l, ok := luns["/backstores/fileio/"+name]; ok {
-			return l.Index
+		if idx, ok := luns[name]; ok {
+			return idx
 		}
 		return lio.AutoLUN
 	}
 
 	var creates []Change
-	for _, name := range sortedKeys(d.Projections) {
-		proj := d.Projections[name]
+	add := func(c Change, p Projection) { c.Projection = &p; creates = append(creates, c) }
+	for name, proj := range d.Projections {
 		so, ok := existing[name]
 		switch {
 		case !ok:
-			creates = append(creates, Change{Action: Create, Name: name, Projection: &proj, LUN: lio.AutoLUN, Reason: "new image"})
-		case mismatch(so, &proj) != "":
-			creates = append(creates, Change{Action: Recreate, Name: name, Projection: &proj, Dev: so.Dev, LUN: lunOf(name), Reason: mismatch(so, &proj)})
+			add(Change{Action: Create, Name: name, LUN: lio.AutoLUN, Reason: "new image"}, proj)
+		case !serves(so, &proj):
+			add(Change{Action: Recreate, Name: name, Dev: so.Dev, LUN: lunOf(name), Reason: mismatch(so, &proj)}, proj)
 		case lunOf(name) == lio.AutoLUN:
-			creates = append(creates, Change{Action: Map, Name: name, Projection: &proj, LUN: lio.AutoLUN, Reason: "backstore has no LUN in " + opts.Target})
+			add(Change{Action: Map, Name: name, LUN: lio.AutoLUN, Reason: "backstore has no LUN in " + opts.Target}, proj)
 		case opts.Renumber && opts.LUNIndex != nil:
 			if idx, ok := opts.LUNIndex(proj); ok && idx != lunOf(name) {
-				creates = append(creates, Change{Action: Renumber, Name: name, Projection: &proj, LUN: idx, OldLUN: lunOf(name),
-					Reason: fmt.Sprintf("lun%d differs from the fleet registry's lun%d (operator asked to renumber)", lunOf(name), idx)})
+				add(Change{Action: Renumber, Name: name, LUN: idx, OldLUN: lunOf(name),
+					Reason: fmt.Sprintf("lun%d differs from the fleet registry's lun%d (operator asked to renumber)", lunOf(name), idx)}, proj)
 			}
 		}
 	}
+	slices.SortFunc(creates, func(a, b Change) int { return strings.Compare(a.Name, b.Name) })
 
-	var deletes []Change
-	for _, name := range sortedKeys(existing) {
-		if _, ok := d.Projections[name]; ok {
-			continue
+	var gone []string
+	for name := range existing {
+		if _, ok := d.Projections[name]; !ok {
+			gone = append(gone, name)
 		}
+	}
+	slices.Sort(gone)
+	var deletes []Change
+	for _, name := range gone {
 		so := existing[name]
 		ch := Change{Action: Delete, Name: name, Dev: so.Dev, LUN: lunOf(name), Reason: "no longer desired"}
 		switch {
@@ -176,6 +189,12 @@ func MakePlan(d *Desired, actual *lio.Config, layout Layout, opts PlanOptions) (
 	})
 	p.Changes = append(deletes, creates...)
 	return p, nil
+}
+
+// serves reports whether an existing backstore serves the projection as it
+// is (mismatch says why not).
+func serves(so *lio.StorageObject, p *Projection) bool {
+	return so.Dev == p.File && so.WWN == p.ID.WWN && so.SizeBytes() == p.Size
 }
 
 // mismatch says why an existing backstore does not serve the projection, or "".

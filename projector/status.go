@@ -56,20 +56,100 @@ func StatusOf(d *Desired, plan *Plan, actual *lio.Config, layout Layout, target 
 }
 
 // StatusCounts counts the entries of the status view by state, without
-// building and sorting it: what every pass logs, at a fraction of the cost
-// on a node with thousands of LUNs.
+// building them: what every pass logs, at a fraction of the cost on a node
+// with thousands of LUNs.
 func StatusCounts(d *Desired, plan *Plan, actual *lio.Config, layout Layout, target string, tag int) map[State]int {
 	counts := map[State]int{}
-	walkStatus(d, plan, actual, layout, target, tag, func(e Entry) { counts[e.State]++ })
+	luns := lunNames(actual, target, tag)
+	held := heldReasons(plan)
+	if actual == nil {
+		actual = &lio.Config{}
+	}
+	inLIO := make(map[string]bool, len(actual.StorageObjects))
+	for i := range actual.StorageObjects {
+		so := &actual.StorageObjects[i]
+		if so.Plugin != "fileio" || !layout.Managed(so.Dev) {
+			counts[Foreign]++
+			continue
+		}
+		inLIO[so.Name] = true
+		_, hasLUN := luns[so.Name]
+		state, _ := classify(so, d, held, hasLUN, target)
+		counts[state]++
+	}
+	for name := range d.Projections {
+		if !inLIO[name] {
+			counts[Missing]++
+		}
+	}
+	for name := range d.Pending {
+		if !inLIO[name] {
+			counts[Pending]++
+		}
+	}
+	counts[Rejected] += len(d.Rejected)
+	for s, n := range counts {
+		if n == 0 {
+			delete(counts, s)
+		}
+	}
 	return counts
+}
+
+// lunNames maps the fileio backstores with a LUN in the target's TPG to
+// their LUN index.
+func lunNames(actual *lio.Config, target string, tag int) map[string]int {
+	if tag == 0 {
+		tag = 1
+	}
+	t, ok := actual.Target(target)
+	if !ok {
+		return nil
+	}
+	tpg, ok := t.TPG(tag)
+	if !ok {
+		return nil
+	}
+	out := make(map[string]int, len(tpg.LUNs))
+	for _, l := range tpg.LUNs {
+		if name, ok := strings.CutPrefix(l.StorageObject, "/backstores/fileio/"); ok {
+			out[name] = l.Index
+		}
+	}
+	return out
+}
+
+func heldReasons(plan *Plan) map[string]string {
+	held := map[string]string{}
+	for _, h := range plan.Held {
+		held[h.Name] = h.Reason
+	}
+	return held
+}
+
+// classify is the state of a managed backstore in the status view, and why.
+func classify(so *lio.StorageObject, d *Desired, held map[string]string, hasLUN bool, target string) (State, string) {
+	if p, ok := d.Projections[so.Name]; ok {
+		switch {
+		case !serves(so, &p):
+			return Missing, "will be recreated: " + mismatch(so, &p)
+		case !hasLUN:
+			return Missing, "backstore has no LUN in " + target
+		}
+		return Projected, ""
+	}
+	if why, ok := held[so.Name]; ok {
+		return Held, why
+	}
+	return Stale, "no longer desired"
 }
 
 // walkStatus hands each entry of the status view, unsorted, to emit.
 func walkStatus(d *Desired, plan *Plan, actual *lio.Config, layout Layout, target string, tag int, emit func(Entry)) {
+	var luns map[string]*lio.LUN // by storage object path, for foreign backstores too
 	if tag == 0 {
 		tag = 1
 	}
-	var luns map[string]*lio.LUN
 	if t, ok := actual.Target(target); ok {
 		if tpg, ok := t.TPG(tag); ok {
 			luns = tpg.LUNsByObject()
@@ -82,10 +162,7 @@ func walkStatus(d *Desired, plan *Plan, actual *lio.Config, layout Layout, targe
 		}
 		return nil
 	}
-	held := map[string]string{}
-	for _, h := range plan.Held {
-		held[h.Name] = h.Reason
-	}
+	held := heldReasons(plan)
 	if plan.Refused != "" {
 		inner := emit
 		emit = func(e Entry) {
@@ -110,20 +187,9 @@ func walkStatus(d *Desired, plan *Plan, actual *lio.Config, layout Layout, targe
 		e.WWID = naming.WWIDFromWWN(so.WWN)
 		e.Kind = layout.KindOf(so.Dev)
 		e.Key = strings.TrimPrefix(so.Dev, layout.Mount+"/")
+		e.State, e.Reason = classify(&so, d, held, e.LUN != nil, target)
 		if p, ok := d.Projections[so.Name]; ok {
 			e.Images = p.Users
-			switch why := mismatch(&so, &p); {
-			case why != "":
-				e.State, e.Reason = Missing, "will be recreated: "+why
-			case e.LUN == nil:
-				e.State, e.Reason = Missing, "backstore has no LUN in "+target
-			default:
-				e.State = Projected
-			}
-		} else if why, ok := held[so.Name]; ok {
-			e.State, e.Reason = Held, why
-		} else {
-			e.State, e.Reason = Stale, "no longer desired"
 		}
 		emit(e)
 	}

@@ -56,6 +56,16 @@ func TestStatusOfAndCounts(t *testing.T) {
 		t.Fatalf("StatusCounts = %v, want the counts of StatusOf %v", counts, fromEntries)
 	}
 
+	// A held deletion is counted alike.
+	heldPlan := &Plan{Held: []Change{{Action: Delete, Name: stale.ID.Name, Reason: "kept while pending"}}}
+	heldCounts := map[State]int{}
+	for _, e := range StatusOf(d, heldPlan, actual, layout, testIQN, 1) {
+		heldCounts[e.State]++
+	}
+	if got := StatusCounts(d, heldPlan, actual, layout, testIQN, 1); !maps.Equal(got, heldCounts) || got[Held] != 1 {
+		t.Fatalf("with a held deletion: StatusCounts = %v, StatusOf counts %v; want one held", got, heldCounts)
+	}
+
 	// A refused plan explains every missing entry.
 	refused := &Plan{Refused: "tpg1 is writable"}
 	for _, e := range StatusOf(d, refused, actual, layout, testIQN, 1) {
@@ -68,5 +78,29 @@ func TestStatusOfAndCounts(t *testing.T) {
 		if e.State != Missing && e.State != Pending && e.State != Rejected {
 			t.Errorf("with no LIO state, %s is %s", e.Backstore, e.State)
 		}
+	}
+}
+
+func TestServedScanMatchesIndex(t *testing.T) {
+	a := peProjection("PE/a.squashfs", 10)
+	b := peProjection("PE/b.squashfs", 20)
+	dup := backstoreOf(a)
+	dup.Name = "dup"
+	size := int64(99)
+	dup.Size = &size
+	actual := node(nil, backstoreOf(a), backstoreOf(b), dup, fileio("other", "/srv/x.img", "w", 5))
+	index, scan := servedFiles(actual, layout), servedScan(actual, layout)
+	for _, f := range []string{a.File, b.File, "/srv/x.img", layout.FileFor("PE/none.squashfs")} {
+		s1, ok1 := index(f)
+		s2, ok2 := scan(f)
+		if s1 != s2 || ok1 != ok2 {
+			t.Errorf("%s: index says %d %v, scan %d %v", f, s1, ok1, s2, ok2)
+		}
+	}
+	if s, ok := scan(a.File); !ok || s != 99 {
+		t.Errorf("a file served twice: scan = %d %v, want the last backstore's size 99", s, ok)
+	}
+	if _, ok := servedScan(nil, layout)(a.File); ok {
+		t.Error("no LIO state serves nothing")
 	}
 }

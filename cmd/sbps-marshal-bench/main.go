@@ -18,7 +18,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -29,7 +28,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
@@ -52,14 +50,6 @@ import (
 	"github.com/sbps-marshal/sbps-marshal/naming"
 	"github.com/sbps-marshal/sbps-marshal/projector"
 	"github.com/sbps-marshal/sbps-marshal/rig"
-)
-
-// Environment of the targetcli wrapper: this binary, started as
-// TARGETCLI_BIN, runs the simulator and appends its wall time to a log, so
-// the simulator's own time can be taken out of the event latency.
-const (
-	envWrap    = "SBPS_BENCH_WRAP"
-	envWrapLog = "SBPS_BENCH_WRAP_LOG"
 )
 
 // The old agent's cost model (NOTES §1): three targetcli processes per
@@ -90,15 +80,12 @@ type options struct {
 }
 
 func main() {
-	if bin := os.Getenv(envWrap); bin != "" {
-		os.Exit(wrap(bin))
-	}
 	var o options
 	scale := flag.String("scale", "100,1000,10000", "image counts N to measure, comma-separated (make bench: BENCH_SCALE)")
 	flag.IntVar(&o.realMax, "real-max", 1000, "largest N run against the real versitygw and IMS server; above it S3 and IMS are in memory")
-	flag.IntVar(&o.events, "events", 200, "single-upload events at N < 1000")
-	flag.IntVar(&o.eventsMid, "events-mid", 50, "single-upload events at 1000 <= N < 10000 (each costs about a second of CPU there; see the notes)")
-	flag.IntVar(&o.eventsLarge, "events-large", 10, "single-upload events at N >= 10000 (each costs several seconds of CPU there; see the notes)")
+	flag.IntVar(&o.events, "events", 1000, "single-upload events at N < 1000")
+	flag.IntVar(&o.eventsMid, "events-mid", 200, "single-upload events at 1000 <= N < 10000")
+	flag.IntVar(&o.eventsLarge, "events-large", 100, "single-upload events at N >= 10000 (the simulator takes about 1.5 s per event there)")
 	flag.IntVar(&o.burst, "burst", 1000, "uploads published at once")
 	flag.IntVar(&o.resyncs, "resyncs", 3, "no-change full resyncs per scale")
 	flag.DurationVar(&o.startDelay, "start-delay", 100*time.Millisecond, "simulated targetcli cost per process start")
@@ -126,27 +113,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench failed:", err)
 		os.Exit(1)
 	}
-}
-
-// wrap runs the real targetcli (the simulator) with this process's
-// arguments and streams, and logs its wall time.
-func wrap(bin string) int {
-	start := time.Now()
-	cmd := exec.Command(bin, os.Args[1:]...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	err := cmd.Run()
-	if f, ferr := os.OpenFile(os.Getenv(envWrapLog), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); ferr == nil {
-		fmt.Fprintf(f, "%d %d\n", start.UnixNano(), time.Now().UnixNano())
-		f.Close()
-	}
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return ee.ExitCode()
-	}
-	if err != nil {
-		return 127
-	}
-	return 0
 }
 
 // result holds the figures of one scale.
@@ -182,17 +148,13 @@ type result struct {
 }
 
 func run(ctx context.Context, o options) error {
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
 	machine := describeMachine()
 	fmt.Print(machine)
 	var results []*result
 	start := time.Now()
 	for i, n := range o.scales {
 		fmt.Printf("\n== N=%d\n", n)
-		r, err := scale(ctx, o, self, n, i == len(o.scales)-1)
+		r, err := scale(ctx, o, n, i == len(o.scales)-1)
 		if err != nil {
 			return fmt.Errorf("N=%d: %w", n, err)
 		}
@@ -265,24 +227,24 @@ func (t *timed) createdCount(names map[string]bool) int {
 // env is one scale's world: the rig, the S3 and IMS the agent reads
 // (real or in memory), and the relay of S3 notifications to the agent.
 type env struct {
-	o       options
-	n       int
-	dir     string
-	st      *rig.Stack
-	mem     bool
-	mb      *bench.MemBucket
-	mi      *bench.MemIMS
-	proxy   *bench.Proxy
-	s3Host  string
-	nc      *nats.Conn
-	relay   *relay
-	wrapLog string
-	self    string
+	o      options
+	n      int
+	dir    string
+	st     *rig.Stack
+	mem    bool
+	mb     *bench.MemBucket
+	mi     *bench.MemIMS
+	proxy  *bench.Proxy
+	s3Host string
+	nc     *nats.Conn
+	relay  *relay
+	spanMu sync.Mutex
+	spans  []span // targetcli processes run since the last drainSpans
 }
 
 const agentSubject = "bench.s3.events"
 
-func scale(ctx context.Context, o options, self string, n int, largest bool) (*result, error) {
+func scale(ctx context.Context, o options, n int, largest bool) (*result, error) {
 	dir, err := os.MkdirTemp("", "sbps-bench-")
 	if err != nil {
 		return nil, err
@@ -293,7 +255,7 @@ func scale(ctx context.Context, o options, self string, n int, largest bool) (*r
 		return nil, err
 	}
 	defer st.Close()
-	e := &env{o: o, n: n, dir: dir, st: st, mem: n > o.realMax, self: self, wrapLog: filepath.Join(dir, "targetcli-times.log")}
+	e := &env{o: o, n: n, dir: dir, st: st, mem: n > o.realMax}
 	r := &result{N: n, Backend: "versitygw + IMS server"}
 	if e.mem {
 		r.Backend = "in-memory S3 + IMS"
@@ -460,7 +422,7 @@ func (e *env) newAgent(ctx context.Context, node *sim.Node, mode string, extra .
 	vars := append(e.st.AgentEnv(),
 		"SBPS_MARSHAL_NATS_S3_SUBJECT="+agentSubject,
 		"SBPS_MARSHAL_TARGETCLI_MODE="+mode,
-		"SBPS_MARSHAL_TARGETCLI_BIN="+e.self,
+		"SBPS_MARSHAL_TARGETCLI_BIN="+e.st.Targetcli,
 		"SBPS_MARSHAL_LIO_SAVE_FILE="+node.SaveFile(),
 		"SBPS_MARSHAL_TARGETCLID_SOCKET="+node.SocketPath(),
 		"SBPS_MARSHAL_TARGET_IQN="+node.IQN(),
@@ -479,7 +441,7 @@ func (e *env) newAgent(ctx context.Context, node *sim.Node, mode string, extra .
 	if err := cfg.CheckFiles(); err != nil {
 		return nil, nil, err
 	}
-	opts := agent.Options{TargetcliEnv: append(node.Env(), envWrap+"="+e.st.Targetcli, envWrapLog+"="+e.wrapLog)}
+	opts := agent.Options{TargetcliEnv: node.Env(), OnTargetcli: e.addSpan}
 	if e.mem {
 		opts.Lstat = e.mb.Lstat
 	}
@@ -723,7 +685,7 @@ func (e *env) events(ctx context.Context, a *agent.Agent, tm *timed, r *result, 
 	}
 	s0, _, lists0 := e.requests()
 	cpu0 := bench.ProcessCPU()
-	os.Remove(e.wrapLog)
+	e.drainSpans()
 	passes := watchPasses(ctx, a)
 	var total, agentShare []time.Duration
 	for i := range count {
@@ -751,8 +713,8 @@ func (e *env) events(ctx context.Context, a *agent.Agent, tm *timed, r *result, 
 			}
 			time.Sleep(time.Millisecond)
 		}
-		procs := drainWrapLog(e.wrapLog)
-		if (i+1)%25 == 0 {
+		procs := e.drainSpans()
+		if (i+1)%100 == 0 {
 			fmt.Printf("     %d/%d events\n", i+1, count)
 		}
 		total = append(total, d)
@@ -1063,25 +1025,23 @@ func waitInFile(ctx context.Context, path, needle string, start time.Time, limit
 	return 0, fmt.Errorf("%s not in %s after %s", needle, path, limit)
 }
 
-// span is the run of one targetcli process, as the timing wrapper logged it.
+// span is the run of one targetcli process, as the agent's driver saw it
+// (agent.Options.OnTargetcli): from just before starting it until it was
+// waited for.
 type span struct{ start, end time.Time }
 
-// drainWrapLog returns the targetcli processes logged since the last call,
-// and empties the log.
-func drainWrapLog(path string) []span {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil
-	}
-	os.Remove(path)
-	var out []span
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		var a, b int64
-		if _, err := fmt.Sscanf(sc.Text(), "%d %d", &a, &b); err == nil {
-			out = append(out, span{time.Unix(0, a), time.Unix(0, b)})
-		}
-	}
+func (e *env) addSpan(start, end time.Time) {
+	e.spanMu.Lock()
+	e.spans = append(e.spans, span{start, end})
+	e.spanMu.Unlock()
+}
+
+// drainSpans returns the targetcli processes run since the last call.
+func (e *env) drainSpans() []span {
+	e.spanMu.Lock()
+	defer e.spanMu.Unlock()
+	out := e.spans
+	e.spans = nil
 	return out
 }
 
