@@ -579,12 +579,25 @@ func (a *Agent) workFor(batch []events.Event) (w work, ok bool) {
 		case events.IMSImage:
 			w.imageIDs = appendNew(w.imageIDs, ev.IMS.ID)
 		case events.LIOChanged:
-			if ev.Digest != a.ownDigest {
+			if ev.Digest != a.ownDigest && !a.savedIsOwn() {
 				drift = true
 			}
 		}
 	}
 	return w, w.full || drift || len(w.peKeys) > 0 || len(w.imageIDs) > 0
+}
+
+// savedIsOwn reports whether saveconfig.json holds, now, what the agent's
+// latest pass saved. The watcher reads the file some time after it changes:
+// by the time its event is handled, a later pass may have saved again, and
+// the content it reported (an earlier save of the agent's own) is gone.
+// Only what is on disk now can need a repair.
+func (a *Agent) savedIsOwn() bool {
+	if a.Reconciler.Saved == nil || a.ownDigest == "" {
+		return false
+	}
+	_, digest, err := a.Reconciler.Saved.Load()
+	return err == nil && digest == a.ownDigest
 }
 
 func appendNew(list []string, s string) []string {
