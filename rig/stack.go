@@ -156,8 +156,19 @@ func (s *Stack) AgentEnv() []string {
 	return append(env, s.Node.Env()...)
 }
 
-// Saved reads the node's saveconfig.json.
-func (s *Stack) Saved() (*lio.Config, error) { return lio.Load(s.Node.SaveFile()) }
+// Saved reads the node's saveconfig.json, retrying for up to 2 s while it
+// is caught half-written (the simulator rewrites it in place, as rtslib
+// 2.1.75 does, while the agent under test applies changes).
+func (s *Stack) Saved() (*lio.Config, error) {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		c, err := lio.Load(s.Node.SaveFile())
+		if !errors.Is(err, lio.ErrIncomplete) || time.Now().After(deadline) {
+			return c, err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
 
 // PutPE uploads a programming-environment image under PE/ and returns its key.
 func (s *Stack) PutPE(ctx context.Context, name string, data []byte) (string, error) {
