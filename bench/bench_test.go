@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"testing"
 
 	"github.com/sbps-marshal/sbps-marshal/events"
@@ -163,4 +164,41 @@ func BenchmarkSaveconfigLoad(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkAgentHeap is the heap the agent's own state keeps on a node
+// serving N images, after a converge and one event: the desired state,
+// the manifest cache, and LIO's saved state as lio.SavedFile keeps it
+// (parsed objects, the element cache, the read buffer). It is the heap in
+// use with the reconciler minus the heap in use once it is dropped, both
+// after a collection; the in-memory S3, IMS and LIO stay in both.
+func BenchmarkAgentHeap(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
+			var retained uint64
+			for b.Loop() {
+				r, mb, _, ml := converged(b, n)
+				mb.Put("PE/heap-probe.squashfs", "e0", 1<<30, nil)
+				if _, err := r.SyncKeys(context.Background(), projector.SyncOptions{Trigger: "s3 event"}, []string{"PE/heap-probe.squashfs"}, nil); err != nil {
+					b.Fatal(err)
+				}
+				with := heapInUse()
+				runtime.KeepAlive(r) // r is live until here, dead below
+				without := heapInUse()
+				runtime.KeepAlive(ml)
+				if with > without {
+					retained = with - without
+				}
+			}
+			b.ReportMetric(float64(retained)/(1<<20), "agent-heap-MB")
+		})
+	}
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
 }

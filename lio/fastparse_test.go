@@ -90,6 +90,12 @@ func TestFastParseDecodesOnlyWhatChanged(t *testing.T) {
 	if c.slow != 0 {
 		t.Fatalf("slow path taken %d times", c.slow)
 	}
+	// The objects' identical attribute blobs are kept once.
+	got = sameAsParse(t, c, bigSaveconfig(t, 302))
+	a, b := got.StorageObjects[0].Attributes, got.StorageObjects[301].Attributes
+	if len(a) == 0 || &a[0] != &b[0] {
+		t.Error("identical attribute blobs of two storage objects are kept twice")
+	}
 }
 
 // TestFastParseEditedObject changes one attribute of one storage object
