@@ -64,6 +64,7 @@ type Agent struct {
 	fallback *registry.Fallback // fleet registry with its local fallback, when LUN_REGISTRY=nats
 	closers  []func()           // resources to release on Close
 	onPass   func(trigger string, rep *projector.Report, err error)
+	onBatch  func(batch []events.Event)
 	ready    atomic.Pointer[string] // nil: ready; else why not
 	lastFull atomic.Int64           // unix nanoseconds of the latest successful full pass
 }
@@ -87,6 +88,9 @@ type Options struct {
 	// triggered it and its outcome (rep is nil when the pass stopped before
 	// planning).
 	OnPass func(trigger string, rep *projector.Report, err error)
+	// OnBatch, when set, is called with each batch of events Run takes,
+	// before it decides what they ask for.
+	OnBatch func(batch []events.Event)
 }
 
 // New builds the agent from a validated configuration.
@@ -178,7 +182,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (
 	a := &Agent{
 		cfg: cfg, log: log, driver: driver, s3: s3, ims: imsClient,
 		resync: make(chan string, 1), sources: sources,
-		metrics: m, notifier: sdnotify.New(getenv), gate: g, fallback: fallback, closers: []func(){closeReg, auth.Close}, onPass: o.OnPass,
+		metrics: m, notifier: sdnotify.New(getenv), gate: g, fallback: fallback, closers: []func(){closeReg, auth.Close}, onPass: o.OnPass, onBatch: o.OnBatch,
 		Reconciler: &projector.Reconciler{
 			Inventory: &projector.Inventory{Objects: s3, Images: imsClient, Layout: layout, Tagging: cfg.IMSTagging, Lstat: o.Lstat},
 			LIO:       m.InstrumentApplier(driver),
@@ -363,6 +367,9 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 				continue
 			case ev := <-evs:
 				batch = a.collect(ctx, ev, evs)
+				if a.onBatch != nil {
+					a.onBatch(batch)
+				}
 				var ok bool
 				if w, ok = a.workFor(batch); !ok {
 					for _, ev := range batch {

@@ -46,6 +46,7 @@ import (
 	"github.com/sbps-marshal/sbps-marshal/agent"
 	"github.com/sbps-marshal/sbps-marshal/bench"
 	"github.com/sbps-marshal/sbps-marshal/config"
+	"github.com/sbps-marshal/sbps-marshal/events"
 	"github.com/sbps-marshal/sbps-marshal/lio"
 	"github.com/sbps-marshal/sbps-marshal/lio/sim"
 	"github.com/sbps-marshal/sbps-marshal/naming"
@@ -132,6 +133,7 @@ type result struct {
 	ResyncHeads, ResyncProcs                      float64
 	Events                                        int
 	EventP50, EventP99, AgentP50, AgentP99        time.Duration
+	OwnP50, OwnP99                                time.Duration // from the notification's arrival
 	EventCPU                                      time.Duration // agent process CPU per event
 	EventLists                                    int64
 	EventPasses                                   int
@@ -228,19 +230,20 @@ func (t *timed) createdCount(names map[string]bool) int {
 // env is one scale's world: the rig, the S3 and IMS the agent reads
 // (real or in memory), and the relay of S3 notifications to the agent.
 type env struct {
-	o      options
-	n      int
-	dir    string
-	st     *rig.Stack
-	mem    bool
-	mb     *bench.MemBucket
-	mi     *bench.MemIMS
-	proxy  *bench.Proxy
-	s3Host string
-	nc     *nats.Conn
-	relay  *relay
-	spanMu sync.Mutex
-	spans  []span // targetcli processes run since the last drainSpans
+	o       options
+	n       int
+	dir     string
+	st      *rig.Stack
+	mem     bool
+	mb      *bench.MemBucket
+	mi      *bench.MemIMS
+	proxy   *bench.Proxy
+	s3Host  string
+	nc      *nats.Conn
+	relay   *relay
+	spanMu  sync.Mutex
+	spans   []span      // targetcli processes run since the last drainSpans
+	batches []time.Time // when the first event of each batch the agent took arrived
 }
 
 const agentSubject = "bench.s3.events"
@@ -442,7 +445,7 @@ func (e *env) newAgent(ctx context.Context, node *sim.Node, mode string, extra .
 	if err := cfg.CheckFiles(); err != nil {
 		return nil, nil, err
 	}
-	opts := agent.Options{TargetcliEnv: node.Env(), OnTargetcli: e.addSpan}
+	opts := agent.Options{TargetcliEnv: node.Env(), OnTargetcli: e.addSpan, OnBatch: e.addBatch}
 	if e.mem {
 		opts.Lstat = e.mb.Lstat
 	}
@@ -688,7 +691,7 @@ func (e *env) events(ctx context.Context, a *agent.Agent, tm *timed, r *result, 
 	cpu0 := bench.ProcessCPU()
 	e.drainSpans()
 	passes := watchPasses(ctx, a)
-	var total, agentShare []time.Duration
+	var total, agentShare, ownShare []time.Duration
 	for i := range count {
 		key := fmt.Sprintf("PE/event-%05d.squashfs", i)
 		id := naming.For(naming.PEInput("boot-images", key))
@@ -720,6 +723,11 @@ func (e *env) events(ctx context.Context, a *agent.Agent, tm *timed, r *result, 
 		}
 		total = append(total, d)
 		agentShare = append(agentShare, uncovered(start.Add(uploaded), start.Add(d), procs))
+		arrived := e.arrival(start)
+		if arrived.IsZero() {
+			return fmt.Errorf("event %d: the agent took no batch of events after the upload", i)
+		}
+		ownShare = append(ownShare, uncovered(arrived, start.Add(d), procs))
 	}
 	r.Events = count
 	r.EventPasses, r.EventTriggers = passes()
@@ -732,6 +740,8 @@ func (e *env) events(ctx context.Context, a *agent.Agent, tm *timed, r *result, 
 	r.EventLists = s.ListPages
 	r.EventP50, r.EventP99 = pct(total, 50), pct(total, 99)
 	r.AgentP50, r.AgentP99 = pct(agentShare, 50), pct(agentShare, 99)
+	r.OwnP50, r.OwnP99 = pct(ownShare, 50), pct(ownShare, 99)
+	fmt.Printf("   agent's own share (from the notification's arrival) p50 %s p90 %s p99 %s max %s\n", r.OwnP50.Round(time.Millisecond), pct(ownShare, 90).Round(time.Millisecond), r.OwnP99.Round(time.Millisecond), slices.Max(ownShare).Round(time.Millisecond))
 	fmt.Printf("   agent share p90 %s, max %s\n", pct(agentShare, 90).Round(time.Millisecond), slices.Max(agentShare).Round(time.Millisecond))
 	fmt.Printf("   %d passes for %d events: %v\n", r.EventPasses, count, r.EventTriggers)
 	fmt.Printf("   event → LUN (%d uploads): p50 %s p99 %s; agent share p50 %s p99 %s; %s agent-process CPU/event\n",
@@ -1067,6 +1077,31 @@ func (e *env) addSpan(start, end time.Time) {
 	e.spanMu.Lock()
 	e.spans = append(e.spans, span{start, end})
 	e.spanMu.Unlock()
+}
+
+func (e *env) addBatch(batch []events.Event) {
+	first := batch[0].Received
+	for _, ev := range batch[1:] {
+		if ev.Received.Before(first) {
+			first = ev.Received
+		}
+	}
+	e.spanMu.Lock()
+	e.batches = append(e.batches, first)
+	e.spanMu.Unlock()
+}
+
+// arrival is when the agent received the first event of the first batch
+// it took after t (zero if none).
+func (e *env) arrival(t time.Time) time.Time {
+	e.spanMu.Lock()
+	defer e.spanMu.Unlock()
+	for _, at := range e.batches {
+		if !at.Before(t) {
+			return at
+		}
+	}
+	return time.Time{}
 }
 
 // drainSpans returns the targetcli processes run since the last call.

@@ -88,8 +88,11 @@ func render(o options, machine string, rs []*result, took time.Duration) string 
 	row("event → LUN in saveconfig.json, single upload: p50 / p99", "", func(r *result) string {
 		return fmt.Sprintf("%s / %s (%d events; old agent: ≤ 180 s, mean 90 s)", ms(r.EventP50), ms(r.EventP99), r.Events)
 	})
-	row("event: agent share p50 / p99 (time no targetcli process ran)", "p99 < 50 ms", func(r *result) string {
-		return fmt.Sprintf("%s / %s; %s agent CPU/event", ms(r.AgentP50), ms(r.AgentP99), ms(r.EventCPU))
+	row("event: agent's own share p50 / p99 (from the notification's arrival, time no targetcli process ran)", "p99 < 50 ms", func(r *result) string {
+		return fmt.Sprintf("%s / %s; %s agent CPU/event", ms(r.OwnP50), ms(r.OwnP99), ms(r.EventCPU))
+	})
+	row("event: share outside S3 and LIO p50 / p99 (from the upload's return: adds S3 publishing its notification and NATS delivering it)", "", func(r *result) string {
+		return fmt.Sprintf("%s / %s", ms(r.AgentP50), ms(r.AgentP99))
 	})
 	row(fmt.Sprintf("burst: %d uploads published at once", o.burst), "≤ 3 processes per window; none lost", func(r *result) string {
 		return fmt.Sprintf("all %d projected in %s; %d passes, %d processes (%.1f per pass; old agent: %d)", o.burst, ms(r.BurstWall), r.BurstPasses, r.BurstProcs, float64(r.BurstProcs)/float64(max(1, r.BurstPasses)), oldProcsPerChange*o.burst)
@@ -109,10 +112,10 @@ func render(o options, machine string, rs []*result, took time.Duration) string 
 		burstOK := r.BurstProcs <= 3*max(1, r.BurstPasses)
 		overheadOK := r.ConvergeCPU/time.Duration(r.N) <= time.Millisecond
 		resyncOK := r.ResyncCPU < time.Second*time.Duration(max(1, r.N/10000)) && r.ResyncManifests == 0 && r.ResyncIMS == 1
-		eventOK := r.AgentP99 < 50*time.Millisecond
+		eventOK := r.OwnP99 < 50*time.Millisecond
 		memOK := r.RSS < 100<<20
 		steadyOK := r.SteadyOnlyListings
-		w("- N=%d: converge processes %s (%d incl. the save at agent start); agent overhead ≤ 1 ms/image %s; daemon mode 0 processes %s; resync CPU, requests %s; event agent share p99 < 50 ms %s; burst ≤ 3 processes per window %s; memory %s; steady-state requests only listings %s.\n",
+		w("- N=%d: converge processes %s (%d incl. the save at agent start); agent overhead ≤ 1 ms/image %s; daemon mode 0 processes %s; resync CPU, requests %s; event agent's own share p99 < 50 ms %s; burst ≤ 3 processes per window %s; memory %s; steady-state requests only listings %s.\n",
 			r.N, verdict(procsOK), r.ConvergeProcs, verdict(overheadOK), verdict(r.DaemonProcs == 0 || r.DaemonWall == 0), verdict(resyncOK), verdict(eventOK), verdict(burstOK), verdict(memOK), verdict(steadyOK))
 	}
 	if data, err := os.ReadFile(o.goBench); o.goBench != "" && err == nil {
@@ -123,7 +126,7 @@ func render(o options, machine string, rs []*result, took time.Duration) string 
 			}
 		}
 		w("\n## In-process Go benchmarks (`go test -bench . ./bench/`)\n\n")
-		w("In-memory S3, IMS and LIO (`bench.MemLIO`); `agent-ns/op` and `agent-cpu-ns/op` exclude the in-memory LIO's own time (applying, writing saveconfig.json); `cpu-ns/op` is the process's user+sys time per op.\n\n```\n%s\n```\n", strings.Join(keep, "\n"))
+		w("In-memory S3, IMS and LIO (`bench.MemLIO`); `agent-ns/op` and `agent-cpu-ns/op` exclude the in-memory LIO's own time (applying, writing saveconfig.json) but not the garbage collection its writes cause (at N=10,000 it marshals a 20 MB file per apply, and the agent's share above is the cleaner figure); `cpu-ns/op` is the process's user+sys time per op.\n\n```\n%s\n```\n", strings.Join(keep, "\n"))
 	}
 	if o.profileDir != "" {
 		w("\n## Profiles (largest N)\n\n")
@@ -159,7 +162,7 @@ const notes = `## How each figure is measured
 
 - **Converge from empty**: N images exist, the agent starts on an empty node; wall = from ` + "`Run`" + ` to the end of its first pass (including the ` + "`saveconfig`" + ` it runs at start); checked: exactly N managed LUNs in saveconfig.json. Processes come from the simulator's own counter. Agent overhead per image = agent-process CPU / N (it includes start-up: NATS connect, SVID, the S3 proxy and IMS server). At N ≥ 10,000 the agent converges into the in-memory LIO (` + "`bench.MemLIO`" + `, one Apply = one batch process), because the simulator rewrites its whole live state after every command (O(N²) per batch: about 17 s of simulator time for the 2,000 commands of N=1,000 on this machine); the simulator is then seeded with the result, and every later phase runs against it. Daemon mode: a second empty node, the targetclid simulator served in the driver's process (so its CPU counts in that row), one ` + "`SyncOnce`" + `; it needs 0 processes by construction and is skipped at N ≥ 10,000 for the same O(N²) reason.
 - **No-change resync**: ` + "`Agent.Resync`" + ` (what SIGHUP does), 3 passes; wall = the pass's own duration (median); CPU = process CPU per pass, which includes the node-gate read of saveconfig.json before the pass. Checked: empty plan, 0 manifest GETs (S3 proxy and inventory counters), exactly 1 IMS listing, 0 targetcli processes.
-- **Event → LUN**: one new PE image per event, one at a time (the next upload after the pass has finished): PUT to versitygw → its NATS notification (relayed to the agent's subject) → agent (in memory at N ≥ 10,000: the object is added and a versitygw-shaped notification published); end = the backstore's LUN appears in saveconfig.json (stat every ms, read and searched when it changed). Simulator at zero modelled cost. **Agent share** = the time between the upload's return and the LUN's appearance during which no targetcli process ran, as the agent's driver saw its processes (` + "`agent.Options.OnTargetcli`" + `: from just before starting one until it was waited for): the notification's way through NATS, the coalescing gap, the gate, reading S3 (HEAD), the plan, and whatever the agent's other work (the watcher, the previous pass's bookkeeping) took from it. It includes the S3 server publishing its notification. Checked: no S3 listing, no IMS listing. Event counts: ` + "`-events`, `-events-mid`, `-events-large`" + `; at N=10,000 each event costs the simulator about 1.5 s (it rewrites a 20 MB saveconfig.json twice per batch, with backups), which bounds how many fit the run.
+- **Event → LUN**: one new PE image per event, one at a time (the next upload after the pass has finished): PUT to versitygw → its NATS notification (relayed to the agent's subject) → agent (in memory at N ≥ 10,000: the object is added and a versitygw-shaped notification published); end = the backstore's LUN appears in saveconfig.json (stat every ms, read and searched when it changed). Simulator at zero modelled cost. **Agent share** = the time between the upload's return and the LUN's appearance during which no targetcli process ran, as the agent's driver saw its processes (` + "`agent.Options.OnTargetcli`" + `: from just before starting one until it was waited for): the notification's way through NATS, the coalescing gap, the gate, reading S3 (HEAD), the plan, and whatever the agent's other work (the watcher, the previous pass's bookkeeping) took from it. That share includes the S3 server publishing its notification and NATS (JetStream) delivering it; the **agent's own share**, the row with the target, starts instead at the notification's arrival in the agent (the first event of the batch it took, ` + "`agent.Options.OnBatch`" + `). Checked: no S3 listing, no IMS listing. Event counts: ` + "`-events`, `-events-mid`, `-events-large`" + `; at N=10,000 each event costs the simulator about 1.5 s (it rewrites a 20 MB saveconfig.json twice per batch, with backups), which bounds how many fit the run.
 - **Burst**: the notifications of 1,000 uploads are held back (real versitygw: in the relay) and then published at once; windows = passes that applied changes. The LIO side of the burst is the in-memory LIO (one Apply = one targetcli batch process), taking over the simulator's saved state: the simulator needs about 40 s per 1,000-command batch even at N=200 (it rewrites its live state after each command), which does not fit the budget. Checked: every one of the 1,000 has a LUN in saveconfig.json and no full listing happened (nothing lost, nothing recovered by a resync).
 - **Memory**: Go heap in use after GC and VmRSS of the driver process, which also holds the NATS server, IMS server or stand-ins and the rig: an upper bound on the agent's own.
 - **Steady state**: a fresh agent with RESYNC_INTERVAL=5s, requests counted from the end of one periodic pass to the end of the last pass of a ~16 s window without changes (whole passes only), per pass, then extrapolated to the default interval (180 s: 20 passes an hour). The old agent's model: the same listing, one IMS listing and one manifest GET per IMS image, every 180 s.
