@@ -243,7 +243,7 @@ type env struct {
 	relay   *relay
 	spanMu  sync.Mutex
 	spans   []span      // targetcli processes run since the last drainSpans
-	batches []time.Time // when the first event of each batch the agent took arrived
+	batches []time.Time // when each S3 event of the batches the agent took arrived
 }
 
 const agentSubject = "bench.s3.events"
@@ -1080,28 +1080,27 @@ func (e *env) addSpan(start, end time.Time) {
 }
 
 func (e *env) addBatch(batch []events.Event) {
-	first := batch[0].Received
-	for _, ev := range batch[1:] {
-		if ev.Received.Before(first) {
-			first = ev.Received
+	e.spanMu.Lock()
+	defer e.spanMu.Unlock()
+	for _, ev := range batch {
+		if ev.Kind == events.S3Object {
+			e.batches = append(e.batches, ev.Received)
 		}
 	}
-	e.spanMu.Lock()
-	e.batches = append(e.batches, first)
-	e.spanMu.Unlock()
 }
 
-// arrival is when the agent received the first event of the first batch
-// it took after t (zero if none).
+// arrival is when the agent received the first S3 event, of those in the
+// batches it took, that arrived after t (zero if none).
 func (e *env) arrival(t time.Time) time.Time {
 	e.spanMu.Lock()
 	defer e.spanMu.Unlock()
+	var first time.Time
 	for _, at := range e.batches {
-		if !at.Before(t) {
-			return at
+		if !at.Before(t) && (first.IsZero() || at.Before(first)) {
+			first = at
 		}
 	}
-	return time.Time{}
+	return first
 }
 
 // drainSpans returns the targetcli processes run since the last call.
