@@ -2,7 +2,6 @@ package events
 
 import (
 	"context"
-	"crypto/tls"
 	"os"
 	"path/filepath"
 	"testing"
@@ -21,16 +20,7 @@ import (
 // (RootCAs, asked at every connection) or against a CA file (TLSCA).
 func TestNATSWithSVID(t *testing.T) {
 	spire := svidtest.New(t, svidtest.Options{})
-	serverCert, err := spire.IssueX509("spiffe://shasta/ncn/nats", "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := rig.StartNATSWith(t.TempDir(), rig.NATSOptions{TLS: &tls.Config{
-		Certificates: []tls.Certificate{serverCert},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    spire.CertPool(),
-		MinVersion:   tls.VersionTLS12,
-	}})
+	n, err := rig.StartSPIFFENATS(t.TempDir(), spire)
 	if err != nil {
 		t.Fatal(err)
 	}

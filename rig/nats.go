@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/sbps-marshal/sbps-marshal/svid/svidtest"
 )
 
 // natsReadyTimeout bounds how long StartNATS and Restart wait for the
@@ -182,3 +184,19 @@ func (l stderrLogger) Fatalf(format string, v ...any)  { l.logf("FTL", format, v
 func (l stderrLogger) Errorf(format string, v ...any)  { l.logf("ERR", format, v...) }
 func (l stderrLogger) Debugf(format string, v ...any)  { l.logf("DBG", format, v...) }
 func (l stderrLogger) Tracef(format string, v ...any)  { l.logf("TRC", format, v...) }
+
+// StartSPIFFENATS starts NATS with TLS that requires and verifies client
+// certificates issued under spire's bundle; the server presents a
+// certificate for 127.0.0.1 that spire issued to spiffe://shasta/ncn/nats.
+func StartSPIFFENATS(dir string, spire *svidtest.Server) (*NATS, error) {
+	cert, err := spire.IssueX509("spiffe://shasta/ncn/nats", "127.0.0.1")
+	if err != nil {
+		return nil, err
+	}
+	return StartNATSWith(dir, NATSOptions{TLS: &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    spire.CertPool(),
+		MinVersion:   tls.VersionTLS12,
+	}})
+}

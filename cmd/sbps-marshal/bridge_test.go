@@ -26,16 +26,7 @@ import (
 func spiffeNATS(t *testing.T) (env []string, sub *nats.Conn) {
 	t.Helper()
 	spire := svidtest.New(t, svidtest.Options{})
-	serverCert, err := spire.IssueX509("spiffe://shasta/ncn/nats", "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := rig.StartNATSWith(t.TempDir(), rig.NATSOptions{TLS: &tls.Config{
-		Certificates: []tls.Certificate{serverCert},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    spire.CertPool(),
-		MinVersion:   tls.VersionTLS12,
-	}})
+	n, err := rig.StartSPIFFENATS(t.TempDir(), spire)
 	if err != nil {
 		t.Fatal(err)
 	}
