@@ -114,6 +114,20 @@ func (k *KV) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 	if k.kv != nil {
 		return k.kv, nil
 	}
+	// A JetStream API request whose answer is lost (seen when several
+	// agents create the bucket at once) would wait for the caller's whole
+	// deadline: each attempt gets its own, and an unanswered one is retried.
+	for {
+		attempt, cancel := context.WithTimeout(ctx, 10*time.Second)
+		kv, err := k.bindOnce(attempt)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return kv, err
+		}
+	}
+}
+
+func (k *KV) bindOnce(ctx context.Context) (jetstream.KeyValue, error) {
 	kv, err := k.js.KeyValue(ctx, k.cfg.Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		kv, err = k.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
