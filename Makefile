@@ -15,16 +15,29 @@ LDFLAGS   := -X github.com/sbps-marshal/sbps-marshal/internal/version.Version=$(
 
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: all build test test-short bench demo lint tools fuzz clean rpm deb package
+.PHONY: all build test test-kernel test-deps test-short bench demo lint tools fuzz clean rpm deb package
 
 all: build
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
-## test: unit and integration tests (race detector on); needs `make tools` for versitygw.
-test: tools
+## test: unit and integration tests (race detector on) against real servers, then the
+## real-kernel tests (test-kernel). Installs missing Debian packages first (test-deps).
+test: test-deps tools
 	$(GO) test -race -count=1 -timeout 30m ./...
+	$(MAKE) --no-print-directory test-kernel
+
+## test-deps: install the Debian packages the tests need (as root), or say what to install.
+test-deps:
+	@scripts/test-deps
+
+## test-kernel: the tests that run on the real kernel LIO, in User-Mode Linux (package uml):
+## real targetcli-fb, rtslib-fb and open-iscsi. No race detector: its shadow memory
+## does not fit a UML process.
+KERNEL_PKGS := ./uml/... ./lio/conformance/... ./e2e/kernel/...
+test-kernel: test-deps tools
+	$(GO) test -tags kernel -count=1 -timeout 40m $(shell $(GO) list -tags kernel $(KERNEL_PKGS) 2>/dev/null)
 
 ## test-short: unit tests only, no external servers.
 test-short:
@@ -47,6 +60,7 @@ demo: build tools
 
 lint:
 	$(GO) vet ./...
+	$(GO) vet -tags kernel ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 ## tools: project-local tools used by the integration tests (versitygw, a real S3 server).

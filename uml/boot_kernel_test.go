@@ -62,7 +62,7 @@ func TestBootRealLIO(t *testing.T) {
 // TestTimeoutKillsOnlyTheGuest: a guest past its timeout is killed with
 // every host process of its group, and nothing else.
 func TestTimeoutKillsOnlyTheGuest(t *testing.T) {
-	res, err := Run(context.Background(), Config{Timeout: 40 * time.Second}, "sh", "-c", "sleep 1000 & sleep 1000")
+	res, err := Run(context.Background(), Config{Timeout: 25 * time.Second}, "sh", "-c", "sleep 1000 & sleep 1000")
 	if err == nil || !strings.Contains(err.Error(), "timeout") {
 		t.Fatalf("Run: err = %v, want a timeout", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -39,6 +40,10 @@ func hostMain(setup func() ([]string, error)) int {
 	self, err := os.Executable()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "uml:", err)
+		return 1
+	}
+	if !strings.HasPrefix(self, hostShared+"/") {
+		fmt.Fprintf(os.Stderr, "uml: the test binary %s is not under %s, the only host folder the guest sees: unset GOTMPDIR or point it under %s\n", self, hostShared, hostShared)
 		return 1
 	}
 	env := []string{GuestEnv + "=1"}
