@@ -22,7 +22,8 @@ var fileioAttrNames = []struct {
 	{"emulate_fua_read", 1}, {"emulate_fua_write", 1},
 	// targetcli's export_backstore_name_as_model (default true) sets it to 1.
 	{"emulate_model_alias", 1},
-	{"emulate_pr", 1}, {"emulate_rest_reord", 0}, {"emulate_rsoc", 1}, {"emulate_tas", 1}, {"emulate_tpu", 0},
+	// No emulate_rsoc: the 6.1 kernel (Debian 12) has none.
+	{"emulate_pr", 1}, {"emulate_rest_reord", 0}, {"emulate_tas", 1}, {"emulate_tpu", 0},
 	{"emulate_tpws", 0}, {"emulate_ua_intlck_ctrl", 0},
 	{"emulate_write_cache", -1}, // 1 with write_back, else 0
 	{"enforce_pr_isids", 1}, {"force_pr_aptpl", 0}, {"is_nonrot", 0}, {"max_unmap_block_desc_count", 1},

@@ -48,8 +48,9 @@ func die() {
 }
 
 func mainTargetcli(ctx context.Context, n *Node, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	// Like targetcli: take the lock first (blocking; it is held until the
-	// process exits), then look at the arguments.
+	// Like targetcli: read the preferences, take the lock (blocking; it is
+	// held until the process exits), then look at the arguments.
+	loadPrefs(stdout)
 	lk, err := flock(filepath.Join(n.dir, lockFile), true)
 	if err != nil {
 		fmt.Fprintf(stderr, "taking lock on lockfile failed: %v\n", err)

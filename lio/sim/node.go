@@ -159,6 +159,15 @@ func NewNode(dir string, opts NodeOptions) (*Node, error) {
 	if err := writeFileAtomic(filepath.Join(dir, nodeFile), cfgData, 0o644); err != nil {
 		return nil, fmt.Errorf("write simulated node settings: %w", err)
 	}
+	// Env's TARGETCLI_HOME is a home where targetcli ran before: it has
+	// prefs.bin, so its processes print no "Could not load preferences"
+	// warning (a fresh home gets it, as with real targetcli).
+	if err := os.MkdirAll(filepath.Join(dir, "home"), 0o755); err != nil {
+		return nil, fmt.Errorf("create the simulated node's TARGETCLI_HOME: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "home", "prefs.bin"), []byte("targetcli simulator preferences\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("create the simulated node's TARGETCLI_HOME: %w", err)
+	}
 	s := &store{dir: dir}
 	if err := s.locked(func() error {
 		for _, f := range []string{faultsFile, countersFile} {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"syscall"
 	"time"
 
 	"github.com/sbps-marshal/sbps-marshal/lio"
@@ -24,8 +25,8 @@ func mappedLUN(mapped, tpgLUN int) lio.MappedLUN {
 // the old file (default save file only), write the live state with rtslib's
 // save_to_file.
 func (sh *shell) saveconfig(file string) error {
-	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
-		return execErr("Cannot create directory [%s] %s.", filepath.Dir(file), errText(err))
+	if err := createDir(filepath.Dir(file)); err != nil {
+		return err
 	}
 	if err := sh.saveBackups(file); err != nil {
 		return err
@@ -49,12 +50,52 @@ func (sh *shell) saveconfig(file string) error {
 	return nil
 }
 
+// errText is an error's strerror as Python prints it ("Read-only file
+// system", capitalised).
 func errText(err error) string {
 	var pe *os.PathError
 	if errors.As(err, &pe) {
-		return pe.Err.Error()
+		err = pe.Err
 	}
-	return err.Error()
+	s := err.Error()
+	if s != "" && s[0] >= 'a' && s[0] <= 'z' {
+		s = string(s[0]-'a'+'A') + s[1:]
+	}
+	return s
+}
+
+// createDir is UIRoot._create_dir: a missing save folder is made with mode
+// 0600; an existing one is chmod'ed to 0600 (a failure is an uncaught
+// OSError). Only as root, as targetcli's saveconfig runs only as root: a
+// folder of mode 0600 cannot be entered by anyone else, and the
+// simulator's node directory may be the save folder.
+func createDir(dir string) error {
+	asRoot := os.Geteuid() == 0
+	fi, err := os.Stat(dir)
+	if err != nil {
+		mode := os.FileMode(0o700)
+		if asRoot {
+			mode = 0o600
+		}
+		if err := os.MkdirAll(dir, mode); err != nil {
+			return execErr("Cannot create directory [%s] %s.", dir, errText(err))
+		}
+		return nil
+	}
+	if asRoot && fi.Mode().Perm() != 0o600 {
+		if err := os.Chmod(dir, 0o600); err != nil {
+			return crashErr("OSError", "[Errno %d] %s: '%s'", errno(err), errText(err), dir)
+		}
+	}
+	return nil
+}
+
+func errno(err error) int {
+	var en syscall.Errno
+	if errors.As(err, &en) {
+		return int(en)
+	}
+	return 0
 }
 
 // saveToFile is rtslib's RTSRoot.save_to_file: write <file>.temp (0600,

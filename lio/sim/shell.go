@@ -192,6 +192,10 @@ type sig struct {
 	req  int
 }
 
+// kwargsMethods also take **parameter (any keyword), handed over in params
+// under the keyword's name, by node kind and command.
+var kwargsMethods = map[string]bool{"tpg set": true}
+
 type handler struct {
 	sig sig
 	run func(sh *shell, node []string, p params) error
@@ -214,7 +218,11 @@ var globalCommands = map[string]handler{
 
 var nodeCommands = map[string]map[string]handler{
 	"root": {
-		"saveconfig": {sig{[]string{"savefile"}, 0}, (*shell).cmdSaveconfig},
+		"saveconfig":  {sig{[]string{"savefile"}, 0}, (*shell).cmdSaveconfig},
+		"clearconfig": {sig{[]string{"confirm"}, 0}, (*shell).cmdClearconfig},
+	},
+	"fabric": {
+		"create": {sig{[]string{"wwn"}, 0}, (*shell).cmdTargetCreate},
 	},
 	"backstore": {
 		"create": {sig{[]string{"name", "file_or_dev", "size", "write_back", "sparse", "wwn"}, 2}, (*shell).cmdFileioCreate},
@@ -223,6 +231,7 @@ var nodeCommands = map[string]map[string]handler{
 	"tpg": {
 		"enable":  {sig{nil, 0}, (*shell).cmdEnable},
 		"disable": {sig{nil, 0}, (*shell).cmdDisable},
+		"set":     {sig{[]string{"group"}, 0}, (*shell).cmdTPGSet},
 	},
 	"luns": {
 		"create": {sig{[]string{"storage_object", "lun", "add_mapped_luns"}, 1}, (*shell).cmdLunCreate},
@@ -249,7 +258,8 @@ func (sh *shell) call(node []string, command string, pparams []string, kparams m
 	if !ok {
 		return execErr("Command not found %s", command)
 	}
-	if err := assertParams(h.sig, pparams, kparams, korder); err != nil {
+	kwargs := kwargsMethods[kind(node)+" "+command]
+	if err := assertParams(h.sig, kwargs, pparams, kparams, korder); err != nil {
 		return err
 	}
 	p := params{}
@@ -259,14 +269,18 @@ func (sh *shell) call(node []string, command string, pparams []string, kparams m
 	for k, v := range kparams {
 		p[k] = v
 	}
+	if kwargs {
+		// The keyword order, for methods that act on each in turn.
+		p[kwOrder] = strings.Join(slices.DeleteFunc(slices.Clone(korder), func(k string) bool { return slices.Contains(h.sig.args, k) }), "\x00")
+	}
 	return h.run(sh, node, p)
 }
 
-func assertParams(s sig, pparams []string, kparams map[string]string, korder []string) error {
+func assertParams(s sig, kwargs bool, pparams []string, kparams map[string]string, korder []string) error {
 	opt := s.args[s.req:]
 	var unexpected, missing []string
 	for k := range kparams {
-		if !slices.Contains(s.args, k) {
+		if !slices.Contains(s.args, k) && !kwargs {
 			unexpected = append(unexpected, k)
 		}
 	}
@@ -532,7 +546,14 @@ func (sh *shell) cmdFileioCreate(_ []string, p params) error {
 		if _, so := st.so("fileio", name); so != nil {
 			return false, execErr("Storage object fileio/%s exists", name)
 		}
-		st.StorageObjects = append(st.StorageObjects, storageObject{
+		// The kernel opens the backing file O_RDWR even with
+		// write_back=false: on a read-only mount enabling the object
+		// fails, and rtslib removes it again.
+		if readOnlyMount(file) {
+			return false, crashErr("OSError", "[Errno 30] Read-only file system")
+		}
+		// configfs lists the newest object first, and so does rtslib's dump.
+		st.StorageObjects = slices.Insert(st.StorageObjects, 0, storageObject{
 			Plugin: "fileio", Name: name, Dev: file, Size: n, WWN: wwn, WriteBack: writeBack,
 		})
 		return true, nil
@@ -644,19 +665,15 @@ func (sh *shell) cmdLunCreate(node []string, p params) error {
 			}
 			index = n
 		} else {
-			// LUNs are kept sorted by index: the lowest free index is the
-			// first gap.
-			index = 0
+			// The lowest free index (LUNs are listed newest first, not
+			// by index).
+			used := make(map[int]bool, len(g.LUNs))
 			for _, l := range g.LUNs {
-				if l.Index != index {
-					break
-				}
-				index++
+				used[l.Index] = true
+			}
+			for index = 0; used[index]; index++ {
 			}
 			if index > maxLUN {
-				index = -1
-			}
-			if index < 0 {
 				return false, execErr("All LUNs 0-%d in use", maxLUN)
 			}
 		}

@@ -440,8 +440,8 @@ func TestFaults(t *testing.T) {
 		wantSave bool     // saveconfig.json rewritten
 		wantErr  string
 	}{
-		{"fail the second command", sim.Faults{FailAt: 2, FailMessage: "injected"}, 0, []string{"o1", "o3"}, true, "injected\n"},
-		{"die after the second command", sim.Faults{DieAfter: 2}, -1, []string{"o1", "o2"}, false, ""},
+		{"fail the second command", sim.Faults{FailAt: 2, FailMessage: "injected"}, 0, []string{"o3", "o1"}, true, "injected\n"}, // newest first
+		{"die after the second command", sim.Faults{DieAfter: 2}, -1, []string{"o2", "o1"}, false, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -144,10 +144,9 @@ func (g *tpg) deleteLUN(i int) {
 	}
 }
 
-func (g *tpg) addLUN(l lun) {
-	i, _ := slices.BinarySearchFunc(g.LUNs, l.Index, func(x lun, idx int) int { return x.Index - idx })
-	g.LUNs = slices.Insert(g.LUNs, i, l)
-}
+// addLUN adds a new LUN first: configfs, and so rtslib's dump, lists the
+// newest LUN first.
+func (g *tpg) addLUN(l lun) { g.LUNs = slices.Insert(g.LUNs, 0, l) }
 
 // config expands the state to saveconfig.json form, as rtslib's dump() does.
 func (s *state) config() *lio.Config {
@@ -246,8 +245,8 @@ func stateFromConfig(c *lio.Config) *state {
 				Tag: g.Tag, Enable: bool(g.Enable), Attributes: g.Attributes, Parameters: g.Parameters,
 				Portals: g.Portals, NodeACLs: g.NodeACLs, Extra: g.Extra,
 			}
-			for _, l := range g.LUNs {
-				sg.addLUN(lun{Index: l.Index, SO: l.StorageObject, Alias: l.Alias, ALUA: l.ALUAGroup})
+			for _, l := range g.LUNs { // in the file's order
+				sg.LUNs = append(sg.LUNs, lun{Index: l.Index, SO: l.StorageObject, Alias: l.Alias, ALUA: l.ALUAGroup})
 			}
 			st.TPGs = append(st.TPGs, sg)
 		}
