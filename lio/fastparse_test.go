@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -240,4 +242,83 @@ func FuzzFastParse(f *testing.F) {
 		sameAsParse(t, c, []byte(tinySave))
 		sameAsParse(t, c, data)
 	})
+}
+
+// newestFirst returns the file bigSaveconfig(n) would be as rtslib writes it
+// on a real kernel: storage objects and LUNs newest first (configfs order),
+// so that a new object lands at the top of the file.
+func newestFirst(tb testing.TB, n int) []byte {
+	tb.Helper()
+	c, err := Parse(bigSaveconfig(tb, n))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	slices.Reverse(c.StorageObjects)
+	slices.Reverse(c.Targets[0].TPGs[0].LUNs)
+	data, err := Marshal(c)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return data
+}
+
+// TestFastParseNewestFirst: on files in real targetcli's order a new image
+// is a new first storage object and a new first LUN; every other element
+// moved down but kept its bytes, so only the two new ones are decoded, and
+// the result is Parse's, order included.
+func TestFastParseNewestFirst(t *testing.T) {
+	c := newParseCache()
+	sameAsParse(t, c, newestFirst(t, 300))
+	first := c.decoded
+	got := sameAsParse(t, c, newestFirst(t, 301))
+	if n := c.decoded - first; n != 2 {
+		t.Fatalf("after adding one image at the top, %d elements decoded; want 2", n)
+	}
+	if so := got.StorageObjects[0]; so.Name != fmt.Sprintf("%015x", 300) {
+		t.Errorf("first storage object %s, want the newest, %015x", so.Name, 300)
+	}
+	if l := got.Targets[0].TPGs[0].LUNs[0]; l.Index != 300 {
+		t.Errorf("first LUN %d, want the newest, 300", l.Index)
+	}
+	// Dropping the newest again decodes nothing.
+	before := c.decoded
+	sameAsParse(t, c, newestFirst(t, 300))
+	if n := c.decoded - before; n != 0 || c.slow != 0 {
+		t.Fatalf("removing the newest image decoded %d elements, slow path %d times; want 0, 0", n, c.slow)
+	}
+}
+
+// BenchmarkReadBackNewLUN is the driver's read-back after one new image
+// (a storage object and a LUN) among 10,000, with the cache holding the
+// file before it: in rtslib's real order (newest first) and, for
+// comparison, oldest first. Each op parses one file, alternately the one
+// with and without the new image.
+//
+//	go test ./lio -run '^$' -bench ReadBackNewLUN -benchtime 20x
+func BenchmarkReadBackNewLUN(b *testing.B) {
+	const n = 10000
+	for _, order := range []struct {
+		name string
+		make func(testing.TB, int) []byte
+	}{{"newest-first", newestFirst}, {"oldest-first", bigSaveconfig}} {
+		b.Run(order.name, func(b *testing.B) {
+			files := [2][]byte{order.make(b, n), order.make(b, n+1)}
+			c := newParseCache()
+			if _, err := c.parse(files[0]); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(len(files[1])))
+			i, decoded := 1, c.decoded
+			for b.Loop() {
+				if _, err := c.parse(files[i]); err != nil {
+					b.Fatal(err)
+				}
+				i ^= 1
+			}
+			if c.slow != 0 {
+				b.Fatalf("slow path taken %d times", c.slow)
+			}
+			b.ReportMetric(float64(c.decoded-decoded)/float64(b.N), "decoded/op")
+		})
+	}
 }
