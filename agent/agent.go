@@ -155,7 +155,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (
 	if err != nil {
 		return nil, err
 	}
-	g, err := gate.Parse(cfg.Gate, cfg.NodeName, cfg.KubectlBin, log)
+	g, err := gate.Parse(cfg.Gate, cfg.NodeName, cfg.KubectlBin, cfg.Kubeconfig, log)
 	if err != nil {
 		return nil, fmt.Errorf("GATE: %w", err)
 	}

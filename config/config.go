@@ -74,6 +74,7 @@ type Config struct {
 	LogLevel          string        // LOG_LEVEL: debug, info, warn, error
 	Gate              string        // GATE: kubectl, file:<path>, none
 	KubectlBin        string        // KUBECTL_BIN
+	Kubeconfig        string        // KUBECONFIG; empty = kubectl's own lookup
 	LUNRegistry       string        // LUN_REGISTRY: nats, local, off
 	LUNKVBucket       string        // LUN_KV_BUCKET
 	LUNQuarantine     time.Duration // LUN_QUARANTINE
@@ -224,6 +225,8 @@ var keys = []key{
 		set: func(c *Config, v string) error { c.Gate = v; return checkGate(v) }},
 	{name: "KUBECTL_BIN", def: "/usr/bin/kubectl", kind: kPath, help: "kubectl for GATE=kubectl",
 		set: func(c *Config, v string) error { c.KubectlBin = v; return nil }},
+	{name: "KUBECONFIG", def: "/etc/kubernetes/admin.conf", kind: kPath, help: "kubeconfig given to kubectl as --kubeconfig for GATE=kubectl (the old agent's fixed choice): a system service has no HOME, so kubectl would find no ~/.kube/config and fail on localhost:8080; empty = kubectl's own lookup (KUBECONFIG, ~/.kube/config), for a shell",
+		set: func(c *Config, v string) error { c.Kubeconfig = v; return checkPlainPath(v) }},
 }
 
 // Key describes one configuration key, for documentation and tests.
@@ -663,6 +666,17 @@ func checkSPIFFEID(v string) error {
 	td, _, _ := strings.Cut(strings.TrimPrefix(v, "spiffe://"), "/")
 	if v != "" && (!strings.HasPrefix(v, "spiffe://") || td == "" || strings.ContainsAny(v, " \t?#")) {
 		return errors.New("want a SPIFFE ID such as spiffe://shasta/ncn/nats, or empty")
+	}
+	return nil
+}
+
+// checkPlainPath accepts empty or a path of letters, digits and /._+-, so
+// that it reaches a command line as one harmless argument.
+func checkPlainPath(v string) error {
+	for _, r := range v {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._+-", r)) {
+			return fmt.Errorf("want a path of letters, digits and /._+- only (found %q)", r)
+		}
 	}
 	return nil
 }

@@ -49,6 +49,8 @@ func TestDefaultsMatchOldAgent(t *testing.T) {
 		{"PE_PREFIX", c.PEPrefix, "PE/"},
 		{"TARGETCLI_MODE", c.TargetcliMode, "batch"},
 		{"MAX_DELETE_FRACTION", c.MaxDeleteFraction, 0.5},
+		// The old agent passed --kubeconfig /etc/kubernetes/admin.conf (no key).
+		{"KUBECONFIG", c.Kubeconfig, "/etc/kubernetes/admin.conf"},
 	}
 	for _, ck := range checks {
 		if ck.got != ck.want {
@@ -91,6 +93,8 @@ func TestInvalidValues(t *testing.T) {
 		{"token file needed", "SBPS_MARSHAL_IMS_AUTH=token-file", "IMS_AUTH=token-file needs"},
 		{"iqn", "SBPS_MARSHAL_TARGET_IQN=iqn.2023 06", "want an IQN"},
 		{"gate", "SBPS_MARSHAL_GATE=label", "want kubectl, none, or file:"},
+		{"relative kubeconfig", "SBPS_MARSHAL_KUBECONFIG=admin.conf", "SBPS_MARSHAL_KUBECONFIG=\"admin.conf\" (from environment): want an absolute path"},
+		{"kubeconfig with a space", "SBPS_MARSHAL_KUBECONFIG=/etc/kube config", "letters, digits and /._+- only"},
 		{"stream without url", "SBPS_MARSHAL_NATS_STREAM=SBPS", "a stream needs NATS_URL"},
 	}
 	for _, tt := range tests {
@@ -175,6 +179,42 @@ func TestNoticesAndPrint(t *testing.T) {
 	}
 	if c2.TargetIQN != c.TargetIQN || c2.ResyncInterval != c.ResyncInterval {
 		t.Errorf("round trip: %q %v, want %q %v", c2.TargetIQN, c2.ResyncInterval, c.TargetIQN, c.ResyncInterval)
+	}
+}
+
+// TestKubeconfigSources: KUBECONFIG is read like every key (flag, env,
+// env file) and may be emptied for kubectl's own lookup.
+func TestKubeconfigSources(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "sysconfig")
+	os.WriteFile(f, []byte("SBPS_MARSHAL_KUBECONFIG=/etc/file.conf\n"), 0o600)
+	tests := []struct {
+		name string
+		args []string
+		env  []string
+		want string
+	}{
+		{"env file", []string{"--env-file", f}, nil, "/etc/file.conf"},
+		{"environment over env file", []string{"--env-file", f}, []string{"SBPS_MARSHAL_KUBECONFIG=/etc/env.conf"}, "/etc/env.conf"},
+		{"flag over both", []string{"--env-file", f, "--kubeconfig", "/etc/flag.conf"}, []string{"SBPS_MARSHAL_KUBECONFIG=/etc/env.conf"}, "/etc/flag.conf"},
+		{"emptied", nil, []string{"SBPS_MARSHAL_KUBECONFIG="}, ""},
+		// kubectl's own variable is not the agent's key.
+		{"KUBECONFIG without the prefix", nil, []string{"KUBECONFIG=/root/.kube/config"}, "/etc/kubernetes/admin.conf"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := load(t, tt.args, tt.env...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Kubeconfig != tt.want {
+				t.Errorf("Kubeconfig = %q, want %q", c.Kubeconfig, tt.want)
+			}
+			var buf bytes.Buffer
+			c.Print(&buf)
+			if want := "SBPS_MARSHAL_KUBECONFIG=" + quoteEnv(tt.want) + "\n"; !strings.Contains(buf.String(), want) {
+				t.Errorf("config output lacks %q", want)
+			}
+		})
 	}
 }
 

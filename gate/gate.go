@@ -22,6 +22,10 @@ const (
 	Value = "sbps"
 )
 
+// DefaultKubeconfig is the kubeconfig the old agent passed to kubectl on
+// a CSM worker (SBPS_MARSHAL_KUBECONFIG's default).
+const DefaultKubeconfig = "/etc/kubernetes/admin.conf"
+
 // DefaultTimeout bounds one kubectl call when Kubectl.Timeout is zero.
 const DefaultTimeout = 15 * time.Second
 
@@ -42,14 +46,23 @@ var (
 )
 
 // Parse builds the gate named by spec (SBPS_MARSHAL_GATE): "kubectl",
-// "file:<absolute path>" or "none". nodeName and kubectlBin are used, and
-// validated, only for "kubectl". logger may be nil.
-func Parse(spec, nodeName, kubectlBin string, logger *slog.Logger) (Gate, error) {
+// "file:<absolute path>" or "none". nodeName, kubectlBin and kubeconfig
+// are used, and validated, only for "kubectl"; kubeconfig may be empty
+// (kubectl's own lookup: KUBECONFIG, ~/.kube/config). logger may be nil.
+func Parse(spec, nodeName, kubectlBin, kubeconfig string, logger *slog.Logger) (Gate, error) {
 	switch {
 	case spec == "none":
 		return None{}, nil
 	case spec == "kubectl":
-		return NewKubectl(nodeName, kubectlBin, logger)
+		k, err := NewKubectl(nodeName, kubectlBin, logger)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkKubeconfig(kubeconfig); err != nil {
+			return nil, err
+		}
+		k.Kubeconfig = kubeconfig
+		return k, nil
 	case strings.HasPrefix(spec, "file:"):
 		p := strings.TrimPrefix(spec, "file:")
 		if !filepath.IsAbs(p) {
@@ -91,13 +104,19 @@ func (f File) Open(ctx context.Context) (bool, string, error) {
 
 // Kubectl is open iff the node's label iscsi is "sbps".
 type Kubectl struct {
-	Node    string        // Kubernetes node name; checked by NewKubectl
-	Bin     string        // absolute path of kubectl; checked by NewKubectl
-	Timeout time.Duration // one kubectl call; 0 = DefaultTimeout
-	Logger  *slog.Logger  // nil = discard
+	Node string // Kubernetes node name; checked by NewKubectl
+	Bin  string // absolute path of kubectl; checked by NewKubectl
+	// Kubeconfig is passed as --kubeconfig: a system service has no HOME,
+	// so kubectl would find no ~/.kube/config and fall back to
+	// localhost:8080. Empty = kubectl's own lookup (for a shell with
+	// KUBECONFIG or ~/.kube/config). Parse sets it; checked at every Open.
+	Kubeconfig string
+	Timeout    time.Duration // one kubectl call; 0 = DefaultTimeout
+	Logger     *slog.Logger  // nil = discard
 }
 
-// NewKubectl checks node and bin and returns a kubectl gate.
+// NewKubectl checks node and bin and returns a kubectl gate without a
+// kubeconfig (set Kubeconfig, or use Parse).
 func NewKubectl(node, bin string, logger *slog.Logger) (*Kubectl, error) {
 	if err := CheckNodeName(node); err != nil {
 		return nil, err
@@ -111,7 +130,8 @@ func NewKubectl(node, bin string, logger *slog.Logger) (*Kubectl, error) {
 	return &Kubectl{Node: node, Bin: bin, Logger: logger.With("component", "gate", "gate", "kubectl", "node", node)}, nil
 }
 
-// Open runs `kubectl get node <node> -o jsonpath={.metadata.labels.iscsi}`.
+// Open runs `kubectl get node <node> -o jsonpath={.metadata.labels.iscsi}
+// --kubeconfig=<Kubeconfig>`.
 func (k *Kubectl) Open(ctx context.Context) (bool, string, error) {
 	// Checked again: the fields are exported and may have been set directly.
 	if err := CheckNodeName(k.Node); err != nil {
@@ -119,6 +139,21 @@ func (k *Kubectl) Open(ctx context.Context) (bool, string, error) {
 	}
 	if err := checkBin(k.Bin); err != nil {
 		return false, "", err
+	}
+	if err := checkKubeconfig(k.Kubeconfig); err != nil {
+		return false, "", err
+	}
+	if k.Kubeconfig != "" {
+		// The file can come and go (a node joining Kubernetes): checked
+		// at every call, so that its absence is named, not kubectl's
+		// fallback to localhost:8080.
+		fi, err := os.Stat(k.Kubeconfig)
+		switch {
+		case err != nil:
+			return false, "", fmt.Errorf("gate: kubeconfig %s: %w (kubectl needs it: a system service has no ~/.kube/config; set SBPS_MARSHAL_KUBECONFIG to this node's kubeconfig, or choose another SBPS_MARSHAL_GATE; the TPG state is left as it is)", k.Kubeconfig, underlying(err))
+		case !fi.Mode().IsRegular():
+			return false, "", fmt.Errorf("gate: kubeconfig %s is not a regular file (set SBPS_MARSHAL_KUBECONFIG to this node's kubeconfig; the TPG state is left as it is)", k.Kubeconfig)
+		}
 	}
 	timeout := k.Timeout
 	if timeout <= 0 {
@@ -129,6 +164,10 @@ func (k *Kubectl) Open(ctx context.Context) (bool, string, error) {
 	defer cancel()
 
 	args := []string{"get", "node", k.Node, "-o", "jsonpath={.metadata.labels." + Label + "}"}
+	if k.Kubeconfig != "" {
+		// One argument: the path can never be taken for another flag.
+		args = append(args, "--kubeconfig="+k.Kubeconfig)
+	}
 	cmd := exec.CommandContext(ctx, k.Bin, args...)
 	var stdout, stderr limitedBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -153,7 +192,7 @@ func (k *Kubectl) Open(ctx context.Context) (bool, string, error) {
 		if msg != "" {
 			msg = ": " + msg
 		}
-		return false, "", fmt.Errorf("gate: %s %s: %w%s (the TPG state is left as it is; check KUBECONFIG and the API server, or set SBPS_MARSHAL_GATE)",
+		return false, "", fmt.Errorf("gate: %s %s: %w%s (the TPG state is left as it is; check SBPS_MARSHAL_KUBECONFIG and the API server, or set SBPS_MARSHAL_GATE)",
 			k.Bin, strings.Join(args, " "), err, msg)
 	}
 	v := strings.TrimSpace(stdout.String())
@@ -194,16 +233,45 @@ func CheckNodeName(name string) error {
 	return nil
 }
 
+// checkPlainPath checks that p is a clean absolute path of plain
+// characters (letters, digits, /._+-), so that it reaches a command line
+// as one harmless argument. what and key name it in the error.
+func checkPlainPath(what, p, key string) error {
+	if p == "" || !filepath.IsAbs(p) || filepath.Clean(p) != p {
+		return fmt.Errorf("gate: %s %q is not a clean absolute path: set %s", what, p, key)
+	}
+	for _, r := range p {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._+-", r)) {
+			return fmt.Errorf("gate: %s path %q has a character other than letters, digits and /._+-: set %s", what, p, key)
+		}
+	}
+	return nil
+}
+
+// checkKubeconfig checks a kubeconfig path; empty is allowed (kubectl's
+// own lookup).
+func checkKubeconfig(p string) error {
+	if p == "" {
+		return nil
+	}
+	return checkPlainPath("kubeconfig", p, "SBPS_MARSHAL_KUBECONFIG")
+}
+
+// underlying is the error of a *fs.PathError without its path, which the
+// caller's message already names.
+func underlying(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
 // checkBin checks that bin is a clean absolute path of plain characters
 // naming an executable regular file.
 func checkBin(bin string) error {
-	if bin == "" || !filepath.IsAbs(bin) || filepath.Clean(bin) != bin {
-		return fmt.Errorf("gate: kubectl %q is not a clean absolute path: set SBPS_MARSHAL_KUBECTL_BIN", bin)
-	}
-	for _, r := range bin {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._+-", r)) {
-			return fmt.Errorf("gate: kubectl path %q has a character other than letters, digits and /._+-: set SBPS_MARSHAL_KUBECTL_BIN", bin)
-		}
+	if err := checkPlainPath("kubectl", bin, "SBPS_MARSHAL_KUBECTL_BIN"); err != nil {
+		return err
 	}
 	fi, err := os.Stat(bin)
 	if err != nil {

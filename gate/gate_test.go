@@ -45,7 +45,7 @@ func TestKubectl(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			bin, argsFile := fakeKubectl(t, tt.body)
-			g, err := Parse("kubectl", "ncn-w001", bin, nil)
+			g, err := Parse("kubectl", "ncn-w001", bin, "", nil)
 			if err != nil {
 				t.Fatalf("Parse: %v", err)
 			}
@@ -129,7 +129,7 @@ func TestFile(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			g, err := Parse("file:"+tt.path, "", "", nil)
+			g, err := Parse("file:"+tt.path, "", "", "", nil)
 			if err != nil {
 				t.Fatalf("Parse: %v", err)
 			}
@@ -168,7 +168,7 @@ func TestFileFollowsTheFile(t *testing.T) {
 }
 
 func TestNone(t *testing.T) {
-	g, err := Parse("none", "", "", nil)
+	g, err := Parse("none", "", "", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +209,7 @@ func TestParseRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			g, err := Parse(tt.spec, tt.node, tt.bin, nil)
+			g, err := Parse(tt.spec, tt.node, tt.bin, "", nil)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Parse(%q, %q, %q) = %v, %v; want an error containing %q", tt.spec, tt.node, tt.bin, g, err, tt.want)
 			}
@@ -220,7 +220,7 @@ func TestParseRejects(t *testing.T) {
 func TestParseAccepts(t *testing.T) {
 	bin, _ := fakeKubectl(t, "printf sbps")
 	for _, node := range []string{"ncn-w001", "x3000c0s7b0n0", "node1.nmn", "a", strings.Repeat("a", 63)} {
-		if _, err := Parse("kubectl", node, bin, nil); err != nil {
+		if _, err := Parse("kubectl", node, bin, "", nil); err != nil {
 			t.Errorf("Parse(kubectl, %q) = %v", node, err)
 		}
 	}
@@ -232,5 +232,68 @@ func TestOpenRechecksFields(t *testing.T) {
 		if _, _, err := k.Open(t.Context()); err == nil {
 			t.Errorf("Open() on %+v = nil error, want the check to refuse", *k)
 		}
+	}
+}
+
+// TestKubectlKubeconfig: the kubeconfig reaches kubectl as one
+// --kubeconfig= argument; a missing one is named, not left to kubectl.
+func TestKubectlKubeconfig(t *testing.T) {
+	bin, argsFile := fakeKubectl(t, "printf sbps")
+	dir := t.TempDir()
+	kc := filepath.Join(dir, "admin.conf")
+	if err := os.WriteFile(kc, []byte("apiVersion: v1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g, err := Parse("kubectl", "ncn-w001", bin, kc, nil)
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if open, why, err := g.Open(t.Context()); err != nil || !open {
+		t.Fatalf("Open() = %v, %q, %v; want open", open, why, err)
+	}
+	args, err := os.ReadFile(argsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "get\nnode\nncn-w001\n-o\njsonpath={.metadata.labels.iscsi}\n--kubeconfig=" + kc + "\n"; string(args) != want {
+		t.Errorf("kubectl args = %q, want %q", args, want)
+	}
+
+	for _, tc := range []struct{ name, path, want string }{
+		{"missing", filepath.Join(dir, "absent.conf"), "no such file or directory"},
+		{"directory", dir, "not a regular file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g, err := Parse("kubectl", "ncn-w001", bin, tc.path, nil)
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			_, _, err = g.Open(t.Context())
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.path) || !strings.Contains(err.Error(), "SBPS_MARSHAL_KUBECONFIG") {
+				t.Fatalf("Open() with kubeconfig %s = %v, want an error naming it, %q and SBPS_MARSHAL_KUBECONFIG", tc.path, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseRejectsKubeconfig(t *testing.T) {
+	bin, _ := fakeKubectl(t, "printf sbps")
+	for _, tc := range []struct{ name, kc, want string }{
+		{"relative", "admin.conf", "clean absolute path"},
+		{"unclean", "/etc/kubernetes/../admin.conf", "clean absolute path"},
+		{"space", "/etc/kube config", "character other than"},
+		{"equals", "/etc/a=b", "character other than"},
+		{"newline", "/etc/admin.conf\n--insecure-skip-tls-verify", "character other than"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("kubectl", "ncn-w001", bin, tc.kc, nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "SBPS_MARSHAL_KUBECONFIG") {
+				t.Fatalf("Parse(kubeconfig %q) = %v, want an error containing %q and SBPS_MARSHAL_KUBECONFIG", tc.kc, err, tc.want)
+			}
+		})
+	}
+	k := &Kubectl{Node: "n1", Bin: bin, Kubeconfig: "relative.conf"}
+	if _, _, err := k.Open(t.Context()); err == nil {
+		t.Error("Open() with a relative Kubeconfig set directly = nil error, want the check to refuse")
 	}
 }
