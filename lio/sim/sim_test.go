@@ -810,3 +810,84 @@ func TestSeedKeepsObjectsSlim(t *testing.T) {
 		t.Fatalf("live state keeps %d objects verbatim, want 1 (only the odd one)", c)
 	}
 }
+
+// TestProvisionLikeCSM: on an empty node, /iscsi create and set attribute
+// give the target CSM's playbook makes, with real targetcli's messages.
+func TestProvisionLikeCSM(t *testing.T) {
+	n, err := sim.NewNode(t.TempDir(), sim.NodeOptions{Seed: &lio.Config{}, NoInitialSave: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const iqn = "iqn.2023-06.csm.iscsi:ncn-w002"
+	r := oneShot(t, n, "/iscsi create "+iqn)
+	want := "Created target " + iqn + ".\nCreated TPG 1.\nGlobal pref auto_add_default_portal=true\n" +
+		"Created default portal listening on all IPs (0.0.0.0), port 3260.\n"
+	if r.code != 0 || r.stdout != want {
+		t.Fatalf("/iscsi create = %+v, want stdout %q", r, want)
+	}
+	if r := oneShot(t, n, "/iscsi create "+iqn); r.code != 1 || r.stderr != "This Target already exists in configFS\n" {
+		t.Errorf("second /iscsi create = %+v, want exit 1, \"This Target already exists in configFS\"", r)
+	}
+	r = oneShot(t, n, "/iscsi/"+iqn+"/tpg1 set attribute generate_node_acls=1 demo_mode_write_protect=1")
+	if want := "Parameter generate_node_acls is now '1'.\nParameter demo_mode_write_protect is now '1'.\n"; r.code != 0 || r.stdout != want {
+		t.Errorf("set attribute = %+v, want stdout %q", r, want)
+	}
+	for line, msg := range map[string]string{
+		"set attribute bogus=1":                "Unknown parameter bogus in group 'attribute'.\n",
+		"set attribute generate_node_acls=abc": "Not setting generate_node_acls! Syntax error, 'abc' is not a NUMBER.\n",
+	} {
+		if r := oneShot(t, n, "/iscsi/"+iqn+"/tpg1 "+line); r.code != 1 || r.stderr != msg {
+			t.Errorf("%s = %+v, want exit 1, stderr %q", line, r, msg)
+		}
+	}
+	c := live(t, n)
+	tg, ok := c.Target(iqn)
+	if !ok {
+		t.Fatalf("no target %s in the live state", iqn)
+	}
+	g, ok := tg.TPG(1)
+	if !ok || !bool(g.Enable) || len(g.Portals) != 1 || !strings.Contains(string(g.Portals[0]), `"0.0.0.0"`) {
+		t.Fatalf("tpg1 = %+v, want enabled with the portal 0.0.0.0:3260", g)
+	}
+	if v, _ := g.Attr("generate_node_acls"); v != 1 {
+		t.Errorf("generate_node_acls = %d, want 1", v)
+	}
+}
+
+// TestNewestFirstAndFreshHome: new storage objects and LUNs come first in
+// saveconfig.json, the lowest free LUN index is still chosen, fileio has no
+// emulate_rsoc, and a fresh TARGETCLI_HOME gets the preferences warning
+// once.
+func TestNewestFirstAndFreshHome(t *testing.T) {
+	n := newNode(t)
+	home := filepath.Join(t.TempDir(), "fresh-home")
+	for i, line := range []string{
+		"/backstores/fileio create a " + imageFile(t, 512),
+		"/backstores/fileio create b " + imageFile(t, 512),
+		tpgPath + "/luns create /backstores/fileio/a lun=1",
+		tpgPath + "/luns create /backstores/fileio/b",
+	} {
+		cmd := exec.Command(sim.Binary(t), line)
+		cmd.Env = append(os.Environ(), append(n.Env(), "TARGETCLI_HOME="+home)...)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		warned := strings.HasPrefix(string(out), "Warning: Could not load preferences file "+home+"/prefs.bin.\n")
+		if warned != (i == 0) {
+			t.Errorf("%s printed %q; want the preferences warning on the first run only", line, out)
+		}
+	}
+	c := live(t, n)
+	if c.StorageObjects[0].Name != "b" || c.StorageObjects[1].Name != "a" {
+		t.Errorf("storage objects %s, %s; want newest first: b, a", c.StorageObjects[0].Name, c.StorageObjects[1].Name)
+	}
+	if _, ok := c.StorageObjects[0].Attr("emulate_rsoc"); ok {
+		t.Error("fileio has emulate_rsoc, which the 6.1 kernel lacks")
+	}
+	tg, _ := c.Target(n.IQN())
+	g, _ := tg.TPG(1)
+	if len(g.LUNs) != 2 || g.LUNs[0].Index != 0 || g.LUNs[1].Index != 1 {
+		t.Errorf("LUNs %+v; want the new lun0 (lowest free) first, then lun1", g.LUNs)
+	}
+}
