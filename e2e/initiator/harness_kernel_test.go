@@ -841,3 +841,59 @@ func waitView(t *testing.T, timeout time.Duration, what string, cond func([]disk
 	t.Fatalf("%s: not after %v of rescans: %v; the initiator sees %v", what, timeout, last, v)
 	return nil, 0
 }
+
+// checkExact checks that the initiator's view is exactly the projected
+// images: each at one disk, at the LUN saveconfig.json gives it, serving
+// its bytes; no disk naming anything else; no disk whose LUN number now
+// serves another image than the one the session attached there.
+func checkExact(t *testing.T, v []disk, want []*image, luns map[string]int) {
+	t.Helper()
+	wanted := map[string]*image{}
+	for _, img := range want {
+		wanted[img.id.WWID] = img
+		d, err := checkVisible(v, img, luns[img.id.Name])
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		if got := readDisk(t, d.dev); !bytes.Equal(got, img.data) {
+			t.Errorf("%s: %s serves other bytes than the uploaded squashfs", img.key, d)
+		}
+	}
+	for _, d := range v {
+		if d.wwid == "" {
+			continue // a LUN that went away: the target answers no identity
+		}
+		if wanted[d.wwid] == nil {
+			t.Errorf("the initiator sees %s, which is no projected image (stale)", d)
+		}
+		if d.cached != d.wwid {
+			t.Errorf("%s: lun%d now serves %s under a live session that attached %s there (LUN number reused)", d.dev, d.lun, d.wwid, d.cached)
+		}
+	}
+}
+
+// names returns the backstore names of imgs.
+func names(imgs []*image) map[string]bool {
+	m := map[string]bool{}
+	for _, img := range imgs {
+		m[img.id.Name] = true
+	}
+	return m
+}
+
+// exactly reports whether the LUN map holds exactly the images in want.
+func exactly(want []*image) func(map[string]int) bool {
+	n := names(want)
+	return func(m map[string]int) bool {
+		if len(m) != len(n) {
+			return false
+		}
+		for name := range m {
+			if !n[name] {
+				return false
+			}
+		}
+		return true
+	}
+}

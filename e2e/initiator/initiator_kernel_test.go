@@ -3,6 +3,8 @@
 package initiator
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -40,12 +42,11 @@ func TestComputeNodeView(t *testing.T) {
 	t.Logf("agent ready after %v", a.waitReady(t, 1))
 
 	pe, uploaded := s.putPE(t, "CPE-base.x86_64", 1<<20)
-	inSave := waitSaved(t, 2*time.Minute, pe.key+" projected", func(m map[string]int) bool {
+	waitSaved(t, 2*time.Minute, pe.key+" projected", func(m map[string]int) bool {
 		_, ok := m[pe.id.Name]
 		return ok
 	})
 	t.Logf("MEASURED upload -> LUN in saveconfig.json (%s, no initiator logged in): %v", pe.key, time.Since(uploaded).Round(time.Millisecond))
-	_ = inSave
 	waitSaved(t, 2*time.Minute, rootfs.key+" projected", func(m map[string]int) bool {
 		_, ok := m[rootfs.id.Name]
 		return ok
@@ -71,4 +72,68 @@ func TestComputeNodeView(t *testing.T) {
 		d, _ := checkVisible(v, img, luns[img.id.Name])
 		checkImage(t, d, img)
 	}
+
+	// A new PE image while the initiator is logged in: the initiator
+	// rescans in a loop from the upload on, as a node polling would.
+	pe2, uploaded := s.putPE(t, "CPE-extra.x86_64", 512<<10)
+	saved := make(chan time.Duration, 1)
+	go func() {
+		for time.Since(uploaded) < 2*time.Minute {
+			if c, err := loadSaved(); err == nil {
+				if _, ok := lunMap(c)[pe2.id.Name]; ok {
+					saved <- time.Since(uploaded)
+					return
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		saved <- 0
+	}()
+	waitView(t, 2*time.Minute, pe2.key+" readable", func(v []disk) error {
+		ds := byWWID(v, pe2.id.WWID)
+		if len(ds) != 1 {
+			return fmt.Errorf("%s is on %d disks", pe2.key, len(ds))
+		}
+		if got := readDisk(t, ds[0].dev); !bytes.Equal(got, pe2.data) {
+			return fmt.Errorf("%s does not serve the uploaded bytes yet", ds[0])
+		}
+		return nil
+	})
+	readable := time.Since(uploaded)
+	inSave := <-saved
+	if inSave == 0 {
+		t.Fatalf("%s readable by the initiator but never in %s", pe2.key, saveFile)
+	}
+	t.Logf("MEASURED upload -> LUN in saveconfig.json (%s, initiator logged in and rescanning): %v", pe2.key, inSave.Round(time.Millisecond))
+	t.Logf("MEASURED upload -> LUN readable by the logged-in initiator after a rescan (%s): %v", pe2.key, readable.Round(time.Millisecond))
+
+	// The first PE image deleted in S3: it leaves the initiator's view,
+	// the others stay where they were and serve the same bytes.
+	deleted := time.Now()
+	if err := s.s3.Delete(context.Background(), pe.key); err != nil {
+		t.Fatal(err)
+	}
+	waitSaved(t, 2*time.Minute, pe.key+" removed", func(m map[string]int) bool {
+		_, ok := m[pe.id.Name]
+		return !ok
+	})
+	t.Logf("MEASURED S3 delete -> LUN gone from saveconfig.json (%s): %v", pe.key, time.Since(deleted).Round(time.Millisecond))
+	rescan(t)
+	v = view(t)
+	t.Logf("after the delete and a rescan the initiator sees %v", v)
+	if ds := byWWID(v, pe.id.WWID); len(ds) != 0 {
+		t.Errorf("%s deleted in S3, but the target still gives its WWID on %v", pe.key, ds)
+	}
+	c, err = loadSaved()
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := lunMap(c)
+	for _, img := range []*image{rootfs, pe2} {
+		if img == rootfs && after[img.id.Name] != luns[img.id.Name] {
+			t.Errorf("%s moved from lun%d to lun%d", img.key, luns[img.id.Name], after[img.id.Name])
+		}
+	}
+	checkExact(t, v, []*image{rootfs, pe2}, after)
+	a.stop(t)
 }
