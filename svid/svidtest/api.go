@@ -24,20 +24,21 @@ func (a *api) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest) (*
 	s := a.s
 	s.mu.Lock()
 	s.counts.FetchJWTSVID++
-	ids, ttl := slices.Clone(s.ids), s.jwtTTL
+	ttl := s.jwtTTL
 	s.mu.Unlock()
 
 	if len(req.GetAudience()) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "audience must be specified")
+	}
+	ids, err := s.identitiesOf(ctx, "FetchJWTSVID")
+	if err != nil {
+		return nil, err
 	}
 	if want := req.GetSpiffeId(); want != "" {
 		if !slices.Contains(ids, want) {
 			return nil, status.Errorf(codes.PermissionDenied, "no identity issued for %s", want)
 		}
 		ids = []string{want}
-	}
-	if len(ids) == 0 {
-		return nil, status.Error(codes.PermissionDenied, "no identity issued")
 	}
 	resp := &workload.JWTSVIDResponse{}
 	for _, id := range ids {
@@ -53,6 +54,9 @@ func (a *api) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest) (*
 func (a *api) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream grpc.ServerStreamingServer[workload.JWTBundlesResponse]) error {
 	s := a.s
 	s.count(func(c *Counts) { c.FetchJWTBundles++ })
+	if _, err := s.identitiesOf(stream.Context(), "FetchJWTBundles"); err != nil {
+		return err
+	}
 	if err := stream.Send(&workload.JWTBundlesResponse{
 		Bundles: map[string][]byte{s.td.IDString(): s.JWKS()},
 	}); err != nil {
@@ -85,6 +89,14 @@ func (a *api) ValidateJWTSVID(_ context.Context, req *workload.ValidateJWTSVIDRe
 func (a *api) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerStreamingServer[workload.X509SVIDResponse]) error {
 	s := a.s
 	s.count(func(c *Counts) { c.FetchX509SVID++ })
+	ids, err := s.identitiesOf(stream.Context(), "FetchX509SVID")
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(ids, s.x509ID.String()) {
+		// This stand-in issues X.509-SVIDs for X509ID only.
+		return status.Errorf(codes.PermissionDenied, "no identity issued (X.509-SVIDs are issued for %s only; the caller is registered for %v)", s.x509ID, ids)
+	}
 	for {
 		s.mu.Lock()
 		sv, rotated := s.x509, s.x509Rotated
@@ -108,6 +120,9 @@ func (a *api) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerStrea
 func (a *api) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.ServerStreamingServer[workload.X509BundlesResponse]) error {
 	s := a.s
 	s.count(func(c *Counts) { c.FetchX509Bundles++ })
+	if _, err := s.identitiesOf(stream.Context(), "FetchX509Bundles"); err != nil {
+		return err
+	}
 	if err := stream.Send(&workload.X509BundlesResponse{
 		Bundles: map[string][]byte{s.td.IDString(): s.caCert.Raw},
 	}); err != nil {

@@ -41,8 +41,15 @@ const maxSocketPath = 103
 type Options struct {
 	// TrustDomain of every SVID and bundle. Defaults to "shasta".
 	TrustDomain string
-	// IDs are the SPIFFE IDs the workload gets JWT-SVIDs for, in the order
-	// the Workload API returns them. Defaults to []string{DefaultID}.
+	// Entries are the registration entries: a caller gets the SPIFFE IDs
+	// of the entries its attested selectors satisfy (see Entry), in this
+	// order; one that satisfies none is refused with PermissionDenied "no
+	// identity issued", as SPIRE refuses it. Defaults to ProcessEntry(id)
+	// for each of IDs: the process that starts the server, and no other.
+	Entries []Entry
+	// IDs, when Entries is empty, are the SPIFFE IDs registered for the
+	// process that starts the server, in the order the Workload API
+	// returns them. Defaults to []string{DefaultID}.
 	IDs []string
 	// JWTTTL is the lifetime of each JWT-SVID. Defaults to 5 minutes.
 	JWTTTL time.Duration
@@ -59,7 +66,8 @@ type Options struct {
 }
 
 // Counts are the calls a Server has answered, by RPC. Rejected counts the
-// calls refused for lacking the Workload API security header.
+// calls refused for lacking the Workload API security header, Denied those
+// refused because no registration entry matched the caller.
 type Counts struct {
 	FetchJWTSVID     int
 	FetchJWTBundles  int
@@ -67,6 +75,7 @@ type Counts struct {
 	FetchX509SVID    int
 	FetchX509Bundles int
 	Rejected         int
+	Denied           int
 }
 
 // Server is a running fake SPIRE agent Workload API. Create it with Start or
@@ -89,13 +98,13 @@ type Server struct {
 	caCert *x509.Certificate
 
 	// mu guards everything below.
-	mu     sync.Mutex
-	ids    []string
-	jwtTTL time.Duration
-	counts Counts
-	grpc   *grpc.Server
-	served chan struct{} // closed when the current Serve returns
-	closed bool
+	mu      sync.Mutex
+	entries []Entry
+	jwtTTL  time.Duration
+	counts  Counts
+	grpc    *grpc.Server
+	served  chan struct{} // closed when the current Serve returns
+	closed  bool
 	// x509 is the workload's X.509-SVID now; x509Rotated is closed and
 	// replaced when RotateX509 issues a new one, so that open
 	// FetchX509SVID streams send it.
@@ -158,9 +167,22 @@ func newServer(dir string, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("trust domain %q: %w", tdName, err)
 	}
-	ids := opts.IDs
-	if len(ids) == 0 {
-		ids = []string{DefaultID}
+	entries := slices.Clone(opts.Entries)
+	if len(entries) == 0 {
+		ids := opts.IDs
+		if len(ids) == 0 {
+			ids = []string{DefaultID}
+		}
+		for _, id := range ids {
+			entries = append(entries, ProcessEntry(id))
+		}
+	}
+	if err := checkEntries(entries); err != nil {
+		return nil, err
+	}
+	ids := make([]string, 0, len(entries))
+	for _, e := range entries {
+		ids = append(ids, e.SPIFFEID)
 	}
 	if err := checkIDs(td, ids); err != nil {
 		return nil, err
@@ -181,7 +203,7 @@ func newServer(dir string, opts Options) (*Server, error) {
 		log:     opts.Logger,
 		x509ID:  x509ID,
 		x509TTL: opts.X509TTL,
-		ids:     slices.Clone(ids),
+		entries: entries,
 		jwtTTL:  opts.JWTTTL,
 	}
 	if s.now == nil {
@@ -247,7 +269,7 @@ func (s *Server) listen() error {
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
-		_ = g.Serve(lis) // returns when Stop closes the listener
+		_ = g.Serve(attestListener{lis}) // returns when Stop closes the listener
 	}()
 	s.grpc, s.served = g, served
 	return nil
@@ -262,16 +284,59 @@ func (s *Server) Addr() string { return "unix://" + s.socket }
 // TrustDomain is the trust domain of every SVID the server issues.
 func (s *Server) TrustDomain() spiffeid.TrustDomain { return s.td }
 
-// SetIDs replaces the SPIFFE IDs the workload gets JWT-SVIDs for. With no
-// IDs, FetchJWTSVID answers PermissionDenied like SPIRE for an unregistered
-// workload. It panics on an ID outside the trust domain (a test bug).
+// SetIDs replaces the registration entries with one ProcessEntry per ID.
+// With no IDs, every call answers PermissionDenied like SPIRE for an
+// unregistered workload. It panics on an ID outside the trust domain (a
+// test bug).
 func (s *Server) SetIDs(ids ...string) {
+	entries := make([]Entry, 0, len(ids))
+	for _, id := range ids {
+		entries = append(entries, ProcessEntry(id))
+	}
+	s.SetEntries(entries...)
+}
+
+// SetEntries replaces the registration entries, as `spire-server entry
+// create/delete` does; calls from then on are attested against them. It
+// panics on an invalid entry (a test bug).
+func (s *Server) SetEntries(entries ...Entry) {
+	ids := make([]string, 0, len(entries))
+	for _, e := range entries {
+		ids = append(ids, e.SPIFFEID)
+	}
 	if err := checkIDs(s.td, ids); err != nil {
-		panic("svidtest: SetIDs: " + err.Error())
+		panic("svidtest: SetEntries: " + err.Error())
+	}
+	if err := checkEntries(entries); err != nil {
+		panic("svidtest: SetEntries: " + err.Error())
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.ids = slices.Clone(ids)
+	s.entries = slices.Clone(entries)
+}
+
+// Entries returns the registration entries in force.
+func (s *Server) Entries() []Entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.entries)
+}
+
+// identitiesOf attests the caller of ctx and returns its SPIFFE IDs; with
+// none it counts the call as denied and returns SPIRE's PermissionDenied.
+func (s *Server) identitiesOf(ctx context.Context, method string) ([]string, error) {
+	selectors, aerr := attest(ctx)
+	s.mu.Lock()
+	ids := identities(s.entries, selectors)
+	if len(ids) == 0 {
+		s.counts.Denied++
+	}
+	s.mu.Unlock()
+	if len(ids) == 0 {
+		s.log.Warn("no identity issued", "method", method, "selectors", selectors, "attest_err", aerr)
+		return nil, status.Error(codes.PermissionDenied, "no identity issued")
+	}
+	return ids, nil
 }
 
 // SetJWTTTL changes the lifetime of JWT-SVIDs issued from now on.
