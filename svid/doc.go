@@ -13,6 +13,17 @@
 // SPIRE agent (handshakes fail until the first SVID arrives, and it keeps
 // retrying); NewX509Source waits for the first SVID.
 //
+// Where the SVIDs come from (SBPS_MARSHAL_SPIFFE_SOURCE, see Resolve):
+// SPIRE attests the process that calls the Workload API by its binary, and
+// CSM registers the agent's ID only for /usr/bin/sbps-marshal-spire-agent,
+// a hard link of spire-agent. With a CLI in JWTConfig or X509Config the
+// sources run that CLI (`api fetch jwt -audience <aud> -socketPath <sock>
+// -output json`, `api fetch x509 -socketPath <sock> -write <dir>`), with a
+// timeout, in its own process group, as the old agent did; without one
+// they call the Workload API from this process, which SPIRE refuses with
+// PermissionDenied "no identity issued" unless this binary's path is
+// registered too (the error says so).
+//
 // Concurrency: all methods of JWTSource and X509Source are safe for concurrent
 // use. Concurrent Token calls that miss the cache share one Workload API
 // fetch; each caller still stops waiting when its own ctx ends, and the fetch

@@ -66,6 +66,9 @@ type JWTConfig struct {
 	// Logger gets one line per fetch (ID and expiry, never the token).
 	// Defaults to discarding.
 	Logger *slog.Logger
+	// CLI, when set, fetches through the SPIRE agent's command line
+	// (SPIFFE_SOURCE=cli) instead of calling the Workload API.
+	CLI *CLI
 }
 
 // JWTSource fetches, caches and refreshes the agent's JWT-SVID. It
@@ -78,6 +81,7 @@ type JWTSource struct {
 	timeout  time.Duration
 	clock    Clock
 	log      *slog.Logger
+	cli      *CLI
 
 	// mu guards cached and inflight.
 	mu       sync.Mutex
@@ -108,6 +112,7 @@ func NewJWTSource(cfg JWTConfig) *JWTSource {
 		timeout:  cfg.FetchTimeout,
 		clock:    cfg.Clock,
 		log:      cfg.Logger,
+		cli:      cfg.CLI,
 	}
 	s.addr, s.socket = socketAddr(cfg.Socket)
 	if s.audience == "" {
@@ -204,15 +209,9 @@ func (s *JWTSource) fetchOnce(ctx context.Context) (cachedToken, error) {
 		return cachedToken{}, err
 	}
 	fetchedAt := s.clock.Now()
-	client, err := workloadapi.New(ctx, workloadapi.WithAddr(s.addr))
+	svids, err := s.fetchSVIDs(ctx)
 	if err != nil {
-		return cachedToken{}, fmt.Errorf("connect to SPIRE agent Workload API at %s: %w", s.addr, err)
-	}
-	defer client.Close()
-	svids, err := client.FetchJWTSVIDs(ctx, jwtsvid.Params{Audience: s.audience})
-	if err != nil {
-		return cachedToken{}, fmt.Errorf("fetch JWT-SVID for audience %q from SPIRE agent at %s (is the agent running and sbps-marshal registered?): %w",
-			s.audience, s.addr, err)
+		return cachedToken{}, err
 	}
 	picked, err := s.pick(svids)
 	if err != nil {
@@ -228,6 +227,25 @@ func (s *JWTSource) fetchOnce(ctx context.Context) (cachedToken, error) {
 	s.log.Info("fetched JWT-SVID", "spiffe_id", tok.id, "audience", s.audience,
 		"lifetime", lifetime.Round(time.Second), "refresh_in", tok.refreshAt.Sub(fetchedAt).Round(time.Second))
 	return tok, nil
+}
+
+// fetchSVIDs gets the JWT-SVIDs for the audience from the CLI or the
+// Workload API.
+func (s *JWTSource) fetchSVIDs(ctx context.Context) ([]*jwtsvid.SVID, error) {
+	if s.cli != nil {
+		return s.cli.FetchJWT(ctx, s.audience)
+	}
+	client, err := workloadapi.New(ctx, workloadapi.WithAddr(s.addr))
+	if err != nil {
+		return nil, fmt.Errorf("connect to SPIRE agent Workload API at %s: %w", s.addr, err)
+	}
+	defer client.Close()
+	svids, err := client.FetchJWTSVIDs(ctx, jwtsvid.Params{Audience: s.audience})
+	if err != nil {
+		return nil, fmt.Errorf("fetch JWT-SVID for audience %q from SPIRE agent at %s (is the agent running and sbps-marshal registered?): %w",
+			s.audience, s.addr, noIdentity(s.addr, err))
+	}
+	return svids, nil
 }
 
 // pick returns the SVID with the most preferred accepted ID.

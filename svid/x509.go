@@ -43,6 +43,11 @@ type X509Config struct {
 	// rotation, and when the Workload API cannot be watched (once per
 	// distinct error). Defaults to discarding.
 	Logger *slog.Logger
+	// CLI, when set, gets the X.509-SVID through the SPIRE agent's
+	// command line (SPIFFE_SOURCE=cli): `api fetch x509 -write`, run again
+	// when the SVID is due for renewal (as JWTSource renews tokens) and
+	// every few seconds while it fails.
+	CLI *CLI
 }
 
 // X509Source keeps the node's X.509-SVID and trust bundle current, watching
@@ -97,6 +102,17 @@ func StartX509Source(cfg X509Config) (*X509Source, error) {
 	}
 	addr, _ := socketAddr(cfg.Socket)
 	ctx, cancel := context.WithCancel(context.Background())
+	s := &X509Source{
+		addr: addr, td: td, authorizer: authorizer, log: cfg.Logger,
+		cancel: cancel, done: make(chan struct{}), ready: make(chan struct{}),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.CLI != nil {
+		go s.poll(ctx, *cfg.CLI)
+		return s, nil
+	}
 	// grpc's default reconnect backoff grows to 2 minutes; a restarted SPIRE
 	// agent should be found again within half a minute.
 	client, err := workloadapi.New(ctx, workloadapi.WithAddr(addr), workloadapi.WithDialOptions(
@@ -107,15 +123,37 @@ func StartX509Source(cfg X509Config) (*X509Source, error) {
 		cancel()
 		return nil, fmt.Errorf("Workload API address %s: %w", addr, err)
 	}
-	s := &X509Source{
-		addr: addr, td: td, authorizer: authorizer, log: cfg.Logger, client: client,
-		cancel: cancel, done: make(chan struct{}), ready: make(chan struct{}),
-	}
-	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
-	}
+	s.client = client
 	go s.watch(ctx)
 	return s, nil
+}
+
+// poll runs the SPIRE agent CLI until ctx ends: again when the SVID is due
+// for renewal, and every watchRetry while it fails.
+func (s *X509Source) poll(ctx context.Context, cli CLI) {
+	defer close(s.done)
+	for {
+		wait := watchRetry
+		c, err := cli.FetchX509(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			s.OnX509ContextWatchError(err)
+		default:
+			s.OnX509ContextUpdate(c)
+			leaf := c.SVIDs[0].Certificates[0]
+			renew := leaf.NotBefore.Add(refreshAfter(leaf.NotAfter.Sub(leaf.NotBefore)))
+			wait = max(time.Until(renew), time.Second)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // NewX509Source is StartX509Source that waits until the first X.509-SVID
@@ -182,6 +220,7 @@ func (s *X509Source) OnX509ContextWatchError(err error) {
 	if err == nil || status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled) {
 		return
 	}
+	err = noIdentity(s.addr, err)
 	s.mu.Lock()
 	s.lastErr = err
 	repeat := err.Error() == s.logged
@@ -314,7 +353,9 @@ func (s *X509Source) Close() error {
 	s.closeOnce.Do(func() {
 		s.cancel()
 		<-s.done
-		err = s.client.Close()
+		if s.client != nil {
+			err = s.client.Close()
+		}
 	})
 	return err
 }
