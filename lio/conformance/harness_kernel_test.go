@@ -127,8 +127,15 @@ func startSides(t *testing.T) []*side {
 
 func startReal(t *testing.T) *side {
 	t.Helper()
+	// targetclid on a fresh TARGETCLI_HOME loses targetcli's default
+	// preferences (a new TPG stays disabled): give it a home where
+	// targetcli ran, as root's ~/.targetcli on a node.
+	home := filepath.Join(t.TempDir(), "daemon-home")
+	if r := runProc(t, realBin, append(os.Environ(), "TARGETCLI_HOME="+home), "", "ls"); r.exit != 0 {
+		t.Fatalf("targetcli ls: exit %d: %s%s", r.exit, r.stdout, r.stderr)
+	}
 	cmd := exec.Command(realDaemon)
-	cmd.Env = append(os.Environ(), "TARGETCLI_HOME="+filepath.Join(t.TempDir(), "daemon-home"))
+	cmd.Env = append(os.Environ(), "TARGETCLI_HOME="+home)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

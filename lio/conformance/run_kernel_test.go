@@ -22,17 +22,20 @@ import (
 // read-only mount holding r.img) and {WORK} (the row's work directory).
 type row struct {
 	name  string
-	bare  bool                              // no provisioning: LIO starts empty
-	setup []string                          // lines run after provisioning, in one batch process
-	prep  func(t *testing.T, w *world)      // after setup, before the row runs
-	ops   []lio.Op                          // run through lio.Driver
-	lines []string                          // or: raw lines, one command each
-	save  string                            // the driver's SaveFile; default Debian's
-	exits []int                             // one-shot exit status per op or line; nil: all 0
-	crash bool                              // batch mode: targetcli dies with a traceback (exit 1) at the first op or line whose exit is 1
-	msgs  []string                          // per op or line: text its message must contain in every mode ("" = no check)
-	want  []lio.Outcome                     // per op: the driver's outcome in every mode
-	check func(t *testing.T, c *runContext) // more checks, per side and mode
+	bare  bool                         // no provisioning: LIO starts empty
+	setup []string                     // lines run after provisioning, in one batch process
+	prep  func(t *testing.T, w *world) // after setup, before the row runs
+	ops   []lio.Op                     // run through lio.Driver
+	lines []string                     // or: raw lines, one command each
+	save  string                       // the driver's SaveFile; default Debian's
+	exits []int                        // one-shot exit status per op or line; nil: all 0
+	crash bool                         // batch mode: targetcli dies with a traceback (exit 1) at the first op or line whose exit is 1
+	// batchExit, when not 0, is the batch process's exit status where
+	// exits and crash do not tell it (a crash only one process meets).
+	batchExit int
+	msgs      []string                          // per op or line: text its message must contain in every mode ("" = no check)
+	want      []lio.Outcome                     // per op: the driver's outcome in every mode
+	check     func(t *testing.T, c *runContext) // more checks, per side and mode
 }
 
 // obs is what one side did for one row in one mode.
@@ -255,7 +258,7 @@ func expect(t *testing.T, c *runContext) {
 			}
 		}
 	case c.mode == lio.Batch && len(o.exits) > 0:
-		want := 0
+		want := r.batchExit
 		if crashAt >= 0 {
 			want = 1
 		}

@@ -208,10 +208,11 @@ var rows = []row{
 	{
 		// One process that deletes a backstore and then creates a LUN
 		// keeps the old LUN's node in its tree.
-		name:  "stale-tree-sibling",
-		setup: []string{bsLine("a", "{IMG}/a.img", "aaaa"), lunLine("a", "")},
-		lines: []string{"/backstores/fileio delete a", bsLine("c", "{IMG}/c.img", "cccc"), lunLine("c", "")},
-		msgs:  []string{"Deleted storage object a.", "Created fileio c with size 1048576", "Created LUN 0."},
+		name:      "stale-tree-sibling",
+		setup:     []string{bsLine("a", "{IMG}/a.img", "aaaa"), lunLine("a", "")},
+		lines:     []string{"/backstores/fileio delete a", bsLine("c", "{IMG}/c.img", "cccc"), lunLine("c", "")},
+		msgs:      []string{"Deleted storage object a.", "Created fileio c with size 1048576", "Created LUN 0."},
+		batchExit: 1,
 		check: func(t *testing.T, c *runContext) {
 			if c.mode == lio.OneShot {
 				return

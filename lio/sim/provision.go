@@ -17,7 +17,7 @@ const kwOrder = "\x00order"
 // defaultTPGAttributes are what the kernel gives a new iSCSI TPG.
 func defaultTPGAttributes() map[string]json.RawMessage {
 	attrs := map[string]int{
-		"authentication": 1, "cache_dynamic_acls": 0, "default_cmdsn_depth": 64, "default_erl": 0,
+		"authentication": 0, "cache_dynamic_acls": 0, "default_cmdsn_depth": 64, "default_erl": 0,
 		"demo_mode_discovery": 1, "demo_mode_write_protect": 1, "fabric_prot_type": 0,
 		"generate_node_acls": 0, "login_keys_workaround": 1, "login_timeout": 15, "netif_timeout": 2,
 		"prod_mode_write_protect": 0, "t10_pi": 0, "tpg_enabled_sendtargets": 1,

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"syscall"
+	"time"
 
 	"github.com/sbps-marshal/sbps-marshal/lio"
 )
@@ -273,6 +274,10 @@ type store struct {
 	cached fileID
 }
 
+// racyWindow is how old live.json's mtime must be before its identity alone
+// is trusted.
+const racyWindow = 2 * time.Second
+
 type fileID struct {
 	ino   uint64
 	size  int64
@@ -337,7 +342,11 @@ func (s *store) loadLocked() (*state, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read simulated kernel state: %w (is %s a node made by sim.NewNode?)", err, s.dir)
 	}
-	if s.cache != nil && id == s.cached {
+	// The identity proves the file unchanged only once its mtime is
+	// older than the file system's timestamp granularity (up to a second
+	// on some, e.g. UML's hostfs): a rewrite of the same size in the same
+	// tick can reuse the inode (the rename frees it) and keep the mtime.
+	if s.cache != nil && id == s.cached && time.Since(time.Unix(0, id.mtime)) > racyWindow {
 		return s.cache, nil
 	}
 	data, err := os.ReadFile(p)
