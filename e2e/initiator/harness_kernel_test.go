@@ -426,9 +426,20 @@ func (s *stack) startAgent(t *testing.T) *agentProc {
 	go func() { a.err = cmd.Wait(); close(a.done) }()
 	t.Cleanup(func() {
 		a.kill()
+		b, _ := os.ReadFile(log)
 		if t.Failed() || os.Getenv("SBPS_TEST_LOG") != "" {
-			b, _ := os.ReadFile(log)
 			t.Logf("agent log:\n%s", tailString(string(b), 6000))
+			return
+		}
+		// Errors and warnings are findings even when the test passes.
+		var bad []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, "level=ERROR") || strings.Contains(l, "level=WARN") {
+				bad = append(bad, l)
+			}
+		}
+		if len(bad) > 0 {
+			t.Logf("the agent logged %d errors and warnings:\n%s", len(bad), tailString(strings.Join(bad, "\n"), 4000))
 		}
 	})
 	return a
