@@ -26,11 +26,14 @@
 //
 //   - SQUASHFS_S3FS_MOUNT is versitygw's posix bucket directory, in which
 //     every object is a plain file: the bytes LIO serves are the bytes S3
-//     stores. CSM mounts the bucket with s3fs; s3fs-fuse does run in the
-//     guest, but rig.MountS3FS mounts read-only and the kernel opens a
-//     fileio backing file O_RDWR, so over that mount every create fails
-//     with EROFS (REALLIO.md, difference 3). The s3fs path is not covered
-//     here.
+//     stores. It lives on an ext4 file system in guest memory (a loop
+//     device): versitygw keeps object metadata in user xattrs, which
+//     hostfs and the 6.1 kernel's tmpfs lack. CSM mounts the bucket with
+//     s3fs. The fuse module loads in the guest and /dev/fuse exists, but
+//     s3fs was not tried there: rig.MountS3FS mounts read-only, and the
+//     kernel opens a fileio backing file O_RDWR, so over that mount every
+//     create would fail with EROFS (REALLIO.md, difference 3). The s3fs
+//     path is not covered here.
 //   - LIO_SAVE_FILE is /etc/rtslib-fb-target/saveconfig.json, Debian's
 //     rtslib default, so that the agent's file and the one a plain
 //     `saveconfig` (the playbook's, the old agent's) writes are the same
