@@ -39,7 +39,11 @@
 //     `saveconfig` (the playbook's, the old agent's) writes are the same
 //     file, as /etc/target/saveconfig.json is on SLES.
 //   - GATE=none (there is no Kubernetes); NODE_NAME=ncn-w001 (the guest
-//     has no host name); CA_FILE trusts the IMS server's self-signed
+//     has no host name); the Workload API stand-in, which attests the
+//     calling binary as SPIRE does, registers the agent binary's own path
+//     (CSM registers only /usr/bin/sbps-marshal-spire-agent, the old
+//     agent's CLI hard link; SPIFFE_SOURCE=cli is not covered here);
+//     CA_FILE trusts the IMS server's self-signed
 //     certificate; RESYNC_INTERVAL=1h so that changes travel as events;
 //     NATS_STREAM=SBPS (JetStream, at-least-once). Everything else is the
 //     default: TARGETCLI_MODE=batch, LUN_REGISTRY=local, /usr/bin/targetcli.

@@ -264,7 +264,11 @@ func startStack(t *testing.T) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(spireDir) })
-	if s.spire, err = svidtest.Start(spireDir, svidtest.Options{}); err != nil {
+	// SPIRE attests the calling binary: register the agent's own path
+	// (CSM registers only /usr/bin/sbps-marshal-spire-agent, for the old
+	// agent's CLI; that source is not covered here).
+	entries := []svidtest.Entry{svidtest.PathEntry(svidtest.DefaultID, os.Getenv(agentEnv))}
+	if s.spire, err = svidtest.Start(spireDir, svidtest.Options{Entries: entries}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.spire.Close)
