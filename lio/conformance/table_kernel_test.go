@@ -51,6 +51,14 @@ var rows = []row{
 		exits: []int{1},
 		msgs:  []string{"Storage object fileio/a exists"},
 		want:  []lio.Outcome{lio.Failed},
+		check: func(t *testing.T, c *runContext) {
+			// The error an operator reads must carry targetcli's refusal,
+			// not the preferences warning a fresh TARGETCLI_HOME prints
+			// first on stdout.
+			if e := at(c.o.errs, 0); !strings.Contains(e, "Storage object fileio/a exists") {
+				t.Errorf("%s %s: the driver's error is %q; want it to name targetcli's refusal \"Storage object fileio/a exists\"", c.w.name, c.mode, e)
+			}
+		},
 	},
 	{
 		// targetcli compares the file with every backstore's before it
