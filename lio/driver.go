@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -180,6 +181,7 @@ func (d *Driver) Save(ctx context.Context) error {
 type cmdResult struct {
 	reached bool   // targetcli read the command (its prompt appeared, its process ran, its request was answered)
 	failed  bool   // targetcli said it failed (one-shot exit status)
+	crashed bool   // an exception targetcli did not catch ended its process in this command
 	msg     string // targetcli's output for it
 }
 
@@ -303,13 +305,28 @@ func (d *Driver) save(ctx context.Context) error {
 	if d.cfg.Mode != Daemon && res.exit != 0 {
 		return fmt.Errorf("save LIO state to %s: targetcli exit status %d: %s", d.cfg.SaveFile, res.exit, strings.TrimSpace(out))
 	}
-	if d.cfg.Mode == Daemon && !savedMessage(out) {
+	if d.cfg.Mode == Daemon && !d.savedMessage(out) {
 		return fmt.Errorf("save LIO state to %s: targetclid answered %q", d.cfg.SaveFile, strings.TrimSpace(out))
 	}
 	return nil
 }
 
-func savedMessage(out string) bool { return strings.Contains(out, "Configuration saved to") }
+// savedMessage reports whether out holds targetcli's line for a save to
+// the driver's own SaveFile. "Configuration saved to" alone is not enough:
+// batch targetcli's auto-save at end of input prints the same words for
+// rtslib's default file (Debian: /etc/rtslib-fb-target/saveconfig.json),
+// which is not the file the driver reads back.
+func (d *Driver) savedMessage(out string) bool {
+	want := "Configuration saved to " + d.cfg.SaveFile
+	for len(out) > 0 {
+		var l string
+		l, out, _ = strings.Cut(out, "\n")
+		if strings.TrimSpace(l) == want {
+			return true
+		}
+	}
+	return false
+}
 
 // readState loads saveconfig.json, retrying while it is half-written. A
 // missing file is an empty state.
@@ -353,13 +370,23 @@ func judge(op Op, said cmdResult, before, after *Config, verr error) Result {
 	if !holds {
 		r.Outcome = Failed
 		if said.msg != "" {
-			r.Err = fmt.Errorf("%s: targetcli: %s (%s)", op, firstLine(said.msg), why)
+			r.Err = fmt.Errorf("%s: targetcli: %s (%s)%s", op, gist(said.msg), why, remedy(op, said.msg))
 		} else {
 			r.Err = fmt.Errorf("%s: %s", op, why)
 		}
 		return r
 	}
 	switch {
+	case said.crashed:
+		// The change is there although targetcli died in the command
+		// (the stale tree's ValueError comes after the kernel made the
+		// LUN): the saved state decides, as below.
+		r.Outcome = Applied
+		if before != nil {
+			if was, _ := satisfied(op, before); was {
+				r.Outcome = AlreadyDone
+			}
+		}
 	case succeeded(op, said.msg) && !said.failed:
 		if op.Kind == CreateBackstore {
 			if so, _ := after.FileIO(op.Backstore); so.WriteBack != nil && *so.WriteBack {
@@ -474,6 +501,25 @@ func satisfied(op Op, c *Config) (bool, string) {
 		return true, ""
 	}
 	return false, "unknown operation"
+}
+
+// gist is the line of targetcli's output that says what went wrong: the
+// exception of a traceback, else the first line.
+func gist(msg string) string {
+	if isTraceback(msg) {
+		return exception(msg)
+	}
+	return firstLine(msg)
+}
+
+// remedy is what an operator can do about a known failure, as a sentence
+// to append to the error, or "".
+func remedy(op Op, msg string) string {
+	if op.Kind == CreateBackstore && strings.Contains(msg, "Read-only file system") {
+		return fmt.Sprintf("; %s is on a read-only mount and the kernel opens a fileio backing file read-write even with write_back=false: "+
+			"mount %s read-write (initiators still get a read-only LUN from the TPG's write protection)", op.File, path.Dir(op.File))
+	}
+	return ""
 }
 
 func firstLine(s string) string {

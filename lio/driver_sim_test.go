@@ -255,7 +255,14 @@ func TestDriverFaults(t *testing.T) {
 					name := fmt.Sprintf("img%d", i)
 					ops = append(ops, lio.Op{Kind: lio.CreateBackstore, Backstore: name, File: node.image(t, name, 1024), WWN: fmt.Sprintf("%x", 0xa0+i)})
 				}
-				if err := node.node.SetFaults(tt.faults); err != nil {
+				faults := tt.faults
+				if mode == lio.Batch {
+					// A batch starts with the line that turns
+					// auto_save_on_exit off: one command more.
+					faults.FailAt += min(faults.FailAt, 1)
+					faults.DieAfter += min(faults.DieAfter, 1)
+				}
+				if err := node.node.SetFaults(faults); err != nil {
 					t.Fatal(err)
 				}
 				res, err := node.driver.Apply(t.Context(), ops)

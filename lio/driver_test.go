@@ -358,3 +358,58 @@ func TestNewRejects(t *testing.T) {
 		})
 	}
 }
+
+// TestSavedMessage: only targetcli's line for the driver's own file counts
+// as its save. Batch targetcli's auto-save at end of input prints the same
+// words for rtslib's default file (issue 18; real output of targetcli-fb
+// 2.1.53 on Debian 12).
+func TestSavedMessage(t *testing.T) {
+	d := &Driver{cfg: DriverConfig{SaveFile: "/etc/target/saveconfig.json"}}
+	tests := []struct {
+		name string
+		out  string
+		want bool
+	}{
+		{"own save", "Configuration saved to /etc/target/saveconfig.json\n", true},
+		{"own save after the backup line", "Last 10 configs saved in /etc/target/backup/.\nConfiguration saved to /etc/target/saveconfig.json", true},
+		{"auto-save to Debian's default", "exit\nGlobal pref auto_save_on_exit=true\nConfiguration saved to /etc/rtslib-fb-target/saveconfig.json\n", false},
+		{"a longer path", "Configuration saved to /etc/target/saveconfig.json.bak\n", false},
+		{"nothing", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := d.savedMessage(tt.out); got != tt.want {
+				t.Errorf("savedMessage(%q) = %v, want %v", tt.out, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestNoAutoSaveLine: the line that starts every batch passes the grammar
+// check like every other command the driver builds.
+func TestNoAutoSaveLine(t *testing.T) {
+	if err := noAutoSave.verify(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := noAutoSave.String(), "set global auto_save_on_exit=false"; got != want {
+		t.Errorf("noAutoSave = %q, want %q", got, want)
+	}
+}
+
+// TestException: the exception line of a real traceback (targetcli-fb
+// 2.1.53, a backing file on a read-only mount) is what a failed op says.
+func TestException(t *testing.T) {
+	tb := "OSError: [Errno 30] Read-only file system\n\nDuring handling of the above exception, another exception occurred:\n\n" +
+		"Traceback (most recent call last):\n  File \"/usr/bin/targetcli\", line 329, in <module>\n    main()\n" +
+		"  File \"/usr/lib/python3/dist-packages/rtslib_fb/utils.py\", line 78, in fwrite\n    with open(path, 'w') as file_fd:\n" +
+		"OSError: [Errno 30] Read-only file system\n"
+	if got, want := exception(tb), "OSError: [Errno 30] Read-only file system"; got != want {
+		t.Errorf("exception(traceback) = %q, want %q", got, want)
+	}
+	if got, want := gist(tb), "OSError: [Errno 30] Read-only file system"; got != want {
+		t.Errorf("gist(traceback) = %q, want %q", got, want)
+	}
+	if got, want := exception("No storage object named x."), "No storage object named x."; got != want {
+		t.Errorf("exception(message) = %q, want %q", got, want)
+	}
+}

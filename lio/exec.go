@@ -164,42 +164,96 @@ func batchSegments(out string) []string {
 
 // runBatch runs the stage's commands and saveconfig in one targetcli
 // process reading stdin. targetcli logs errors and carries on, and exits 0
-// either way; a non-zero exit means it died.
+// either way; a non-zero exit means it died. When it died of an exception
+// in one of the stage's commands (a Python traceback: OSError from a
+// backing file on a read-only mount, the stale tree's ValueError), that
+// command is failed with the exception and the rest of the stage runs in a
+// fresh process: one failing command never holds back the others.
 func (d *Driver) runBatch(ctx context.Context, lines []line) ([]cmdResult, bool, error) {
+	said := make([]cmdResult, len(lines))
+	for start := 0; ; {
+		part, saved, crashed, err := d.batchOnce(ctx, lines[start:])
+		copy(said[start:], part)
+		if crashed < 0 {
+			return said, saved, err
+		}
+		d.log.Warn("targetcli died of an exception in one command; running the rest of the stage in a new process",
+			"command", lines[start+crashed].String(), "exception", part[crashed].msg, "left", len(lines)-start-crashed-1)
+		start += crashed + 1
+	}
+}
+
+// noAutoSave is the first line of every batch: targetcli's
+// auto_save_on_exit (on by default, also in the driver's private home)
+// would save again at end of input, to rtslib's default file rather than
+// SaveFile, rotate its backups once more, and fail the run where that
+// folder is read-only. The driver's own saveconfig is the one save.
+var noAutoSave = line{Command: "set", PParams: []string{"global"}, KParams: []kparam{{"auto_save_on_exit", "false"}}}
+
+// batchOnce runs lines and saveconfig in one process. crashed is the index
+// of the command whose exception ended the process (its result says so),
+// or -1.
+func (d *Driver) batchOnce(ctx context.Context, lines []line) (said []cmdResult, saved bool, crashed int, err error) {
 	save, err := saveCommand(d.cfg.SaveFile)
 	if err != nil {
-		return make([]cmdResult, len(lines)), false, err
+		return make([]cmdResult, len(lines)), false, -1, err
 	}
 	var script strings.Builder
-	for _, l := range lines {
+	for _, l := range append(append([]line{noAutoSave}, lines...), save) {
 		script.WriteString(l.String())
 		script.WriteByte('\n')
 	}
-	script.WriteString(save.String())
-	script.WriteByte('\n')
 
 	res, runErr := d.run(ctx, nil, script.String(), true)
 	segs := batchSegments(res.stdout)
-	said := make([]cmdResult, len(lines))
+	said = make([]cmdResult, len(lines))
 	if len(segs) == 0 && runErr == nil && res.exit == 0 {
 		// No prompts to go by: every command ran (the process finished
 		// normally) and the saved state decides each outcome.
 		for i := range said {
 			said[i].reached = true
 		}
-		return said, savedMessage(res.stdout), nil
+		return said, d.savedMessage(res.stdout), -1, nil
+	}
+	if len(segs) > 0 {
+		segs = segs[1:] // noAutoSave's answer
 	}
 	for i := range said {
 		if i < len(segs) {
 			said[i] = cmdResult{reached: true, msg: strings.TrimSpace(segs[i])}
 		}
 	}
-	saved := len(segs) > len(lines) && savedMessage(strings.Join(segs[len(lines):], ""))
+	saved = len(segs) > len(lines) && d.savedMessage(strings.Join(segs[len(lines):], ""))
 	if runErr != nil {
-		return said, saved, runErr
+		return said, saved, -1, runErr
 	}
-	if res.exit != 0 {
-		return said, saved, &CmdError{Commands: len(lines) + 1, ExitCode: res.exit, Output: tail(res.stdout), Err: errExit}
+	if res.exit == 0 {
+		return said, saved, -1, nil
 	}
-	return said, saved, nil
+	last := len(segs) - 1
+	switch {
+	case last >= 0 && last < len(lines) && isTraceback(said[last].msg):
+		said[last] = cmdResult{reached: true, failed: true, crashed: true, msg: exception(said[last].msg)}
+		return said, false, last, nil
+	case saved && len(segs) > len(lines):
+		// Every command and the save ran; what failed came after them
+		// (an exit hook of targetcli's own).
+		d.log.Warn("targetcli exited with an error after the driver's save; the commands ran", "exit", res.exit, "output", tail(strings.Join(segs[len(lines):], "")))
+		return said, saved, -1, nil
+	}
+	return said, saved, -1, &CmdError{Commands: len(lines) + 2, ExitCode: res.exit, Output: tail(res.stdout), Err: errExit}
+}
+
+// isTraceback reports whether targetcli's output for a command is a Python
+// traceback: an exception targetcli did not catch.
+func isTraceback(msg string) bool { return strings.Contains(msg, "Traceback (most recent call last):") }
+
+// exception is the exception line of a traceback (its last line), or msg
+// itself when it is none.
+func exception(msg string) string {
+	if !isTraceback(msg) {
+		return msg
+	}
+	msg = strings.TrimSpace(msg)
+	return strings.TrimSpace(msg[strings.LastIndexByte(msg, '\n')+1:])
 }
