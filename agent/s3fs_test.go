@@ -20,7 +20,9 @@ func TestProjectFromS3FS(t *testing.T) {
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	unmount, err := rig.MountS3FS(ctx, s.S3, mnt)
+	// Read-write, as on a CSM worker: the kernel opens a fileio backing
+	// file read-write, so an image on a read-only mount is pending.
+	unmount, err := rig.MountS3FSWritable(ctx, s.S3, mnt)
 	if errors.Is(err, rig.ErrNoFUSE) && os.Getenv("SBPS_NO_FUSE") == "1" {
 		t.Skipf("SBPS_NO_FUSE=1: %v", err)
 	}

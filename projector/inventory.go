@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/sbps-marshal/sbps-marshal/bucket"
 	"github.com/sbps-marshal/sbps-marshal/ims"
@@ -65,6 +66,11 @@ type Inventory struct {
 	Tagging bool // IMS_TAGGING
 	// Lstat defaults to os.Lstat; tests may count calls.
 	Lstat func(string) (fs.FileInfo, error)
+	// Access asks whether a file could be opened for writing; it defaults
+	// to access(2) with W_OK. Only EROFS is taken as a verdict: the kernel
+	// opens a fileio backing file read-write even with write_back=false, so
+	// LIO cannot serve a file on a read-only mount.
+	Access func(string) error
 
 	mu        sync.Mutex
 	manifests map[string]manifestEntry // by manifest key
@@ -400,7 +406,21 @@ func (inv *Inventory) checkFile(p Projection) (why string, pending bool) {
 			return "resolves outside the mount (" + real + "); refusing to export it", false
 		}
 	}
+	access := inv.Access
+	if access == nil {
+		access = func(p string) error { return syscall.Access(p, 2 /* W_OK */) }
+	}
+	if err := access(p.File); errors.Is(err, syscall.EROFS) {
+		return ReadOnlyMountReason(p.File), true
+	}
 	return "", false
+}
+
+// ReadOnlyMountReason is the status of an image whose file is on a
+// read-only mount: the cause and the fix.
+func ReadOnlyMountReason(file string) string {
+	return "is on a read-only mount (" + file + "): the kernel opens a fileio backing file read-write even with write_back=false, " +
+		"so LIO cannot serve it; mount " + filepath.Dir(file) + " read-write (initiators still get a read-only LUN from the TPG's write protection)"
 }
 
 // unsafeKey says why an S3 key cannot become a file path under the mount.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/sbps-marshal/sbps-marshal/bucket"
@@ -428,5 +429,37 @@ func TestInventoryPartialListingIsIncomplete(t *testing.T) {
 	}
 	if !d.RootfsComplete || len(d.Projections) != 2 || m.gets != 1 {
 		t.Errorf("deleted image: complete %v (%q), %d projections, %d GETs; want complete, 2, 1", d.RootfsComplete, d.RootfsIncompleteReason, len(d.Projections), m.gets)
+	}
+}
+
+// TestInventoryReadOnlyMount (issue 18): an image whose file is on a
+// read-only mount is pending with the cause and the fix, and never reaches
+// targetcli (real fileio create fails with EROFS there); the others are
+// projected.
+func TestInventoryReadOnlyMount(t *testing.T) {
+	b := newMemBucket(t)
+	b.put("PE/a.squashfs", "aa", 100, 100)
+	b.put("PE/ro/c.squashfs", "cc", 100, 100)
+	inv := newInventory(b, nil)
+	inv.Access = func(p string) error {
+		if strings.Contains(p, "/ro/") {
+			return syscall.EROFS
+		}
+		return nil
+	}
+	d, err := inv.Desired(t.Context(), &lio.Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Projections) != 1 {
+		t.Errorf("projections = %v, want only PE/a.squashfs", keysOf(d.Projections))
+	}
+	if len(d.Pending) != 1 {
+		t.Fatalf("pending = %v, want PE/ro/c.squashfs", d.Pending)
+	}
+	for _, pr := range d.Pending {
+		if pr.Key != "PE/ro/c.squashfs" || !strings.Contains(pr.Reason, "read-only mount") || !strings.Contains(pr.Reason, "read-write") {
+			t.Errorf("pending %s: %q, want the read-only mount and its fix", pr.Key, pr.Reason)
+		}
 	}
 }

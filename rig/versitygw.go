@@ -474,12 +474,26 @@ var ErrNoFUSE = errors.New("s3fs mount unavailable")
 const s3fsHint = "install the Debian package s3fs (`apt-get install s3fs`; .ci/run does this) and make sure /dev/fuse exists, or set SBPS_NO_FUSE=1 to skip s3fs tests"
 
 // MountS3FS mounts s's bucket read-only at mountpoint (created if missing)
-// with the real s3fs-fuse, as a CSM worker mounts boot-images: path-style
-// requests to s.Endpoint(), keys from a 0600 passwd file in s's directory,
-// `-o ro`. It returns once the mount is in place; the returned function
-// unmounts it and waits for s3fs to exit (calling it again does nothing).
-// s3fs logs go to <S3Options.Dir>/s3fs.log.
+// with the real s3fs-fuse: path-style requests to s.Endpoint(), keys from a
+// 0600 passwd file in s's directory, `-o ro`. It returns once the mount is
+// in place; the returned function unmounts it and waits for s3fs to exit
+// (calling it again does nothing). s3fs logs go to <S3Options.Dir>/s3fs.log.
+//
+// A CSM worker mounts boot-images read-write, and the real kernel LIO needs
+// that: it opens a fileio backing file read-write even with write_back=false
+// and fails on a read-only mount. Projecting from the mount takes
+// MountS3FSWritable.
 func MountS3FS(ctx context.Context, s *S3, mountpoint string) (unmount func() error, err error) {
+	return mountS3FS(ctx, s, mountpoint, "ro")
+}
+
+// MountS3FSWritable is MountS3FS with the mount read-write (`-o rw`), as a
+// CSM worker mounts boot-images.
+func MountS3FSWritable(ctx context.Context, s *S3, mountpoint string) (unmount func() error, err error) {
+	return mountS3FS(ctx, s, mountpoint, "rw")
+}
+
+func mountS3FS(ctx context.Context, s *S3, mountpoint, access string) (unmount func() error, err error) {
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		return nil, fmt.Errorf("rig: %w: /dev/fuse: %v; %s", ErrNoFUSE, err, s3fsHint)
 	}
@@ -514,7 +528,7 @@ func MountS3FS(ctx context.Context, s *S3, mountpoint string) (unmount func() er
 	defer logf.Close()
 
 	opts := strings.Join([]string{
-		"ro",
+		access,
 		"url=" + s.Endpoint(),
 		"use_path_request_style",
 		"passwd_file=" + passwd.Name(),
