@@ -756,7 +756,27 @@ func tokenSource(cfg *config.Config, log *slog.Logger) (ims.TokenSource, error) 
 		log.Warn("no xname; only the node-independent SPIFFE ID is accepted", "err", err)
 		xname = ""
 	}
-	return svid.NewJWTSource(svid.JWTConfig{Socket: cfg.SpireAgentSock, Audience: cfg.SpireJWTAudience, XName: xname, Logger: log}), nil
+	cli, err := SPIFFECLI(cfg, log, "IMS")
+	if err != nil {
+		return nil, err
+	}
+	return svid.NewJWTSource(svid.JWTConfig{Socket: cfg.SpireAgentSock, Audience: cfg.SpireJWTAudience, XName: xname, Logger: log, CLI: cli}), nil
+}
+
+// SPIFFECLI is the SPIRE agent CLI the SVID sources run, or nil when they
+// call the Workload API themselves, as SPIFFE_SOURCE and SPIRE_AGENT_PATH
+// decide; the choice and its reason are logged (for names what the SVID
+// is for).
+func SPIFFECLI(cfg *config.Config, log *slog.Logger, what string) (*svid.CLI, error) {
+	source, why, err := svid.Resolve(cfg.SPIFFESource, cfg.SpireAgentPath)
+	if err != nil {
+		return nil, fmt.Errorf("SPIFFE_SOURCE: %w", err)
+	}
+	log.Info("SPIFFE source", "for", what, "source", source, "why", why)
+	if source != svid.SourceCLI {
+		return nil, nil
+	}
+	return &svid.CLI{Path: cfg.SpireAgentPath, Socket: cfg.SpireAgentSock}, nil
 }
 
 // httpClientFor returns a client that verifies TLS against the system roots

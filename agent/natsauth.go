@@ -42,8 +42,9 @@ type NATSAuth struct {
 const FirstSVIDWait = 5 * time.Second
 
 // NewNATSAuth prepares the authentication cfg describes. With
-// NATS_SPIFFE=true it starts watching the Workload API at
-// SPIRE_AGENT_SOCK_PATH and waits for the first X.509-SVID for at most
+// NATS_SPIFFE=true it starts getting the X.509-SVID (through the SPIRE
+// agent CLI or the Workload API at SPIRE_AGENT_SOCK_PATH, as
+// SPIFFE_SOURCE decides) and waits for the first X.509-SVID for at most
 // FirstSVIDWait (or until ctx ends), then returns even without it: until
 // the SVID arrives every TLS handshake fails, and NATS is retried as when
 // no server answers (the agent projects on resyncs alone meanwhile). Close
@@ -53,10 +54,15 @@ func NewNATSAuth(ctx context.Context, cfg *config.Config, log *slog.Logger) (*NA
 	if !cfg.NATSSPIFFE || len(cfg.NATSURL) == 0 {
 		return a, nil
 	}
+	cli, err := SPIFFECLI(cfg, log, "NATS")
+	if err != nil {
+		return nil, fmt.Errorf("NATS_SPIFFE: %w", err)
+	}
 	src, err := svid.StartX509Source(svid.X509Config{
 		Socket:   cfg.SpireAgentSock,
 		ServerID: cfg.NATSSPIFFEServer,
 		Logger:   log.With("component", "svid.x509", "for", "NATS"),
+		CLI:      cli,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("NATS_SPIFFE: %w", err)

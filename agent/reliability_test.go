@@ -1123,8 +1123,10 @@ func TestReliabilitySecretsNotLogged(t *testing.T) {
 	const natsPassword = "n4ts-PASSW0RD-do-not-log"
 	natsURL := strings.Replace(s.NATS.ClientURL(), "nats://", "nats://sbps:"+natsPassword+"@", 1)
 	buf := &relLog{}
+	// Through the SPIRE agent CLI, which the rig's SPIRE registers as CSM's.
 	tok := &relToken{JWTSource: svid.NewJWTSource(svid.JWTConfig{Socket: s.SPIFFE.SocketPath(), Audience: rig.Audience,
-		Logger: slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))})}
+		Logger: slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		CLI:    &svid.CLI{Path: s.SpireAgent, Socket: s.SPIFFE.SocketPath()}})}
 	pe := relPutPE(t, s, "pe.squashfs")
 	a, cfg := relNewAgent(t, s, Options{Token: tok}, buf, "SBPS_MARSHAL_NATS_URL="+natsURL, "SBPS_MARSHAL_NATS_STREAM=SBPS",
 		"SBPS_MARSHAL_RESYNC_INTERVAL=1h", "SBPS_MARSHAL_LOG_LEVEL=debug", "SBPS_MARSHAL_TARGETCLI_TIMEOUT=2s")

@@ -39,7 +39,8 @@ type Config struct {
 	S3CredentialFile  string        // S3_CREDENTIAL_FILE; empty = the AWS SDK's default chain
 	S3Bucket          string        // S3_BUCKET
 	Mount             string        // SQUASHFS_S3FS_MOUNT
-	SpireAgentPath    string        // SPIRE_AGENT_PATH: accepted, ignored
+	SpireAgentPath    string        // SPIRE_AGENT_PATH: the SPIRE agent CLI (SPIFFE_SOURCE)
+	SPIFFESource      string        // SPIFFE_SOURCE: auto, cli, workload-api
 	SpireJWTAudience  string        // SPIRE_JWT_AUDIENCE
 	SpireAgentSock    string        // SPIRE_AGENT_SOCK_PATH
 	LIOSaveFile       string        // LIO_SAVE_FILE
@@ -141,12 +142,14 @@ var keys = []key{
 		set: func(c *Config, v string) error { c.S3Bucket = v; return checkBucket(v) }},
 	{name: "SQUASHFS_S3FS_MOUNT", def: "/var/lib/cps-local/boot-images", kind: kPath, help: "where s3fs mounts the bucket; only fileio backstores under it are managed",
 		set: func(c *Config, v string) error { c.Mount = v; return nonEmpty(v) }},
-	{name: "SPIRE_AGENT_PATH", def: "", kind: kString, help: "old agent's SPIRE CLI path: accepted and ignored (this agent uses the Workload API)",
-		set: func(c *Config, v string) error { c.SpireAgentPath = v; return nil }},
+	{name: "SPIRE_AGENT_PATH", def: "/usr/bin/sbps-marshal-spire-agent", kind: kPath, help: "the SPIRE agent CLI the old agent ran, `api fetch jwt|x509`: CSM's SPIRE issues spiffe://shasta/ncn/workload/sbps-marshal only to this hard link of spire-agent (selector unix:path), so the agent runs it for its SVIDs (see SPIFFE_SOURCE)",
+		set: func(c *Config, v string) error { c.SpireAgentPath = v; return checkPlainPath(v) }},
+	{name: "SPIFFE_SOURCE", def: "auto", kind: kChoice, choices: []string{"auto", "cli", "workload-api"}, help: "where the JWT-SVID (IMS) and X.509-SVID (NATS_SPIFFE) come from: cli runs SPIRE_AGENT_PATH, as CSM registers it; workload-api calls the Workload API at SPIRE_AGENT_SOCK_PATH from this process (SPIRE must have an entry for this binary's path); auto = cli when SPIRE_AGENT_PATH exists and is executable, else workload-api",
+		set: func(c *Config, v string) error { c.SPIFFESource = v; return nil }},
 	{name: "SPIRE_JWT_AUDIENCE", def: "system-compute", help: "audience of the JWT-SVID presented to IMS",
-		set: func(c *Config, v string) error { c.SpireJWTAudience = v; return nonEmpty(v) }},
+		set: func(c *Config, v string) error { c.SpireJWTAudience = v; return checkAudience(v) }},
 	{name: "SPIRE_AGENT_SOCK_PATH", def: "/var/lib/spire/agent.sock", kind: kPath, help: "SPIRE agent Workload API socket",
-		set: func(c *Config, v string) error { c.SpireAgentSock = v; return nil }},
+		set: func(c *Config, v string) error { c.SpireAgentSock = v; return checkPlainPath(v) }},
 	{name: "LIO_SAVE_FILE", def: "/etc/target/saveconfig.json", kind: kPath, help: "LIO's saved state",
 		set: func(c *Config, v string) error { c.LIOSaveFile = v; return nonEmpty(v) }},
 	{name: "TARGETCLI_BIN", def: "/usr/bin/targetcli", kind: kPath, help: "targetcli executable",
@@ -380,9 +383,6 @@ func (c *Config) finish(src Sources) error {
 	c.effective["RESYNC_INTERVAL"] = c.ResyncInterval.String()
 	c.effective["NODE_NAME"] = c.NodeName
 	c.effective["TARGET_IQN"] = c.TargetIQN
-	if c.SpireAgentPath != "" {
-		c.Notices = append(c.Notices, EnvPrefix+"SPIRE_AGENT_PATH is ignored: this agent fetches JWT-SVIDs from the Workload API at "+EnvPrefix+"SPIRE_AGENT_SOCK_PATH itself")
-	}
 	if c.NATSSPIFFE && len(c.NATSURL) == 0 {
 		c.Notices = append(c.Notices, EnvPrefix+"NATS_SPIFFE=true has no effect without "+EnvPrefix+"NATS_URL")
 	}
@@ -392,6 +392,8 @@ func (c *Config) finish(src Sources) error {
 	switch {
 	case c.IMSAuth == "token-file" && c.IMSTokenFile == "":
 		return bad("IMS_TOKEN_FILE", "", "IMS_AUTH=token-file needs the path of a token file")
+	case c.SPIFFESource == "cli" && c.SpireAgentPath == "":
+		return bad("SPIRE_AGENT_PATH", "", "SPIFFE_SOURCE=cli needs the SPIRE agent CLI (CSM: /usr/bin/sbps-marshal-spire-agent)")
 	case c.IMSAuth == "spiffe" && c.SpireAgentSock == "":
 		return bad("SPIRE_AGENT_SOCK_PATH", "", "IMS_AUTH=spiffe needs the Workload API socket")
 	case c.TargetcliMode == "daemon" && c.TargetclidSocket == "":
@@ -676,6 +678,20 @@ func checkPlainPath(v string) error {
 	for _, r := range v {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._+-", r)) {
 			return fmt.Errorf("want a path of letters, digits and /._+- only (found %q)", r)
+		}
+	}
+	return nil
+}
+
+// checkAudience accepts a JWT audience that can reach the SPIRE agent
+// CLI's command line as one argument.
+func checkAudience(v string) error {
+	if v == "" || v[0] == '-' {
+		return errors.New("want an audience such as system-compute (not empty, not starting with '-')")
+	}
+	for _, r := range v {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._+-:", r)) {
+			return fmt.Errorf("want an audience of letters, digits and /._+-: only (found %q)", r)
 		}
 	}
 	return nil

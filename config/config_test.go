@@ -41,6 +41,10 @@ func TestDefaultsMatchOldAgent(t *testing.T) {
 		{"S3_BUCKET", c.S3Bucket, "boot-images"},
 		{"SQUASHFS_S3FS_MOUNT", c.Mount, "/var/lib/cps-local/boot-images"},
 		{"SPIRE_JWT_AUDIENCE", c.SpireJWTAudience, "system-compute"},
+		// CSM's registration names this hard link (the old agent's
+		// default moved to /opt/cray/cray-spire/ in its last release).
+		{"SPIRE_AGENT_PATH", c.SpireAgentPath, "/usr/bin/sbps-marshal-spire-agent"},
+		{"SPIFFE_SOURCE", c.SPIFFESource, "auto"},
 		{"SPIRE_AGENT_SOCK_PATH", c.SpireAgentSock, "/var/lib/spire/agent.sock"},
 		{"LIO_SAVE_FILE", c.LIOSaveFile, "/etc/target/saveconfig.json"},
 		{"TARGETCLI_BIN", c.TargetcliBin, "/usr/bin/targetcli"},
@@ -94,12 +98,19 @@ func TestInvalidValues(t *testing.T) {
 		{"iqn", "SBPS_MARSHAL_TARGET_IQN=iqn.2023 06", "want an IQN"},
 		{"gate", "SBPS_MARSHAL_GATE=label", "want kubectl, none, or file:"},
 		{"relative kubeconfig", "SBPS_MARSHAL_KUBECONFIG=admin.conf", "SBPS_MARSHAL_KUBECONFIG=\"admin.conf\" (from environment): want an absolute path"},
+		{"spiffe source", "SBPS_MARSHAL_SPIFFE_SOURCE=spire", "want one of auto, cli, workload-api"},
+		{"cli without a path", "SBPS_MARSHAL_SPIFFE_SOURCE=cli\x00SBPS_MARSHAL_SPIRE_AGENT_PATH=", "SPIFFE_SOURCE=cli needs the SPIRE agent CLI"},
+		{"relative CLI", "SBPS_MARSHAL_SPIRE_AGENT_PATH=sbps-marshal-spire-agent", "want an absolute path"},
+		{"CLI path with a space", "SBPS_MARSHAL_SPIRE_AGENT_PATH=/usr/bin/spire agent", "letters, digits and /._+- only"},
+		{"socket with a space", "SBPS_MARSHAL_SPIRE_AGENT_SOCK_PATH=/var/lib/spire/agent sock", "letters, digits and /._+- only"},
+		{"audience like an option", "SBPS_MARSHAL_SPIRE_JWT_AUDIENCE=-socketPath", "not starting with '-'"},
+		{"audience with a space", "SBPS_MARSHAL_SPIRE_JWT_AUDIENCE=system compute", "letters, digits and /._+-: only"},
 		{"kubeconfig with a space", "SBPS_MARSHAL_KUBECONFIG=/etc/kube config", "letters, digits and /._+- only"},
 		{"stream without url", "SBPS_MARSHAL_NATS_STREAM=SBPS", "a stream needs NATS_URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := load(t, nil, tt.env)
+			_, err := load(t, nil, strings.Split(tt.env, "\x00")...)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Load(%s) error = %v, want it to contain %q", tt.env, err, tt.want)
 			}
@@ -147,13 +158,13 @@ func TestNATSSPIFFECombinations(t *testing.T) {
 }
 
 func TestNoticesAndPrint(t *testing.T) {
-	c, err := load(t, nil, "SBPS_MARSHAL_SPIRE_AGENT_PATH=/usr/bin/spire-agent", "SBPS_MARSHAL_SCAN_FREQUENCEY=5",
+	c, err := load(t, nil, "SBPS_MARSHAL_SCAN_FREQUENCEY=5",
 		"SBPS_MARSHAL_NATS_URL=nats://user:hunter2@n1:4222,nats://n2:4222")
 	if err != nil {
 		t.Fatal(err)
 	}
 	joined := strings.Join(c.Notices, "\n")
-	if !strings.Contains(joined, "SPIRE_AGENT_PATH is ignored") || !strings.Contains(joined, "SCAN_FREQUENCEY is not a known key") {
+	if !strings.Contains(joined, "SCAN_FREQUENCEY is not a known key") {
 		t.Errorf("notices = %q", c.Notices)
 	}
 	var buf bytes.Buffer

@@ -23,12 +23,17 @@ import (
 // authenticates with JWT-SVIDs, a SPIFFE Workload API, and a simulated
 // node's LIO driven by the targetcli simulator.
 type Stack struct {
-	Dir    string
-	NATS   *NATS
-	S3     *S3
-	IMS    *imstest.Server
+	Dir  string
+	NATS *NATS
+	S3   *S3
+	IMS  *imstest.Server
+	// SPIFFE is registered as CSM's SPIRE: the agent's ID only for
+	// SpireAgent (svidtest.CSMEntry).
 	SPIFFE *svidtest.Server
-	Node   *sim.Node
+	// SpireAgent is the spire-agent CLI stand-in's hard link
+	// sbps-marshal-spire-agent (SPIRE_AGENT_PATH in AgentEnv).
+	SpireAgent string
+	Node       *sim.Node
 	// Targetcli is the simulator binary, named targetcli.
 	Targetcli string
 	// NodeName is the simulated worker's name (NODE_NAME).
@@ -79,7 +84,13 @@ func StartStack(ctx context.Context, o StackOptions) (_ *Stack, err error) {
 	if err := os.MkdirAll(filepath.Join(o.Dir, "spire"), 0o700); err != nil {
 		return nil, err
 	}
-	if s.SPIFFE, err = svidtest.Start(filepath.Join(o.Dir, "spire"), svidtest.Options{}); err != nil {
+	if err := os.MkdirAll(filepath.Join(o.Dir, "bin"), 0o755); err != nil {
+		return nil, err
+	}
+	if s.SpireAgent, err = svidtest.BuildCLI(filepath.Join(o.Dir, "bin")); err != nil {
+		return nil, fmt.Errorf("rig: %w", err)
+	}
+	if s.SPIFFE, err = svidtest.Start(filepath.Join(o.Dir, "spire"), svidtest.Options{Entries: []svidtest.Entry{CSMEntry(s.SpireAgent)}}); err != nil {
 		return nil, fmt.Errorf("rig: SPIFFE Workload API: %w", err)
 	}
 	if s.IMS, err = imstest.Start(imstest.Options{Verify: s.SPIFFE.Verifier(Audience)}, imstest.ListenOptions{}); err != nil {
@@ -105,6 +116,16 @@ func StartStack(ctx context.Context, o StackOptions) (_ *Stack, err error) {
 	}
 	s.stateDir = filepath.Join(o.Dir, "state")
 	return s, nil
+}
+
+// CSMEntry is CSM's SPIRE registration of the agent for the CLI at path
+// (uid 0, gid 0, unix:path); where the tests do not run as root, the
+// same with their own uid and gid.
+func CSMEntry(path string) svidtest.Entry {
+	if os.Getuid() != 0 || os.Getgid() != 0 {
+		return svidtest.PathEntry(svidtest.DefaultID, path)
+	}
+	return svidtest.CSMEntry(path)
 }
 
 // Close stops everything the stack started.
@@ -140,6 +161,7 @@ func (s *Stack) AgentEnv() []string {
 		"SBPS_MARSHAL_IMS_URI=apis/ims/v3/images",
 		"SBPS_MARSHAL_IMS_AUTH=spiffe",
 		"SBPS_MARSHAL_SPIRE_AGENT_SOCK_PATH=" + s.SPIFFE.SocketPath(),
+		"SBPS_MARSHAL_SPIRE_AGENT_PATH=" + s.SpireAgent,
 		"SBPS_MARSHAL_XNAME_FILE=" + s.xnameFile,
 		"SBPS_MARSHAL_LIO_SAVE_FILE=" + s.Node.SaveFile(),
 		"SBPS_MARSHAL_TARGETCLI_BIN=" + s.Targetcli,
