@@ -1,0 +1,325 @@
+package lio
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ErrNotRestored is what a LossError is: LIO's live state has lost part
+// of what saveconfig.json holds (target.service stopped, failed, or not
+// yet run at boot), so saving it would destroy the node's configuration.
+var ErrNotRestored = errors.New("LIO's live state has lost what saveconfig.json holds (LIO not restored)")
+
+// LossError refuses a save: what LIO's live state would have written lacks
+// objects the file holds and that the agent did not mean to remove, or
+// (when the file is missing or unreadable) lacks the node's own target.
+type LossError struct {
+	File string   // saveconfig.json
+	Lost []string // what the file holds that live state lacks, e.g. "target iqn…", "lun3 (…) of iqn…/tpg1"
+	// Missing is the node's target when the file could not be compared
+	// (missing or unreadable) and live state lacks that target.
+	Missing string
+	// Unreadable says why the file could not be compared, if it could not.
+	Unreadable string
+}
+
+func (e *LossError) Error() string {
+	var what string
+	if e.Missing != "" {
+		what = fmt.Sprintf("LIO's live state has no target %s and %s cannot be compared (%s)", e.Missing, e.File, e.Unreadable)
+	} else {
+		shown := e.Lost
+		more := ""
+		if len(shown) > 4 {
+			shown, more = shown[:4], fmt.Sprintf(" and %d more", len(e.Lost)-4)
+		}
+		what = fmt.Sprintf("LIO's live state has lost %s%s that %s holds", strings.Join(shown, ", "), more, e.File)
+	}
+	return what + "; not saving over it. LIO was not restored (target.service stopped, failed or not yet run): " +
+		"`systemctl start target.service` restores the file into the kernel; if the loss was meant, save it yourself with `targetcli saveconfig " + e.File + "`"
+}
+
+// Is makes errors.Is(err, ErrNotRestored) true for a LossError.
+func (e *LossError) Is(target error) bool { return target == ErrNotRestored }
+
+// Guard is the one writer of saveconfig.json. targetcli never saves to the
+// file itself: the Driver it wraps saves LIO's live state to a staging file
+// beside it (StagingFile), and the Guard installs that by rename only when
+// it keeps every target, TPG, portal, node ACL, TPG attribute and
+// parameter, LUN and storage object the file holds, except those the
+// operations of the call meant to remove. A file that is missing or not
+// valid JSON is written again from live state, unless live state lacks the
+// node's target. Every Apply and Save of the agent goes through it.
+//
+// Calls are serialised by the Driver's own lock only for its part; the
+// Guard expects one caller at a time (the reconciler's pass lock).
+type Guard struct {
+	d       *Driver
+	file    string
+	staging string
+	saved   *SavedFile
+	target  string
+}
+
+var _ Applier = (*Guard)(nil)
+
+// StagingFile is where a guarded Driver saves LIO's live state for file:
+// beside it, so that installing is a rename on one file system.
+func StagingFile(file string) string { return file + ".sbps-live" }
+
+// NewGuard wraps d, whose SaveFile must be StagingFile(file). target is the
+// node's target IQN: live state without it is never saved over a file that
+// cannot be compared ("" skips that check).
+func NewGuard(d *Driver, file, target string) (*Guard, error) {
+	if d.cfg.SaveFile != StagingFile(file) {
+		return nil, fmt.Errorf("LIO save guard: the driver saves to %s, want the staging file %s", d.cfg.SaveFile, StagingFile(file))
+	}
+	return &Guard{d: d, file: file, staging: d.cfg.SaveFile, saved: &SavedFile{Path: file}, target: target}, nil
+}
+
+// Saved reads saveconfig.json (not the staging file).
+func (g *Guard) Saved() *SavedFile { return g.saved }
+
+// Driver is the wrapped driver.
+func (g *Guard) Driver() *Driver { return g.d }
+
+// Apply runs ops through the driver, then installs the live state it saved
+// if nothing the file holds was lost, except what ops remove. A refusal is
+// a *LossError joined to the driver's error; the results are the driver's
+// (judged from live state as saved).
+func (g *Guard) Apply(ctx context.Context, ops []Op) ([]Result, error) {
+	had := g.readFile(ctx)
+	g.clearStaging()
+	res, err := g.d.Apply(ctx, ops)
+	return res, errors.Join(err, g.install(had, ops))
+}
+
+// Save saves LIO's live state to saveconfig.json, guarded: nothing the file
+// holds may be lost.
+func (g *Guard) Save(ctx context.Context) error {
+	had := g.readFile(ctx)
+	g.clearStaging()
+	if err := g.d.Save(ctx); err != nil {
+		return err
+	}
+	return g.install(had, nil)
+}
+
+// Check saves LIO's live state to the staging file only and says whether
+// saving it over saveconfig.json would be refused; saveconfig.json is not
+// touched. `sbps-marshal status` uses it.
+func (g *Guard) Check(ctx context.Context) error {
+	had := g.readFile(ctx)
+	g.clearStaging()
+	defer g.clearStaging()
+	if err := g.d.Save(ctx); err != nil {
+		return err
+	}
+	_, _, err := g.judge(had, nil)
+	return err
+}
+
+// fileState is saveconfig.json as read before a change.
+type fileState struct {
+	cfg    *Config
+	digest string
+	err    error // nil, or why it cannot be compared (fs.ErrNotExist when missing)
+}
+
+func (g *Guard) readFile(ctx context.Context) fileState {
+	wait := 20 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		c, digest, err := g.saved.Load()
+		if err == nil || !errors.Is(err, ErrIncomplete) || attempt == 5 {
+			return fileState{cfg: c, digest: digest, err: err}
+		}
+		select {
+		case <-ctx.Done():
+			return fileState{err: err}
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
+}
+
+func (g *Guard) clearStaging() {
+	_ = os.Remove(g.staging)
+	_ = os.Remove(g.staging + ".temp") // rtslib's own temporary file
+}
+
+// judge reads the staging file and decides. data is nil when the driver
+// saved nothing.
+func (g *Guard) judge(had fileState, meant []Op) (data []byte, live *Config, err error) {
+	data, err = os.ReadFile(g.staging)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading LIO's live state as saved to %s: %w", g.staging, err)
+	}
+	if live, err = Parse(data); err != nil {
+		return nil, nil, fmt.Errorf("LIO's live state as saved to %s: %w", g.staging, err)
+	}
+	if had.err == nil {
+		if lost := Lost(had.cfg, live, meant); len(lost) > 0 {
+			return nil, nil, &LossError{File: g.file, Lost: lost}
+		}
+		return data, live, nil
+	}
+	if g.target != "" {
+		if t, ok := live.Target(g.target); !ok || len(t.TPGs) == 0 {
+			why := "missing"
+			if !errors.Is(had.err, fs.ErrNotExist) {
+				why = had.err.Error()
+			}
+			return nil, nil, &LossError{File: g.file, Missing: g.target, Unreadable: why}
+		}
+	}
+	return data, live, nil
+}
+
+// install puts the staging file in place when judge allows it.
+func (g *Guard) install(had fileState, meant []Op) error {
+	defer g.clearStaging()
+	data, _, err := g.judge(had, meant)
+	if err != nil || data == nil {
+		return err
+	}
+	sum := sha256.Sum256(data)
+	if had.err == nil && hex.EncodeToString(sum[:]) == had.digest {
+		return nil // unchanged: no write, no watcher event
+	}
+	if had.err != nil && !errors.Is(had.err, fs.ErrNotExist) {
+		// Keep what could not be read, for the operator.
+		if err := os.Rename(g.file, g.file+".unreadable"); err == nil {
+			g.d.log.Warn("saveconfig.json could not be read; kept as .unreadable and written again from LIO's live state",
+				"file", g.file, "kept", g.file+".unreadable", "err", had.err)
+		}
+	}
+	if err := os.Rename(g.staging, g.file); err != nil {
+		return fmt.Errorf("installing LIO's live state as %s: %w", g.file, err)
+	}
+	g.saved.Invalidate()
+	return nil
+}
+
+// Lost lists what had holds that live lacks, other than what meant
+// removes: storage objects, targets, TPGs, portals, node ACLs and their
+// mapped LUNs, TPG attribute and parameter keys, and LUNs (a LUN index now
+// backed by another storage object counts as lost). Pure.
+func Lost(had, live *Config, meant []Op) []string {
+	if had == nil {
+		return nil
+	}
+	goneSO := map[string]bool{}  // storage object path the ops remove
+	goneLUN := map[string]bool{} // "iqn/tag/index" the ops remove
+	for _, op := range meant {
+		switch op.Kind {
+		case DeleteBackstore:
+			goneSO["/backstores/fileio/"+op.Backstore] = true
+		case DeleteLUN:
+			goneLUN[lunKey(op.Target, op.TPGTag(), op.LUN)] = true
+		}
+	}
+	var lost []string
+	for _, so := range had.StorageObjects {
+		if goneSO[so.Path()] {
+			continue
+		}
+		if !slices.ContainsFunc(live.StorageObjects, func(l StorageObject) bool { return l.Plugin == so.Plugin && l.Name == so.Name }) {
+			lost = append(lost, "storage object "+so.Path())
+		}
+	}
+	for _, t := range had.Targets {
+		lt, ok := live.Target(t.WWN)
+		if !ok {
+			lost = append(lost, "target "+t.WWN)
+			continue
+		}
+		for _, tpg := range t.TPGs {
+			where := fmt.Sprintf("%s/tpg%d", t.WWN, tpg.Tag)
+			ltpg, ok := lt.TPG(tpg.Tag)
+			if !ok {
+				lost = append(lost, "TPG "+where)
+				continue
+			}
+			livePortals := map[string]bool{}
+			for _, p := range ltpg.Portals {
+				livePortals[portalKey(p)] = true
+			}
+			for _, p := range tpg.Portals {
+				if !livePortals[portalKey(p)] {
+					lost = append(lost, "portal "+portalKey(p)+" of "+where)
+				}
+			}
+			for k := range tpg.Attributes {
+				if _, ok := ltpg.Attributes[k]; !ok {
+					lost = append(lost, "attribute "+k+" of "+where)
+				}
+			}
+			for k := range tpg.Parameters {
+				if _, ok := ltpg.Parameters[k]; !ok {
+					lost = append(lost, "parameter "+k+" of "+where)
+				}
+			}
+			removed := map[int]bool{}
+			for _, l := range tpg.LUNs {
+				if goneLUN[lunKey(t.WWN, tpg.Tag, l.Index)] || goneSO[l.StorageObject] {
+					removed[l.Index] = true
+					continue
+				}
+				i := slices.IndexFunc(ltpg.LUNs, func(x LUN) bool { return x.Index == l.Index })
+				switch {
+				case i < 0:
+					lost = append(lost, fmt.Sprintf("lun%d (%s) of %s", l.Index, l.StorageObject, where))
+				case ltpg.LUNs[i].StorageObject != l.StorageObject:
+					lost = append(lost, fmt.Sprintf("lun%d (%s, now %s) of %s", l.Index, l.StorageObject, ltpg.LUNs[i].StorageObject, where))
+				}
+			}
+			for _, acl := range tpg.NodeACLs {
+				i := slices.IndexFunc(ltpg.NodeACLs, func(x NodeACL) bool { return x.NodeWWN == acl.NodeWWN })
+				if i < 0 {
+					lost = append(lost, "node ACL "+acl.NodeWWN+" of "+where)
+					continue
+				}
+				for _, m := range acl.MappedLUNs {
+					if removed[m.TPGLUN] {
+						continue
+					}
+					if !slices.ContainsFunc(ltpg.NodeACLs[i].MappedLUNs, func(x MappedLUN) bool { return x.Index == m.Index && x.TPGLUN == m.TPGLUN }) {
+						lost = append(lost, fmt.Sprintf("mapped lun%d of node ACL %s of %s", m.Index, acl.NodeWWN, where))
+					}
+				}
+			}
+		}
+	}
+	slices.Sort(lost) // stable for tests and logs
+	return lost
+}
+
+func lunKey(target string, tag, index int) string {
+	return target + "/" + strconv.Itoa(tag) + "/" + strconv.Itoa(index)
+}
+
+// portalKey is "ip:port" of a portal as rtslib saves it, or its JSON.
+func portalKey(raw json.RawMessage) string {
+	var p struct {
+		IP   string `json:"ip_address"`
+		Port int    `json:"port"`
+	}
+	if json.Unmarshal(raw, &p) != nil || p.IP == "" {
+		return string(bytes.TrimSpace(raw))
+	}
+	return p.IP + ":" + strconv.Itoa(p.Port)
+}
