@@ -40,6 +40,11 @@ var ErrNotFound = errors.New("object not found")
 // ErrTooLarge means Get refused an object bigger than the caller's limit.
 var ErrTooLarge = errors.New("object larger than the allowed limit")
 
+// ErrIncompleteListing means the server's listing could not be proved
+// complete (a truncated page without a usable continuation token). The S3
+// server is at fault; no objects are returned, so nothing is taken as gone.
+var ErrIncompleteListing = errors.New("S3 listing cannot be proved complete")
+
 // ErrAccessDenied means the server refused the credentials or the request
 // (unknown access key, bad signature, access denied). Retrying will not help;
 // the credentials need fixing.
@@ -217,23 +222,30 @@ func (c *Client) Stats() Stats {
 }
 
 // List returns every object whose key starts with prefix ("" for the whole
-// bucket), reading all pages. If any page fails it returns an error and no
-// objects at all: a caller must never act (delete) on a partial listing.
-// Objects come in S3's order (ascending UTF-8 key order).
+// bucket), reading all pages. If any page fails, or the listing cannot be
+// proved complete, it returns an error and no objects at all: a caller must
+// never act (delete) on a partial listing. A listing is complete when its
+// last page says IsTruncated=false; a page that says it is truncated but
+// gives no continuation token, hands back a token the listing already
+// followed (a loop), or does not say whether it is truncated ends the
+// listing with an error, never with fewer objects. Objects come in S3's
+// order (ascending UTF-8 key order).
 func (c *Client) List(ctx context.Context, prefix string) ([]Object, error) {
-	p := s3.NewListObjectsV2Paginator(c.s3, &s3.ListObjectsV2Input{
+	in := &s3.ListObjectsV2Input{
 		Bucket:  aws.String(c.bucket),
 		Prefix:  aws.String(prefix),
 		MaxKeys: aws.Int32(c.pageSize),
-	}, func(o *s3.ListObjectsV2PaginatorOptions) {
-		o.StopOnDuplicateToken = true
-	})
+	}
+	fail := func(page, n int, err error) error {
+		return fmt.Errorf("bucket: list s3://%s/%s* at %s failed on page %d after %d objects (no partial listing returned): %w",
+			c.bucket, prefix, c.endpoint, page, n, err)
+	}
 	var objects []Object
-	for page := 1; p.HasMorePages(); page++ {
-		out, err := c.listPage(ctx, p)
+	followed := map[string]bool{}
+	for page := 1; ; page++ {
+		out, err := c.listPage(ctx, in)
 		if err != nil {
-			return nil, fmt.Errorf("bucket: list s3://%s/%s* at %s failed on page %d after %d objects (no partial listing returned): %w",
-				c.bucket, prefix, c.endpoint, page, len(objects), classify(err, false))
+			return nil, fail(page, len(objects), classify(err, false))
 		}
 		for _, o := range out.Contents {
 			objects = append(objects, Object{
@@ -243,15 +255,37 @@ func (c *Client) List(ctx context.Context, prefix string) ([]Object, error) {
 				LastModified: aws.ToTime(o.LastModified),
 			})
 		}
+		if out.IsTruncated == nil {
+			return nil, fail(page, len(objects), fmt.Errorf("%w: the page has no IsTruncated element, so the server does not say whether more objects follow", ErrIncompleteListing))
+		}
+		if !*out.IsTruncated {
+			return objects, nil
+		}
+		next := aws.ToString(out.NextContinuationToken)
+		switch {
+		case next == "":
+			return nil, fail(page, len(objects), fmt.Errorf("%w: the page says IsTruncated=true but gives no continuation token, so the rest cannot be read", ErrIncompleteListing))
+		case followed[next]:
+			return nil, fail(page, len(objects), fmt.Errorf("%w: the page hands back continuation token %q, which the listing already followed (the server is looping)", ErrIncompleteListing, excerpt(next)))
+		}
+		followed[next] = true
+		in.ContinuationToken = aws.String(next)
 	}
-	return objects, nil
 }
 
-func (c *Client) listPage(ctx context.Context, p *s3.ListObjectsV2Paginator) (*s3.ListObjectsV2Output, error) {
+func (c *Client) listPage(ctx context.Context, in *s3.ListObjectsV2Input) (*s3.ListObjectsV2Output, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	c.listPages.Add(1)
-	return p.NextPage(ctx)
+	return c.s3.ListObjectsV2(ctx, in)
+}
+
+// excerpt shortens an opaque server token for a message.
+func excerpt(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
 }
 
 // Head returns the object's metadata, or an error matching ErrNotFound if
