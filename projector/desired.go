@@ -52,6 +52,11 @@ type Desired struct {
 	Pending map[string]Problem // by backstore name
 	// Rejected images will not be projected until they change.
 	Rejected []Problem
+	// Unconfirmed are the previous passes' projections (by backstore name)
+	// whose IMS images the listing left out and that IMS has not yet
+	// confirmed gone (a GET answering IMS's own 404). Their backstores are
+	// kept, and the next full pass asks IMS about them again.
+	Unconfirmed map[string]Problem
 	// RootfsComplete is false when IMS, or a manifest, could not be read:
 	// then no rootfs projection may be deleted.
 	RootfsComplete bool
@@ -78,6 +83,7 @@ func (d *Desired) clone() *Desired {
 	n.Projections = maps.Clone(d.Projections)
 	n.Pending = maps.Clone(d.Pending)
 	n.Rejected = slices.Clone(d.Rejected)
+	n.Unconfirmed = maps.Clone(d.Unconfirmed)
 	n.ImagesByKey = maps.Clone(d.ImagesByKey)
 	if n.Projections == nil {
 		n.Projections = map[string]Projection{}
@@ -113,6 +119,17 @@ func (d *Desired) forgetImage(id string) {
 			delete(d.Pending, name)
 		} else {
 			d.Pending[name] = p
+		}
+	}
+	for name, p := range d.Unconfirmed {
+		if !slices.ContainsFunc(p.Images, isImage) {
+			continue
+		}
+		p.Images = slices.DeleteFunc(slices.Clone(p.Images), isImage)
+		if len(p.Images) == 0 {
+			delete(d.Unconfirmed, name)
+		} else {
+			d.Unconfirmed[name] = p
 		}
 	}
 	d.Rejected = slices.DeleteFunc(d.Rejected, func(p Problem) bool {

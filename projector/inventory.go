@@ -137,7 +137,7 @@ func (inv *Inventory) Desired(ctx context.Context, actual *lio.Config, prev *Des
 			d.Rejected = append(d.Rejected, Problem{Kind: Rootfs, Images: []ImageRef{{ID: re.ID}}, Reason: re.Error()})
 		}
 	}
-	if why := inv.confirmVanished(ctx, prev, listing); why != "" {
+	if why := inv.confirmVanished(ctx, d, prev, listing); why != "" {
 		d.RootfsComplete, d.RootfsIncompleteReason = false, why
 	}
 	find := fromListing(byKey)
@@ -150,16 +150,19 @@ func (inv *Inventory) Desired(ctx context.Context, actual *lio.Config, prev *Des
 	return d, nil
 }
 
-// maxConfirmations bounds the GETs spent checking images a listing left
-// out; a listing that dropped thousands is judged on a sample.
+// maxConfirmations is the budget of IMS GETs a full pass spends on images
+// the listing left out. Images beyond it are not taken as gone: their
+// projections are held (Desired.Unconfirmed) and checked by later passes.
 const maxConfirmations = 16
 
-// confirmVanished checks, with a GET each, the images prev projected or
-// held pending that the listing does not show. An image that still exists
-// means the listing is incomplete (IMS can return a partial listing
-// without an error); the reason is returned. Images confirmed gone (404)
-// may lose their projections.
-func (inv *Inventory) confirmVanished(ctx context.Context, prev *Desired, listing ims.Listing) string {
+// confirmVanished checks, with a GET each, the images prev projected, held
+// pending or held unconfirmed that the listing does not show, at most
+// maxConfirmations of them. Only an image IMS itself answers 404 for is
+// confirmed gone; every other one is recorded in d.Unconfirmed, so that its
+// projection is held and the next pass asks again. An image that still
+// exists means the listing is incomplete (IMS can return a partial listing
+// without an error), and so does a GET that fails; the reason is returned.
+func (inv *Inventory) confirmVanished(ctx context.Context, d *Desired, prev *Desired, listing ims.Listing) string {
 	if prev == nil {
 		return ""
 	}
@@ -184,22 +187,69 @@ func (inv *Inventory) confirmVanished(ctx context.Context, prev *Desired, listin
 	for _, p := range prev.Pending {
 		note(p.Images)
 	}
+	for _, p := range prev.Unconfirmed {
+		note(p.Images)
+	}
+	if len(vanished) == 0 {
+		return ""
+	}
 	slices.Sort(vanished)
+	gone := map[string]bool{}
+	why := ""
 	for i, id := range vanished {
 		if i == maxConfirmations {
 			break
 		}
 		_, err := inv.Images.Get(ctx, id)
-		switch {
-		case errors.Is(err, ims.ErrNotFound):
+		if errors.Is(err, ims.ErrNotFound) {
+			gone[id] = true
 			continue
-		case err != nil:
-			return fmt.Sprintf("IMS listing left out image %s and IMS could not confirm it is gone (%v)", id, err)
-		default:
-			return fmt.Sprintf("IMS listing left out %d image(s) that were projected, but image %s still exists: the listing is partial", len(vanished), id)
+		}
+		if err != nil {
+			why = fmt.Sprintf("IMS listing left out image %s and IMS could not confirm it is gone (%v)", id, err)
+		} else {
+			why = fmt.Sprintf("IMS listing left out %d image(s) that were projected, but image %s still exists: the listing is partial", len(vanished), id)
+		}
+		break
+	}
+	unconfirmed := len(vanished) - len(gone)
+	hold := func(p Problem) {
+		var refs []ImageRef
+		for _, r := range p.Images {
+			if r.ID != "" && !listed[r.ID] && !gone[r.ID] && !slices.ContainsFunc(refs, func(x ImageRef) bool { return x.ID == r.ID }) {
+				refs = append(refs, r)
+			}
+		}
+		if len(refs) == 0 {
+			return
+		}
+		ids := make([]string, len(refs))
+		for i, r := range refs {
+			ids[i] = r.ID
+		}
+		p.Kind, p.Images = Rootfs, refs
+		p.Reason = fmt.Sprintf("kept: the IMS listing left out image %s, not confirmed gone yet (%d of %d left-out image(s) confirmed gone this pass, at most %d IMS GETs per pass; the next pass asks again)",
+			strings.Join(ids, ", "), len(gone), len(gone)+unconfirmed, maxConfirmations)
+		if prior, ok := d.Unconfirmed[p.Name]; ok {
+			p.Images = append(slices.Clip(prior.Images), refs...)
+		}
+		if d.Unconfirmed == nil {
+			d.Unconfirmed = map[string]Problem{}
+		}
+		d.Unconfirmed[p.Name] = p
+	}
+	if unconfirmed > 0 {
+		for name, p := range prev.Projections {
+			hold(Problem{Name: name, Key: p.Key, Images: p.Users})
+		}
+		for name, p := range prev.Pending {
+			hold(Problem{Name: name, Key: p.Key, Images: p.Images})
+		}
+		for name, p := range prev.Unconfirmed {
+			hold(Problem{Name: name, Key: p.Key, Images: p.Images})
 		}
 	}
-	return ""
+	return why
 }
 
 // addImage files an IMS image under d. A transient failure (S3 or a

@@ -9,7 +9,8 @@
 // metadata set/remove, arch, and link (409 when a different link is already
 // set). A pluggable Verify checks bearer tokens (401 otherwise, like the
 // gateway). Faults for reliability tests: FailNext (status for the next N
-// requests), SetLatency, SetListMode (drop half, empty). Contract checks every
+// requests), SetLatency, SetListMode (drop half, empty), Hide (leave
+// chosen images out of the listing). Contract checks every
 // exchange against the OpenAPI document with kin-openapi.
 //
 // Concurrency: a Server is safe for concurrent use; the Go API (Put, Tag,

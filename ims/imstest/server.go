@@ -94,6 +94,7 @@ type Server struct {
 	order    []string          // guarded by mu; listing order
 	legacy   bool              // guarded by mu
 	listMode ListMode          // guarded by mu
+	hidden   map[string]bool   // guarded by mu; left out of listings
 	latency  time.Duration     // guarded by mu
 	failLeft int               // guarded by mu
 	failCode int               // guarded by mu
@@ -276,6 +277,18 @@ func (s *Server) SetListMode(m ListMode) {
 	s.mu.Unlock()
 }
 
+// Hide makes GET /v3/images leave out the given images, which GET
+// /v3/images/{id} still finds: a partial listing without an error. Hide()
+// with no ids clears it.
+func (s *Server) Hide(ids ...string) {
+	s.mu.Lock()
+	s.hidden = make(map[string]bool, len(ids))
+	for _, id := range ids {
+		s.hidden[id] = true
+	}
+	s.mu.Unlock()
+}
+
 // SetLatency delays every answer by d (until the request is cancelled).
 func (s *Server) SetLatency(d time.Duration) {
 	s.mu.Lock()
@@ -390,7 +403,7 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 	mode, legacy := s.listMode, s.legacy
 	out := make([]json.RawMessage, 0, len(s.order))
 	for i, id := range s.order {
-		if mode == ListEmpty || mode == ListDropHalf && i%2 == 1 {
+		if mode == ListEmpty || mode == ListDropHalf && i%2 == 1 || s.hidden[id] {
 			continue
 		}
 		out = append(out, s.wireLocked(s.images[id], legacy))

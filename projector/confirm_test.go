@@ -1,0 +1,173 @@
+package projector
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/sbps-marshal/sbps-marshal/ims"
+	"github.com/sbps-marshal/sbps-marshal/ims/imstest"
+	"github.com/sbps-marshal/sbps-marshal/lio"
+)
+
+// imsFleet is n tagged IMS images on the IMS server built to the OpenAPI
+// spec, each with its manifest and rootfs in the bucket, and LIO serving
+// every one of them.
+type imsFleet struct {
+	srv    *imstest.Server
+	inv    *Inventory
+	ids    []string          // sorted
+	names  map[string]string // image id -> backstore name
+	actual *lio.Config
+}
+
+func newIMSFleet(t *testing.T, n int) *imsFleet {
+	t.Helper()
+	f := &imsFleet{srv: imstest.StartTest(t, imstest.Options{}), names: map[string]string{}}
+	c, err := ims.New(ims.Config{BaseURL: f.srv.ImagesURL(), Token: ims.NoToken{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newMemBucket(t)
+	for i := range n {
+		id := fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i) // sorted by i
+		f.ids = append(f.ids, id)
+		b.put(id+"/rootfs", "r-"+id, 20, 20)
+		b.putManifest(id, id+"/rootfs", "r-"+id)
+		f.srv.Put(imstest.Image{ID: id, Name: "img", Metadata: map[string]string{"sbps-project": "true"},
+			Link: &imstest.Link{Type: "s3", Path: "s3://boot-images/" + id + "/manifest.json"}})
+	}
+	f.inv = newInventory(b, nil)
+	f.inv.Images = c
+	d, err := f.inv.Desired(t.Context(), nil, nil)
+	if err != nil || len(d.Projections) != n {
+		t.Fatalf("first pass: %d projections, %v; want %d", len(d.Projections), err, n)
+	}
+	var sos []lio.StorageObject
+	for _, name := range sortedKeys(d.Projections) {
+		p := d.Projections[name]
+		sos = append(sos, backstoreOf(p))
+		f.names[p.Users[0].ID] = name
+	}
+	f.actual = node(nil, sos...)
+	f.actual.StorageObjects = sos
+	for i := range sos {
+		f.actual.StorageObjects[i].Dev = f.inv.Layout.FileFor(d.Projections[sos[i].Name].Key)
+	}
+	return f
+}
+
+// pass runs the inventory and the plan as a full pass does.
+func (f *imsFleet) pass(t *testing.T, prev *Desired) (*Desired, *Plan) {
+	t.Helper()
+	d, err := f.inv.Desired(t.Context(), f.actual, prev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := MakePlan(d, f.actual, f.inv.Layout, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, plan
+}
+
+func (f *imsFleet) deletedImages(p *Plan) []string {
+	var ids []string
+	for id, name := range f.names {
+		if slices.ContainsFunc(p.Changes, func(c Change) bool { return c.Action == Delete && c.Name == name }) {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// apply removes the planned deletes from LIO, as a pass would.
+func (f *imsFleet) apply(p *Plan) {
+	f.actual.StorageObjects = slices.DeleteFunc(f.actual.StorageObjects, func(so lio.StorageObject) bool {
+		return slices.ContainsFunc(p.Changes, func(c Change) bool { return c.Action == Delete && c.Name == so.Name })
+	})
+}
+
+// TestNoLUNGoesForAnImageNotConfirmedGone (issue 15, point 2): IMS's
+// listing leaves out 20 projected images; the 16 first by id really were
+// deleted, the other 4 still exist. Today's code confirmed only the first 16
+// and took the rest as gone. Every image a listing leaves out must be
+// confirmed gone with its own GET before its LUN goes; the GETs are
+// budgeted per pass and the rest are held, visibly, until a later pass
+// confirms them.
+func TestNoLUNGoesForAnImageNotConfirmedGone(t *testing.T) {
+	t.Run("the rest exist", func(t *testing.T) {
+		f := newIMSFleet(t, 50)
+		prev, _ := f.pass(t, nil)
+		gone, hidden := f.ids[:16], f.ids[16:20]
+		for _, id := range gone {
+			if err := f.srv.Delete(id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f.srv.Hide(hidden...)
+		for pass := 1; pass <= 3; pass++ {
+			d, plan := f.pass(t, prev)
+			for _, id := range f.deletedImages(plan) {
+				if slices.Contains(hidden, id) {
+					t.Fatalf("pass %d deletes the LUN of image %s, which IMS still has (the listing left it out): %s", pass, id, summary(plan))
+				}
+			}
+			for _, id := range hidden {
+				if !slices.ContainsFunc(plan.Held, func(c Change) bool { return c.Name == f.names[id] }) {
+					t.Errorf("pass %d: image %s's LUN is not held (plan %s)", pass, id, summary(plan))
+				}
+			}
+			f.apply(plan)
+			prev = d
+		}
+	})
+
+	t.Run("budget", func(t *testing.T) {
+		f := newIMSFleet(t, 50)
+		prev, _ := f.pass(t, nil)
+		gone := f.ids[:20]
+		for _, id := range gone {
+			if err := f.srv.Delete(id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		getsBefore := f.srv.Stats().Gets
+		d, plan := f.pass(t, prev)
+		if n := f.srv.Stats().Gets - getsBefore; n != maxConfirmations {
+			t.Errorf("first pass sent %d IMS GETs, want the budget of %d", n, maxConfirmations)
+		}
+		if got, want := f.deletedImages(plan), gone[:maxConfirmations]; !slices.Equal(got, want) {
+			t.Errorf("first pass deletes the LUNs of %d images, want the %d confirmed gone: %s", len(got), len(want), summary(plan))
+		}
+		var held []string
+		for _, id := range gone[maxConfirmations:] {
+			i := slices.IndexFunc(plan.Held, func(c Change) bool { return c.Name == f.names[id] })
+			if i < 0 {
+				t.Errorf("image %s (not confirmed yet) is not held: %s", id, summary(plan))
+				continue
+			}
+			held = append(held, id)
+			if r := plan.Held[i].Reason; !strings.Contains(r, "not confirmed gone") || !strings.Contains(r, id) {
+				t.Errorf("held reason = %q, want it to name image %s and say it is not confirmed gone", r, id)
+			}
+		}
+		// The status view shows them held, as other held deletes.
+		counts := StatusCounts(d, plan, f.actual, f.inv.Layout, testIQN, 1)
+		if counts[Held] != len(held) {
+			t.Errorf("status counts %v, want %d held", counts, len(held))
+		}
+		f.apply(plan)
+
+		// The next pass confirms the rest and only then removes them.
+		_, plan = f.pass(t, d)
+		if got, want := f.deletedImages(plan), gone[maxConfirmations:]; !slices.Equal(got, want) {
+			t.Errorf("second pass deletes the LUNs of %q, want %q: %s", got, want, summary(plan))
+		}
+		if len(plan.Held) != 0 {
+			t.Errorf("second pass holds %s, want nothing held", summary(plan))
+		}
+	})
+}
