@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"strings"
@@ -26,6 +27,10 @@ const (
 var (
 	// ErrNotFound: IMS answered 404 for an image (it was deleted).
 	ErrNotFound = errors.New("ims: image not found")
+	// ErrNoRoute: a 404 that is not IMS's own answer (no problem details
+	// in the body): the API gateway has no route to IMS, e.g. while IMS is
+	// redeployed. It says nothing about the image; retry later.
+	ErrNoRoute = errors.New("ims: the API gateway answered 404 without IMS's problem details (no route to IMS)")
 	// ErrUnauthorized: IMS (the API gateway) answered 401 or 403 even after
 	// a fresh token.
 	ErrUnauthorized = errors.New("ims: unauthorized")
@@ -251,6 +256,11 @@ type StatusError struct {
 	URL    string
 	Status int
 	Body   string
+	// Problem is true when the body is IMS's own error answer: RFC 7807
+	// problem details (the spec's ProblemDetails, application/json or
+	// application/problem+json) for this status. A gateway's answer (Envoy:
+	// empty body or text/plain) is not.
+	Problem bool
 }
 
 func (e *StatusError) Error() string {
@@ -263,14 +273,20 @@ func (e *StatusError) Error() string {
 		msg += " (check the IMS credentials: SPIFFE ID and audience, or the token file)"
 	case e.Status >= 500:
 		msg += " (IMS or the API gateway is failing; retry later)"
+	case e.Status == http.StatusNotFound && !e.Problem:
+		msg += " (not IMS's answer: the API gateway has no route to IMS, e.g. while IMS is redeployed; nothing is taken as deleted, retry later)"
 	}
 	return msg
 }
 
-// Unwrap maps 404 to ErrNotFound and 401/403 to ErrUnauthorized.
+// Unwrap maps IMS's own 404 to ErrNotFound, any other 404 (the gateway's)
+// to ErrNoRoute, and 401/403 to ErrUnauthorized.
 func (e *StatusError) Unwrap() error {
 	switch e.Status {
 	case http.StatusNotFound:
+		if !e.Problem {
+			return ErrNoRoute
+		}
 		return ErrNotFound
 	case http.StatusUnauthorized, http.StatusForbidden:
 		return ErrUnauthorized
@@ -331,8 +347,9 @@ func (c *Client) once(ctx context.Context, method, u string, body []byte, limit 
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return nil, resp.StatusCode, &StatusError{Method: method, URL: redact(u), Status: resp.StatusCode, Body: excerpt(bytes.TrimSpace(b), 200)}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxRecordBody))
+		return nil, resp.StatusCode, &StatusError{Method: method, URL: redact(u), Status: resp.StatusCode, Body: excerpt(bytes.TrimSpace(b), 200),
+			Problem: isProblem(resp.Header.Get("Content-Type"), b, resp.StatusCode)}
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
@@ -345,6 +362,27 @@ func (c *Client) once(ctx context.Context, method, u string, body []byte, limit 
 		return nil, resp.StatusCode, fmt.Errorf("ims: %s %s: body exceeds %d bytes: %w (raise the listing bound if IMS really holds that many images)", method, redact(u), limit, ErrTooLarge)
 	}
 	return b, resp.StatusCode, nil
+}
+
+// isProblem reports whether an error answer is IMS's own: a JSON body
+// (application/json or application/problem+json) holding RFC 7807 problem
+// details whose status is the answer's status, as IMS's OpenAPI spec
+// describes every error response. The CSM API gateway's own answers (Envoy
+// with no route: 404 and an empty body; text/plain) are not.
+func isProblem(contentType string, body []byte, status int) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil || (mt != "application/json" && mt != "application/problem+json") {
+		return false
+	}
+	var p struct {
+		Status *int    `json:"status"`
+		Title  *string `json:"title"`
+		Detail *string `json:"detail"`
+	}
+	if json.Unmarshal(body, &p) != nil || p.Status == nil || *p.Status != status {
+		return false
+	}
+	return p.Title != nil || p.Detail != nil
 }
 
 // redact removes anything secret-looking from a URL for messages.

@@ -171,3 +171,45 @@ func TestNoLUNGoesForAnImageNotConfirmedGone(t *testing.T) {
 		}
 	})
 }
+
+// TestEventPathNoMoreWillingToDeleteThanAFullPass (issue 15, point 3): an
+// IMS change event makes the agent GET the image. While the API gateway has
+// no route to IMS (Envoy answers 404 with an empty body for every path, as
+// during an IMS redeploy) that 404 is not IMS saying the image is gone: the
+// event must change nothing, as a full pass holds. IMS's own 404 (its
+// problem details) still removes the image's LUN.
+func TestEventPathNoMoreWillingToDeleteThanAFullPass(t *testing.T) {
+	f := newIMSFleet(t, 4)
+	d, _ := f.pass(t, nil)
+	id := f.ids[1]
+
+	f.srv.SetGatewayNoRoute(true)
+	full, plan := f.pass(t, d)
+	if full.RootfsComplete || len(plan.Changes) != 0 || len(plan.Held) != len(f.ids) {
+		t.Fatalf("full pass with no route to IMS: complete %v, plan %q; want incomplete, every LUN held", full.RootfsComplete, summary(plan))
+	}
+	n, err := f.inv.Update(t.Context(), d, f.actual, nil, []string{id})
+	if err == nil {
+		plan, _ := MakePlan(n, f.actual, f.inv.Layout, opts)
+		t.Fatalf("event for image %s with no route to IMS: no error, plan %q; want an error and nothing changed", id, summary(plan))
+	}
+	if !strings.Contains(err.Error(), "gateway") {
+		t.Errorf("event error = %v, want it to say the 404 came from the API gateway", err)
+	}
+
+	f.srv.SetGatewayNoRoute(false)
+	if err := f.srv.Delete(id); err != nil {
+		t.Fatal(err)
+	}
+	n, err = f.inv.Update(t.Context(), d, f.actual, nil, []string{id})
+	if err != nil {
+		t.Fatalf("event for image %s deleted in IMS: %v", id, err)
+	}
+	plan, err = MakePlan(n, f.actual, f.inv.Layout, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := f.deletedImages(plan); !slices.Equal(got, []string{id}) {
+		t.Errorf("event for image %s deleted in IMS deletes the LUNs of %q, want only its own: %s", id, got, summary(plan))
+	}
+}

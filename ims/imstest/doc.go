@@ -10,7 +10,8 @@
 // set). A pluggable Verify checks bearer tokens (401 otherwise, like the
 // gateway). Faults for reliability tests: FailNext (status for the next N
 // requests), SetLatency, SetListMode (drop half, empty), Hide (leave
-// chosen images out of the listing). Contract checks every
+// chosen images out of the listing), SetGatewayNoRoute (Envoy's 404 with an
+// empty body for every path, as during an IMS redeploy). Contract checks every
 // exchange against the OpenAPI document with kin-openapi.
 //
 // Concurrency: a Server is safe for concurrent use; the Go API (Put, Tag,

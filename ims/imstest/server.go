@@ -95,6 +95,7 @@ type Server struct {
 	legacy   bool              // guarded by mu
 	listMode ListMode          // guarded by mu
 	hidden   map[string]bool   // guarded by mu; left out of listings
+	noRoute  bool              // guarded by mu; answer as Envoy with no route
 	latency  time.Duration     // guarded by mu
 	failLeft int               // guarded by mu
 	failCode int               // guarded by mu
@@ -289,6 +290,15 @@ func (s *Server) Hide(ids ...string) {
 	s.mu.Unlock()
 }
 
+// SetGatewayNoRoute makes every request answer as the CSM API gateway
+// (Envoy) does when it has no route to IMS, e.g. while IMS is redeployed:
+// 404 with an empty body and "server: envoy", not IMS's problem details.
+func (s *Server) SetGatewayNoRoute(on bool) {
+	s.mu.Lock()
+	s.noRoute = on
+	s.mu.Unlock()
+}
+
 // SetLatency delays every answer by d (until the request is cancelled).
 func (s *Server) SetLatency(d time.Duration) {
 	s.mu.Lock()
@@ -325,7 +335,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.requests.Add(1)
 	s.mu.Lock()
 	lat := s.latency
-	code := 0
+	code, noRoute := 0, s.noRoute
 	if s.failLeft > 0 {
 		s.failLeft--
 		code = s.failCode
@@ -339,6 +349,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			t.Stop()
 			return
 		}
+	}
+	if noRoute {
+		s.injected.Add(1)
+		w.Header().Set("Server", "envoy")
+		w.Header().Set("Date", time.Now().UTC().Format(http.TimeFormat))
+		w.WriteHeader(http.StatusNotFound)
+		return
 	}
 	if code != 0 {
 		s.injected.Add(1)
