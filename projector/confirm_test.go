@@ -9,6 +9,7 @@ import (
 	"github.com/sbps-marshal/sbps-marshal/ims"
 	"github.com/sbps-marshal/sbps-marshal/ims/imstest"
 	"github.com/sbps-marshal/sbps-marshal/lio"
+	"github.com/sbps-marshal/sbps-marshal/naming"
 )
 
 // imsFleet is n tagged IMS images on the IMS server built to the OpenAPI
@@ -211,5 +212,84 @@ func TestEventPathNoMoreWillingToDeleteThanAFullPass(t *testing.T) {
 	}
 	if got := f.deletedImages(plan); !slices.Equal(got, []string{id}) {
 		t.Errorf("event for image %s deleted in IMS deletes the LUNs of %q, want only its own: %s", id, got, summary(plan))
+	}
+}
+
+// TestKindFromTheProjectionNotThePath (issue 15, point 4): an IMS rootfs
+// whose manifest points under PE/ is a rootfs projection, whatever its path
+// says. During an IMS outage it is held like every rootfs, not deleted as a
+// PE image no longer in S3's PE listing would be. The kind comes from the
+// projection's identity as LIO records it (the backstore name is the hash
+// of the PE or the rootfs naming input); a backstore that is not a PE
+// projection of its file is treated as a rootfs, the safe answer.
+func TestKindFromTheProjectionNotThePath(t *testing.T) {
+	srv := imstest.StartTest(t, imstest.Options{})
+	c, err := ims.New(ims.Config{BaseURL: srv.ImagesURL(), Token: ims.NoToken{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newMemBucket(t)
+	b.put("PE/shared.squashfs", "pe", 30, 30)
+	for i := range 6 { // enough PE images that the mass-delete guard stays out of it
+		b.put(fmt.Sprintf("PE/other-%d.squashfs", i), "pe", 30, 30)
+	}
+	b.put(id1+"/rootfs", "r1", 20, 20)
+	b.putManifest(id1, id1+"/rootfs", "r1")
+	b.put("PE/"+id2+"/rootfs", "r2", 20, 20)
+	b.putManifest(id2, "PE/"+id2+"/rootfs", "r2")
+	for _, id := range []string{id1, id2} {
+		srv.Put(imstest.Image{ID: id, Name: "img", Metadata: map[string]string{"sbps-project": "true"},
+			Link: &imstest.Link{Type: "s3", Path: "s3://boot-images/" + id + "/manifest.json"}})
+	}
+	inv := newInventory(b, nil)
+	inv.Images = c
+	d, err := inv.Desired(t.Context(), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sos []lio.StorageObject
+	rootfsUnderPE := ""
+	for _, name := range sortedKeys(d.Projections) {
+		p := d.Projections[name]
+		sos = append(sos, lio.StorageObject{Plugin: "fileio", Name: name, Dev: p.File, WWN: p.ID.WWN, Size: &p.Size})
+		if p.Kind == Rootfs && p.Key == "PE/"+id2+"/rootfs" {
+			rootfsUnderPE = name
+		}
+	}
+	if rootfsUnderPE == "" {
+		t.Fatalf("image %s (rootfs under PE/) is not projected as a rootfs: %+v", id2, d.Projections)
+	}
+	// A backstore with no record: a name that is no projection's identity.
+	sos = append(sos, fileio("0123456789abcde", inv.Layout.FileFor("PE/unknown.squashfs"), "0123456789abcde0123456789abcde0", 5))
+	actual := node(nil, sos...)
+
+	// IMS goes down, and the PE image PE/shared.squashfs is deleted in S3.
+	delete(b.objs, "PE/shared.squashfs")
+	srv.FailNext(1000, 503)
+	d2, err := inv.Desired(t.Context(), actual, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := MakePlan(d2, actual, inv.Layout, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range plan.Changes {
+		if ch.Action == Delete && ch.Name != naming.For(naming.PEInput("boot-images", "PE/shared.squashfs")).Name {
+			t.Errorf("IMS down: plan deletes %s (%s); only the PE image may go: %s", ch.Name, ch.Dev, summary(plan))
+		}
+	}
+	for _, name := range []string{rootfsUnderPE, "0123456789abcde"} {
+		if !slices.ContainsFunc(plan.Held, func(c Change) bool {
+			return c.Name == name && strings.Contains(c.Reason, "IMS information is incomplete")
+		}) {
+			t.Errorf("IMS down: %s is not held as a rootfs: %s", name, summary(plan))
+		}
+	}
+	entries := StatusOf(d2, plan, actual, inv.Layout, testIQN, 1)
+	for _, e := range entries {
+		if e.Backstore == rootfsUnderPE && e.Kind != Rootfs {
+			t.Errorf("status shows %s as %s, want rootfs", rootfsUnderPE, e.Kind)
+		}
 	}
 }

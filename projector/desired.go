@@ -161,9 +161,15 @@ func (l Layout) Managed(dev string) bool {
 	return strings.HasPrefix(filepath.Clean(dev), l.Mount+"/")
 }
 
-// KindOf says which kind of image a managed backstore file serves.
-func (l Layout) KindOf(dev string) Kind {
-	if strings.HasPrefix(filepath.Clean(dev), filepath.Join(l.Mount, l.PEPrefix)+"/") {
+// KindOf says which kind of image a managed backstore serves, from the
+// projection's identity as LIO records it, not from where its file lies: a
+// backstore named by the PE identity of its file ("s3://<bucket>/<key>") is
+// a PE projection. Every other one is taken as a rootfs, the safe answer:
+// an IMS rootfs can live under PE_PREFIX, and a backstore this agent has no
+// record of is then never removed while IMS information is incomplete.
+func (l Layout) KindOf(name, dev string) Kind {
+	key, ok := strings.CutPrefix(filepath.Clean(dev), l.Mount+"/")
+	if ok && naming.For(naming.PEInput(l.Bucket, key)).Name == name {
 		return PE
 	}
 	return Rootfs

@@ -185,7 +185,7 @@ func walkStatus(d *Desired, plan *Plan, actual *lio.Config, layout Layout, targe
 		}
 		seen[so.Name] = true
 		e.WWID = naming.WWIDFromWWN(so.WWN)
-		e.Kind = layout.KindOf(so.Dev)
+		e.Kind = layout.KindOf(so.Name, so.Dev)
 		e.Key = strings.TrimPrefix(so.Dev, layout.Mount+"/")
 		e.State, e.Reason = classify(&so, d, held, e.LUN != nil, target)
 		if p, ok := d.Projections[so.Name]; ok {
