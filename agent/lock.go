@@ -49,8 +49,25 @@ func (l *Lock) Release() {
 	l.f.Close()
 }
 
-// ReadPID returns the pid of the running agent from STATE_DIR/pid.
+// ReadPID returns the pid of the running agent from STATE_DIR/pid, only
+// while someone holds STATE_DIR/lock: an agent that was killed leaves its
+// pid file behind, and that pid may since belong to another process, which
+// must never be signalled.
 func ReadPID(stateDir string) (int, error) {
+	lockPath := filepath.Join(stateDir, "lock")
+	f, err := os.Open(lockPath)
+	if err != nil {
+		return 0, fmt.Errorf("sbps-marshal is not running (cannot open %s: %w); start it (systemctl start sbps-marshal)", lockPath, err)
+	}
+	defer f.Close()
+	switch err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); {
+	case err == nil:
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		return 0, fmt.Errorf("sbps-marshal is not running: nobody holds %s, so %s is left from an agent that was killed; start it (systemctl start sbps-marshal)",
+			lockPath, filepath.Join(stateDir, "pid"))
+	case !errors.Is(err, syscall.EWOULDBLOCK):
+		return 0, fmt.Errorf("checking that the agent holds %s: %w", lockPath, err)
+	}
 	data, err := os.ReadFile(filepath.Join(stateDir, "pid"))
 	if err != nil {
 		return 0, fmt.Errorf("no running agent found (reading pid file): %w", err)
