@@ -41,6 +41,7 @@ import (
 	"github.com/sbps-marshal/sbps-marshal/registry"
 	"github.com/sbps-marshal/sbps-marshal/sdnotify"
 	"github.com/sbps-marshal/sbps-marshal/svid"
+	"github.com/sbps-marshal/sbps-marshal/systemctl"
 )
 
 // Agent is one node's projector with its clients.
@@ -48,6 +49,8 @@ type Agent struct {
 	cfg        *config.Config
 	log        *slog.Logger
 	driver     *lio.Driver
+	guard      *lio.Guard     // the one writer of saveconfig.json (driver saves to its staging file)
+	target     systemctl.Unit // target.service, started when LIO was not restored (SYSTEMCTL_BIN empty: never)
 	s3         *bucket.Client
 	ims        *ims.Client
 	Reconciler *projector.Reconciler
@@ -58,15 +61,16 @@ type Agent struct {
 	ownDigest  string                  // digest of saveconfig.json after the agent's latest pass
 	counts     map[projector.State]int // status view of the latest pass, by state (Run's goroutine only)
 
-	metrics  *metrics.Metrics
-	notifier *sdnotify.Notifier
-	gate     gate.Gate
-	fallback *registry.Fallback // fleet registry with its local fallback, when LUN_REGISTRY=nats
-	closers  []func()           // resources to release on Close
-	onPass   func(trigger string, rep *projector.Report, err error)
-	onBatch  func(batch []events.Event)
-	ready    atomic.Pointer[string] // nil: ready; else why not
-	lastFull atomic.Int64           // unix nanoseconds of the latest successful full pass
+	metrics     *metrics.Metrics
+	notifier    *sdnotify.Notifier
+	gate        gate.Gate
+	fallback    *registry.Fallback // fleet registry with its local fallback, when LUN_REGISTRY=nats
+	closers     []func()           // resources to release on Close
+	onPass      func(trigger string, rep *projector.Report, err error)
+	onBatch     func(batch []events.Event)
+	ready       atomic.Pointer[string] // nil: ready; else why not
+	lastFull    atomic.Int64           // unix nanoseconds of the latest successful full pass
+	startBudget time.Duration          // READY=1 at the latest this long after Run starts; 0 = StartBudget
 }
 
 // Options are dependencies tests and the demo may replace.
@@ -132,12 +136,16 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (
 		Mode:     mode,
 		Binary:   cfg.TargetcliBin,
 		Socket:   cfg.TargetclidSocket,
-		SaveFile: cfg.LIOSaveFile,
+		SaveFile: lio.StagingFile(cfg.LIOSaveFile),
 		Home:     home,
 		Env:      o.TargetcliEnv,
 		OnCall:   o.OnTargetcli,
 		Timeout:  cfg.TargetcliTimeout,
 	}, log)
+	if err != nil {
+		return nil, err
+	}
+	guard, err := lio.NewGuard(driver, cfg.LIOSaveFile, cfg.TargetIQN)
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +159,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (
 			auth.Close()
 		}
 	}()
-	sources, err := eventSources(cfg, log, driver.Saved(), auth)
+	sources, err := eventSources(cfg, log, guard.Saved(), auth)
 	if err != nil {
 		return nil, err
 	}
@@ -180,14 +188,14 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (
 	}
 	layout := projector.Layout{Bucket: cfg.S3Bucket, Mount: cfg.Mount, PEPrefix: cfg.PEPrefix}
 	a := &Agent{
-		cfg: cfg, log: log, driver: driver, s3: s3, ims: imsClient,
+		cfg: cfg, log: log, driver: driver, guard: guard, target: targetService(cfg), s3: s3, ims: imsClient,
 		resync: make(chan string, 1), sources: sources,
 		metrics: m, notifier: sdnotify.New(getenv), gate: g, fallback: fallback, closers: []func(){closeReg, auth.Close}, onPass: o.OnPass, onBatch: o.OnBatch,
 		Reconciler: &projector.Reconciler{
 			Inventory: &projector.Inventory{Objects: s3, Images: imsClient, Layout: layout, Tagging: cfg.IMSTagging, Lstat: o.Lstat},
-			LIO:       m.InstrumentApplier(driver),
+			LIO:       m.InstrumentApplier(guard),
 			SaveFile:  cfg.LIOSaveFile,
-			Saved:     driver.Saved(),
+			Saved:     guard.Saved(),
 			Plan: projector.PlanOptions{
 				Target:            cfg.TargetIQN,
 				TPG:               1,
@@ -200,6 +208,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (
 	}
 	notReady := "first full reconcile not done"
 	a.ready.Store(&notReady)
+	m.CollectReady(a.Ready)
 	built = true
 	return a, nil
 }
@@ -264,7 +273,7 @@ func (a *Agent) statusOf(rep *projector.Report) []projector.Entry {
 // gate: closed, it disables tpg1 and projects nothing.
 func (a *Agent) SyncOnce(ctx context.Context, o projector.SyncOptions) (*projector.Report, error) {
 	if !o.DryRun {
-		open, err := a.applyGate(ctx)
+		open, err := a.applyGate(ctx, false) // `sync` saves through the guard itself first
 		if err != nil {
 			return nil, err
 		}
@@ -279,16 +288,14 @@ func (a *Agent) SyncOnce(ctx context.Context, o projector.SyncOptions) (*project
 	return rep, err
 }
 
-// Run is the daemon: it saves LIO's live state so saveconfig.json is
-// current, reconciles, and keeps reconciling until ctx ends: on events
+// Run is the daemon: every full pass first makes sure LIO holds what
+// saveconfig.json holds and saves its live state through the guard
+// (ensureLIO), then reconciles; it keeps reconciling until ctx ends: on events
 // (coalesced; each batch re-reads only what it names), on the resync timer,
 // on Resync requests, and sooner while images are pending. Errors of a pass
 // are logged and retried with backoff; they never stop the loop, and an
 // event source's outage never stops it.
 func (a *Agent) Run(ctx context.Context, ready func()) error {
-	if err := a.driver.Save(ctx); err != nil {
-		return fmt.Errorf("saving LIO's live state before the first pass: %w", err)
-	}
 	evs := make(chan events.Event, 1024)
 	go func() {
 		if err := events.Merge(ctx, evs, a.sources...); err != nil && ctx.Err() == nil {
@@ -310,6 +317,7 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 		watchdog = t.C
 		a.notifier.Watchdog()
 	}
+	started := a.startReady(ready)
 	backoff := newBackoff(time.Second, a.cfg.ResyncInterval)
 	w := work{full: true, trigger: "start"}
 	var batch []events.Event
@@ -343,14 +351,13 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 				backoff.reset()
 			}
 		}
-		if first && err == nil {
-			first = false
-			a.notifier.Ready()
-			if ready != nil {
-				ready()
-			}
-		}
 		a.notifier.Status(a.statusLine(rep, err))
+		if first {
+			// After the first attempt, good or not: systemd must not wait
+			// for S3, IMS or the Kubernetes API (startReady).
+			first = false
+			started()
+		}
 		timer := time.NewTimer(next)
 	wait:
 		for {
@@ -396,8 +403,11 @@ func (a *Agent) pass(ctx context.Context, w work) (*projector.Report, error) {
 	if w.full {
 		kind = metrics.FullPass
 	}
-	if open, err := a.applyGate(ctx); err != nil || !open {
+	if open, err := a.applyGate(ctx, w.full); err != nil || !open {
 		a.metrics.ObservePass(kind, nil, err, nil)
+		if err != nil {
+			a.notReady(err)
+		}
 		return nil, err
 	}
 	var rep *projector.Report
@@ -425,11 +435,7 @@ func (a *Agent) pass(ctx context.Context, w work) (*projector.Report, error) {
 	}
 	a.metrics.ObservePass(kind, rep, err, status)
 	if err != nil {
-		why := "latest pass failed: " + err.Error()
-		if a.lastFull.Load() == 0 {
-			why = "first full reconcile not done: " + err.Error()
-		}
-		a.ready.Store(&why)
+		a.notReady(err)
 	} else if a.lastFull.Load() != 0 {
 		a.ready.Store(nil)
 	}
@@ -451,11 +457,17 @@ func (a *Agent) settleSaved() {
 // applyGate asks the node gate whether this node serves images, and makes
 // tpg1 follow: disabled while closed (nothing is projected), enabled when
 // open. When the gate cannot answer, LIO stays as it is and the pass is
-// skipped.
-func (a *Agent) applyGate(ctx context.Context) (bool, error) {
+// skipped. With full, LIO's live state is checked and saved first
+// (ensureLIO): a node whose LIO was not restored is not reconciled.
+func (a *Agent) applyGate(ctx context.Context, full bool) (bool, error) {
 	open, why, err := a.gate.Open(ctx)
 	if err != nil {
 		return false, fmt.Errorf("node gate (GATE=%s) cannot answer, leaving LIO as it is: %w", a.cfg.Gate, err)
+	}
+	if full {
+		if err := a.ensureLIO(ctx, open); err != nil {
+			return false, err
+		}
 	}
 	saved, err := a.Reconciler.StateOrResave(ctx)
 	if err != nil {

@@ -21,6 +21,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sbps-marshal/sbps-marshal/systemctl"
 )
 
 // EnvPrefix is the prefix of every environment key.
@@ -29,61 +31,64 @@ const EnvPrefix = "SBPS_MARSHAL_"
 // Config is the validated configuration.
 type Config struct {
 	// Old agent's keys (NOTES §1).
-	ScanFrequency     time.Duration // SCAN_FREQUENCY, seconds; default 180
-	APIGateway        string        // API_GATEWAY
-	IMSURI            string        // IMS_URI
-	IMSTagging        bool          // IMS_TAGGING
-	IMSTimeout        time.Duration // IMS_TIMEOUT, seconds
-	S3Host            string        // S3_HOST
-	S3Proto           string        // S3_PROTO: http or https
-	S3CredentialFile  string        // S3_CREDENTIAL_FILE; empty = the AWS SDK's default chain
-	S3Bucket          string        // S3_BUCKET
-	Mount             string        // SQUASHFS_S3FS_MOUNT
-	SpireAgentPath    string        // SPIRE_AGENT_PATH: the SPIRE agent CLI (SPIFFE_SOURCE)
-	SPIFFESource      string        // SPIFFE_SOURCE: auto, cli, workload-api
-	SpireJWTAudience  string        // SPIRE_JWT_AUDIENCE
-	SpireAgentSock    string        // SPIRE_AGENT_SOCK_PATH
-	LIOSaveFile       string        // LIO_SAVE_FILE
-	TargetcliBin      string        // TARGETCLI_BIN
-	ResyncInterval    time.Duration // RESYNC_INTERVAL; falls back to SCAN_FREQUENCY
-	NodeName          string        // NODE_NAME; default the host name
-	TargetIQN         string        // TARGET_IQN; default iqn.2023-06.csm.iscsi:<node>
-	PEPrefix          string        // PE_PREFIX
-	IMSAuth           string        // IMS_AUTH: spiffe, token-file, none
-	IMSTokenFile      string        // IMS_TOKEN_FILE
-	CAFile            string        // CA_FILE: extra CA for IMS and S3
-	XNameFile         string        // XNAME_FILE
-	TargetcliMode     string        // TARGETCLI_MODE: batch, oneshot, daemon
-	TargetclidSocket  string        // TARGETCLID_SOCKET
-	TargetcliTimeout  time.Duration // TARGETCLI_TIMEOUT
-	StateDir          string        // STATE_DIR
-	MaxDeleteFraction float64       // MAX_DELETE_FRACTION
-	AllowWritableTPG  bool          // ALLOW_WRITABLE_TPG
-	NATSURL           []string      // NATS_URL, comma list; empty = no bus
-	NATSCreds         string        // NATS_CREDS
-	NATSNKeySeed      string        // NATS_NKEY_SEED
-	NATSTLSCA         string        // NATS_TLS_CA
-	NATSTLSCert       string        // NATS_TLS_CERT
-	NATSTLSKey        string        // NATS_TLS_KEY
-	NATSSPIFFE        bool          // NATS_SPIFFE
-	NATSSPIFFEServer  string        // NATS_SPIFFE_SERVER_ID
-	NATSS3Subject     string        // NATS_S3_SUBJECT
-	NATSIMSSubject    string        // NATS_IMS_SUBJECT
-	NATSStream        string        // NATS_STREAM
-	MetricsAddr       string        // METRICS_ADDR; empty disables
-	LogFormat         string        // LOG_FORMAT: auto, text, json, logfmt
-	LogLevel          string        // LOG_LEVEL: debug, info, warn, error
-	Gate              string        // GATE: kubectl, file:<path>, none
-	KubectlBin        string        // KUBECTL_BIN
-	Kubeconfig        string        // KUBECONFIG; empty = kubectl's own lookup
-	LUNRegistry       string        // LUN_REGISTRY: nats, local, off
-	LUNKVBucket       string        // LUN_KV_BUCKET
-	LUNQuarantine     time.Duration // LUN_QUARANTINE
-	LUNRegistryWait   time.Duration // LUN_REGISTRY_TIMEOUT
-	BridgeListen      string        // BRIDGE_LISTEN
-	BridgeTokenFile   string        // BRIDGE_TOKEN_FILE
-	BridgePoll        time.Duration // BRIDGE_POLL_INTERVAL
-	NATSResyncSubject string        // NATS_RESYNC_SUBJECT
+	ScanFrequency        time.Duration // SCAN_FREQUENCY, seconds; default 180
+	APIGateway           string        // API_GATEWAY
+	IMSURI               string        // IMS_URI
+	IMSTagging           bool          // IMS_TAGGING
+	IMSTimeout           time.Duration // IMS_TIMEOUT, seconds
+	S3Host               string        // S3_HOST
+	S3Proto              string        // S3_PROTO: http or https
+	S3CredentialFile     string        // S3_CREDENTIAL_FILE; empty = the AWS SDK's default chain
+	S3Bucket             string        // S3_BUCKET
+	Mount                string        // SQUASHFS_S3FS_MOUNT
+	SpireAgentPath       string        // SPIRE_AGENT_PATH: the SPIRE agent CLI (SPIFFE_SOURCE)
+	SPIFFESource         string        // SPIFFE_SOURCE: auto, cli, workload-api
+	SpireJWTAudience     string        // SPIRE_JWT_AUDIENCE
+	SpireAgentSock       string        // SPIRE_AGENT_SOCK_PATH
+	LIOSaveFile          string        // LIO_SAVE_FILE
+	TargetcliBin         string        // TARGETCLI_BIN
+	ResyncInterval       time.Duration // RESYNC_INTERVAL; falls back to SCAN_FREQUENCY
+	NodeName             string        // NODE_NAME; default the host name
+	TargetIQN            string        // TARGET_IQN; default iqn.2023-06.csm.iscsi:<node>
+	PEPrefix             string        // PE_PREFIX
+	IMSAuth              string        // IMS_AUTH: spiffe, token-file, none
+	IMSTokenFile         string        // IMS_TOKEN_FILE
+	CAFile               string        // CA_FILE: extra CA for IMS and S3
+	XNameFile            string        // XNAME_FILE
+	TargetcliMode        string        // TARGETCLI_MODE: batch, oneshot, daemon
+	TargetclidSocket     string        // TARGETCLID_SOCKET
+	TargetcliTimeout     time.Duration // TARGETCLI_TIMEOUT
+	StateDir             string        // STATE_DIR
+	MaxDeleteFraction    float64       // MAX_DELETE_FRACTION
+	AllowWritableTPG     bool          // ALLOW_WRITABLE_TPG
+	NATSURL              []string      // NATS_URL, comma list; empty = no bus
+	NATSCreds            string        // NATS_CREDS
+	NATSNKeySeed         string        // NATS_NKEY_SEED
+	NATSTLSCA            string        // NATS_TLS_CA
+	NATSTLSCert          string        // NATS_TLS_CERT
+	NATSTLSKey           string        // NATS_TLS_KEY
+	NATSSPIFFE           bool          // NATS_SPIFFE
+	NATSSPIFFEServer     string        // NATS_SPIFFE_SERVER_ID
+	NATSS3Subject        string        // NATS_S3_SUBJECT
+	NATSIMSSubject       string        // NATS_IMS_SUBJECT
+	NATSStream           string        // NATS_STREAM
+	MetricsAddr          string        // METRICS_ADDR; empty disables
+	LogFormat            string        // LOG_FORMAT: auto, text, json, logfmt
+	LogLevel             string        // LOG_LEVEL: debug, info, warn, error
+	Gate                 string        // GATE: kubectl, file:<path>, none
+	KubectlBin           string        // KUBECTL_BIN
+	Kubeconfig           string        // KUBECONFIG; empty = kubectl's own lookup
+	SystemctlBin         string        // SYSTEMCTL_BIN; empty = never start TARGET_SERVICE
+	TargetService        string        // TARGET_SERVICE
+	TargetServiceTimeout time.Duration // TARGET_SERVICE_TIMEOUT
+	LUNRegistry          string        // LUN_REGISTRY: nats, local, off
+	LUNKVBucket          string        // LUN_KV_BUCKET
+	LUNQuarantine        time.Duration // LUN_QUARANTINE
+	LUNRegistryWait      time.Duration // LUN_REGISTRY_TIMEOUT
+	BridgeListen         string        // BRIDGE_LISTEN
+	BridgeTokenFile      string        // BRIDGE_TOKEN_FILE
+	BridgePoll           time.Duration // BRIDGE_POLL_INTERVAL
+	NATSResyncSubject    string        // NATS_RESYNC_SUBJECT
 
 	effective map[string]string // key -> value as resolved, for Print
 
@@ -230,6 +235,12 @@ var keys = []key{
 		set: func(c *Config, v string) error { c.KubectlBin = v; return nil }},
 	{name: "KUBECONFIG", def: "/etc/kubernetes/admin.conf", kind: kPath, help: "kubeconfig given to kubectl as --kubeconfig for GATE=kubectl (the old agent's fixed choice): a system service has no HOME, so kubectl would find no ~/.kube/config and fail on localhost:8080; empty = kubectl's own lookup (KUBECONFIG, ~/.kube/config), for a shell",
 		set: func(c *Config, v string) error { c.Kubeconfig = v; return checkPlainPath(v) }},
+	{name: "SYSTEMCTL_BIN", def: "/usr/bin/systemctl", kind: kPath, help: "systemctl the agent runs, as the old agent did, when the node is labelled but LIO lost what saveconfig.json holds: `is-active TARGET_SERVICE`, then `start TARGET_SERVICE` if it is not active; empty = never start it (the agent then only reports the condition)",
+		set: func(c *Config, v string) error { c.SystemctlBin = v; return nil }},
+	{name: "TARGET_SERVICE", def: "target.service", help: "the unit that restores saveconfig.json into the kernel (targetctl restore)",
+		set: func(c *Config, v string) error { c.TargetService = v; return (systemctl.Unit{Name: v}).Check() }},
+	{name: "TARGET_SERVICE_TIMEOUT", def: "90s", kind: kDuration, help: "bounds each systemctl call and the wait for LIO to hold saveconfig.json after starting TARGET_SERVICE",
+		set: func(c *Config, v string) error { return setDur(&c.TargetServiceTimeout, v, true) }},
 }
 
 // Key describes one configuration key, for documentation and tests.

@@ -61,6 +61,8 @@ func TestUnitKeys(t *testing.T) {
 		{"Service", "Restart", "on-failure"},
 		{"Service", "RestartSec", "5"},
 		{"Service", "WatchdogSec", "5min"},
+		// READY=1 comes at the latest agent.StartBudget (60 s) after start.
+		{"Service", "TimeoutStartSec", "3min"},
 		{"Service", "StateDirectory", "sbps-marshal"},
 		{"Service", "ProtectSystem", "strict"},
 		{"Service", "ReadWritePaths", "-/etc/target -/sys/kernel/config /run -/var/lib/cps-local"},

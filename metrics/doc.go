@@ -75,6 +75,8 @@
 //     undecodable, other_bucket, reconnect, ack, nak, ... (events.Outcome*).
 //   - sbps_marshal_nats_connected (gauge): 1 while connected to NATS, 0 not;
 //     absent when NATS is not configured.
+//   - sbps_marshal_ready (gauge): 1 when projections are current (what
+//     /readyz answers 200 for), 0 otherwise; absent until CollectReady.
 //
 // Process:
 //

@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -67,7 +68,10 @@ var (
 // are safe for concurrent use; a scrape never sees a half-applied SetStatus.
 type Metrics struct {
 	reg *prometheus.Registry
-	now func() time.Time
+
+	readyState
+	readyOnce sync.Once
+	now       func() time.Time
 
 	passDuration   *prometheus.HistogramVec
 	passes         *prometheus.CounterVec

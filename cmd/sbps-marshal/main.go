@@ -31,6 +31,7 @@ import (
 	"github.com/sbps-marshal/sbps-marshal/config"
 	"github.com/sbps-marshal/sbps-marshal/events"
 	"github.com/sbps-marshal/sbps-marshal/internal/version"
+	"github.com/sbps-marshal/sbps-marshal/lio"
 	"github.com/sbps-marshal/sbps-marshal/projector"
 )
 
@@ -191,7 +192,7 @@ func plan(ctx context.Context, a *agent.Agent, asJSON bool, stdout, stderr io.Wr
 }
 
 func syncOnce(ctx context.Context, a *agent.Agent, o projector.SyncOptions, stdout, stderr io.Writer) int {
-	if err := a.Driver().Save(ctx); err != nil {
+	if err := a.SaveLive(ctx); err != nil {
 		fmt.Fprintln(stderr, "sbps-marshal sync:", err)
 		return 1
 	}
@@ -219,15 +220,24 @@ func status(ctx context.Context, a *agent.Agent, asJSON bool, stdout, stderr io.
 		fmt.Fprintln(stderr, "sbps-marshal status:", err)
 		return 1
 	}
+	code := 0
+	// What the entries come from is saveconfig.json; say when LIO's live
+	// state has lost part of it (LIO not restored), with the fix.
+	if err := a.LIOCondition(ctx); errors.Is(err, lio.ErrNotRestored) {
+		fmt.Fprintln(stderr, "sbps-marshal status: LIO not restored:", err)
+		code = 1
+	} else if err != nil {
+		fmt.Fprintln(stderr, "sbps-marshal status: cannot compare LIO's live state with saveconfig.json:", err)
+	}
 	if asJSON {
 		if entries == nil {
 			entries = []projector.Entry{}
 		}
 		writeJSON(stdout, entries)
-		return 0
+		return code
 	}
 	printStatus(stdout, entries)
-	return 0
+	return code
 }
 
 func resync(cfg *config.Config, stdout, stderr io.Writer) int {
