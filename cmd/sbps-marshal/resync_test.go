@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,14 +22,18 @@ func TestResyncSignalsOnlyTheLockHolder(t *testing.T) {
 	if err != nil {
 		t.Fatalf("this test needs flock(1) (util-linux) to hold STATE_DIR/lock as the agent does: %v", err)
 	}
-	start := func(t *testing.T, name string, args ...string) *exec.Cmd {
+	start := func(t *testing.T, name string, args ...string) *child {
 		t.Helper()
-		cmd := exec.Command(name, args...)
-		if err := cmd.Start(); err != nil {
+		c := &child{cmd: exec.Command(name, args...), done: make(chan error, 1)}
+		if err := c.cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		return cmd
+		go func() { c.done <- c.cmd.Wait() }()
+		t.Cleanup(func() {
+			_ = c.cmd.Process.Kill()
+			<-c.ended()
+		})
+		return c
 	}
 	resync := func(t *testing.T, dir string, pid int) (int, string) {
 		t.Helper()
@@ -39,12 +44,11 @@ func TestResyncSignalsOnlyTheLockHolder(t *testing.T) {
 		code := Main([]string{"resync"}, &out, &errb, []string{"SBPS_MARSHAL_STATE_DIR=" + dir})
 		return code, out.String() + errb.String()
 	}
-	// exited waits for cmd and reports the signal that ended it, if any.
-	exited := func(cmd *exec.Cmd) (syscall.Signal, bool) {
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
+	// exited waits up to 2s for c to end and reports the signal that ended
+	// it, if any.
+	exited := func(c *child) (syscall.Signal, bool) {
 		select {
-		case err := <-done:
+		case err := <-c.ended():
 			var ee *exec.ExitError
 			if errors.As(err, &ee) {
 				if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
@@ -63,7 +67,7 @@ func TestResyncSignalsOnlyTheLockHolder(t *testing.T) {
 			t.Fatal(err)
 		}
 		bystander := start(t, "sleep", "30") // now has the dead agent's pid
-		code, out := resync(t, dir, bystander.Process.Pid)
+		code, out := resync(t, dir, bystander.cmd.Process.Pid)
 		if code == 0 {
 			t.Errorf("resync with nobody holding the lock = 0 (%s); want an error", out)
 		}
@@ -71,7 +75,7 @@ func TestResyncSignalsOnlyTheLockHolder(t *testing.T) {
 			t.Errorf("resync output %q; want it to say the agent is not running (no one holds the lock)", out)
 		}
 		if sig, done := exited(bystander); done {
-			t.Fatalf("resync signalled process %d, which does not hold the lock (it ended with signal %v)", bystander.Process.Pid, sig)
+			t.Fatalf("resync signalled process %d, which does not hold the lock (it ended with signal %v)", bystander.cmd.Process.Pid, sig)
 		}
 	})
 
@@ -86,13 +90,35 @@ func TestResyncSignalsOnlyTheLockHolder(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		if code, out := resync(t, dir, agent.Process.Pid); code != 0 {
+		if code, out := resync(t, dir, agent.cmd.Process.Pid); code != 0 {
 			t.Fatalf("resync = %d (%s); want 0", code, out)
 		}
 		if sig, done := exited(agent); !done || sig != syscall.SIGHUP {
 			t.Errorf("the lock holder ended %v with signal %v; want SIGHUP", done, sig)
 		}
 	})
+}
+
+// child is a process a test started; its Wait runs once, in a goroutine.
+type child struct {
+	cmd     *exec.Cmd
+	done    chan error
+	once    sync.Once
+	endedCh chan error
+}
+
+// ended returns a channel that yields Wait's result once the child ended,
+// to any number of readers.
+func (c *child) ended() <-chan error {
+	c.once.Do(func() {
+		c.endedCh = make(chan error, 1)
+		go func() {
+			err := <-c.done
+			c.endedCh <- err
+			close(c.endedCh)
+		}()
+	})
+	return c.endedCh
 }
 
 // locked reports whether someone holds an exclusive flock on path.
