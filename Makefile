@@ -35,7 +35,7 @@ test-deps:
 ## test-kernel: the tests that run on the real kernel LIO, in User-Mode Linux (package uml):
 ## real targetcli-fb, rtslib-fb and open-iscsi. No race detector: its shadow memory
 ## does not fit a UML process.
-KERNEL_PKGS := ./uml/... ./lio/conformance/... ./e2e/kernel/...
+KERNEL_PKGS := ./uml/... ./lio/conformance/... ./e2e/...
 test-kernel: test-deps tools
 	$(GO) test -tags kernel -count=1 -timeout 40m $(shell $(GO) list -tags kernel $(KERNEL_PKGS) 2>/dev/null)
 
