@@ -177,11 +177,23 @@ func MakePlan(d *Desired, actual *lio.Config, layout Layout, opts PlanOptions) (
 		}
 	}
 	if opts.LUNIndex != nil {
+		taken := make(map[int]string, len(tpg.LUNs)) // LUN index -> storage object
+		for _, l := range tpg.LUNs {
+			taken[l.Index] = l.StorageObject
+		}
 		for i := range creates {
 			if creates[i].Action == Create || creates[i].Action == Map || creates[i].LUN == lio.AutoLUN {
-				if idx, ok := opts.LUNIndex(*creates[i].Projection); ok {
-					creates[i].LUN = idx
+				idx, ok := opts.LUNIndex(*creates[i].Projection)
+				if !ok {
+					continue
 				}
+				// An index the TPG already gives another object would be
+				// refused by LIO on every pass; LIO picks a free one.
+				if other, used := taken[idx]; used && other != "/backstores/fileio/"+creates[i].Name {
+					creates[i].Reason += fmt.Sprintf(" (registry's lun%d is taken in tpg%d by %s; LIO picks a free index)", idx, tag, other)
+					continue
+				}
+				creates[i].LUN = idx
 			}
 		}
 	}

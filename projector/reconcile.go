@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -262,6 +263,13 @@ func (r *Reconciler) askRegistry(ctx context.Context, log *slog.Logger, d *Desir
 		}
 		r.adopted = true
 	}
+	// A new index must be free in the TPG too: a LUN the agent does not
+	// own (or one the registry does not know) holds its index on this node.
+	var inUse []int
+	for _, l := range luns {
+		inUse = append(inUse, l.Index)
+	}
+	slices.Sort(inUse)
 	for name, p := range d.Projections {
 		if _, ok := luns["/backstores/fileio/"+name]; ok {
 			continue
@@ -269,7 +277,7 @@ func (r *Reconciler) askRegistry(ctx context.Context, log *slog.Logger, d *Desir
 		if _, ok := r.indexes[name]; ok {
 			continue
 		}
-		idx, err := r.Registry.Index(ctx, name, registry.Meta{Image: imageLabel(p)})
+		idx, err := r.Registry.Index(ctx, name, registry.Meta{Image: imageLabel(p), InUse: inUse})
 		if err != nil {
 			log.Warn("registry: no LUN index; LIO will pick one", "backstore", name, "err", err)
 			continue

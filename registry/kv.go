@@ -301,6 +301,9 @@ func (k *KV) claim(ctx context.Context, kv jetstream.KeyValue, name string, meta
 		return 0, 0, err
 	}
 	tries := map[int]int{}
+	for _, i := range meta.InUse { // used in the node's TPG: never a candidate
+		tries[i] = maxTries
+	}
 	reloaded := false
 	for {
 		if err := ctx.Err(); err != nil {

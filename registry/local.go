@@ -187,6 +187,9 @@ func (st *localState) allocate(name string, meta Meta, want int, now time.Time, 
 			held[e.Index] = true
 		}
 	}
+	for _, i := range meta.InUse {
+		held[i] = true
+	}
 	n := -1
 	if want >= 0 && want <= max && !held[want] {
 		n = want

@@ -27,11 +27,17 @@ var (
 	ErrIndexRange = errors.New("registry: LUN index out of range 0..65535")
 )
 
-// Meta describes the image behind a projection; it is stored, never
-// interpreted.
+// Meta describes the image behind a projection and the node asking.
 type Meta struct {
-	// Image is a human label: the PE S3 key or the IMS image id/name.
+	// Image is a human label: the PE S3 key or the IMS image id/name. It is
+	// stored, never interpreted.
 	Image string
+	// InUse are LUN indexes the asking node's TPG already uses for other
+	// storage objects (LUNs the agent does not own). A new allocation
+	// avoids them: an index is handed out only when it is free both in the
+	// registry and in the TPG. Not stored; a name that already has an
+	// index keeps it.
+	InUse []int
 }
 
 // Entry is the registry record of one projection name.
