@@ -293,3 +293,60 @@ func TestKindFromTheProjectionNotThePath(t *testing.T) {
 		}
 	}
 }
+
+// TestOneFileOneProjection (issue 15, point 7): two IMS images name the same
+// rootfs, one manifest with the etag quoted. Their naming inputs differ, so
+// today they became two backstores over one file, which targetcli refuses
+// on every pass. One file is one projection, shown for both images; a
+// backstore already serving the file keeps its name (nodes may be booted
+// from it), otherwise the identity of the unquoted etag is used.
+func TestOneFileOneProjection(t *testing.T) {
+	srv := imstest.StartTest(t, imstest.Options{})
+	c, err := ims.New(ims.Config{BaseURL: srv.ImagesURL(), Token: ims.NoToken{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newMemBucket(t)
+	rootfs := id1 + "/rootfs"
+	b.put(rootfs, "abc", 20, 20)
+	b.putManifest(id1, rootfs, "abc")
+	b.putManifest(id2, rootfs, `"abc"`)
+	for _, id := range []string{id2, id1} {
+		srv.Put(imstest.Image{ID: id, Name: "img-" + id[:4], Metadata: map[string]string{"sbps-project": "true"},
+			Link: &imstest.Link{Type: "s3", Path: "s3://boot-images/" + id + "/manifest.json"}})
+	}
+	inv := newInventory(b, nil)
+	inv.Images = c
+	unquoted := naming.For(naming.RootfsInput("s3://boot-images/"+rootfs, "abc")).Name
+	quoted := naming.For(naming.RootfsInput("s3://boot-images/"+rootfs, `"abc"`)).Name
+
+	check := func(t *testing.T, actual *lio.Config, want string) {
+		t.Helper()
+		d, err := inv.Desired(t.Context(), actual, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(d.Projections) != 1 {
+			t.Fatalf("Desired = %d projections %q for one rootfs file; want 1", len(d.Projections), sortedKeys(d.Projections))
+		}
+		p, ok := d.Projections[want]
+		if !ok {
+			t.Fatalf("projection is %q, want %s", sortedKeys(d.Projections), want)
+		}
+		var ids []string
+		for _, u := range p.Users {
+			ids = append(ids, u.ID)
+		}
+		slices.Sort(ids)
+		if !slices.Equal(ids, []string{id2, id1}) {
+			t.Errorf("projection %s is shown for images %q, want both %q", want, ids, []string{id2, id1})
+		}
+	}
+	t.Run("nothing projected yet: the unquoted etag's identity", func(t *testing.T) {
+		check(t, node(nil), unquoted)
+	})
+	t.Run("the quoted one already serves the file: it stays", func(t *testing.T) {
+		size := int64(20)
+		check(t, node(nil, lio.StorageObject{Plugin: "fileio", Name: quoted, Dev: inv.Layout.FileFor(rootfs), WWN: naming.For(naming.RootfsInput("s3://boot-images/"+rootfs, `"abc"`)).WWN, Size: &size}), quoted)
+	})
+}

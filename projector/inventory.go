@@ -273,6 +273,7 @@ func (inv *Inventory) addImage(ctx context.Context, d *Desired, served servedFil
 	case problem != "":
 		d.Rejected = append(d.Rejected, Problem{Kind: Rootfs, Key: p.Key, Images: []ImageRef{{ID: img.ID, Name: img.Name}}, Reason: problem})
 	default:
+		p = inv.oneProjectionPerFile(d, served, p)
 		if prev, ok := d.Projections[p.ID.Name]; ok {
 			prev.Users = append(slices.Clip(prev.Users), p.Users...)
 			d.Projections[p.ID.Name] = prev
@@ -286,6 +287,59 @@ func (inv *Inventory) addImage(ctx context.Context, d *Desired, served servedFil
 		inv.consider(d, served, p)
 	}
 	return nil
+}
+
+// oneProjectionPerFile gives p the identity of the projection that already
+// serves its rootfs file in d under another name: IMS images can name one
+// rootfs with etags spelt differently (quoted or not), which hash to
+// different names, and LIO serves one file through one backstore only. The
+// name kept is the one a backstore already serving the file has (nodes may
+// be booted from it), else the identity of the unquoted etag, else the
+// lower name. The other projection's images become users of the one kept.
+func (inv *Inventory) oneProjectionPerFile(d *Desired, served servedFile, p Projection) Projection {
+	file := inv.Layout.FileFor(p.Key)
+	other, isPending := "", false
+	for name, q := range d.Projections {
+		if q.Kind == Rootfs && q.Key == p.Key && name != p.ID.Name {
+			other = name
+		}
+	}
+	for name, q := range d.Pending {
+		if other == "" && q.Kind == Rootfs && q.Key == p.Key && name != p.ID.Name {
+			other, isPending = name, true
+		}
+	}
+	if other == "" {
+		return p
+	}
+	canonical := naming.For(naming.RootfsInput("s3://"+inv.Layout.Bucket+"/"+p.Key, Unquote(p.ETag))).Name
+	keep := min(other, p.ID.Name)
+	switch _, servedBy, ok := served(file); {
+	case ok && (servedBy == other || servedBy == p.ID.Name):
+		keep = servedBy
+	case canonical == other || canonical == p.ID.Name:
+		keep = canonical
+	}
+	if keep == other {
+		// addImage then adds p's images to the other's entry, by name.
+		if isPending {
+			p.ID = naming.ID{Name: other}
+		} else {
+			p.ID = d.Projections[other].ID
+		}
+		return p
+	}
+	// p's identity is kept: the other's images move over to it.
+	if isPending {
+		q := d.Pending[other]
+		delete(d.Pending, other)
+		p.Users = append(slices.Clip(q.Images), p.Users...)
+	} else {
+		q := d.Projections[other]
+		delete(d.Projections, other)
+		p.Users = append(slices.Clip(q.Users), p.Users...)
+	}
+	return p
 }
 
 // rootfsOf follows an IMS image to its rootfs object. It returns either the
@@ -410,7 +464,7 @@ func (inv *Inventory) consider(d *Desired, served servedFile, p Projection) {
 	}
 	// A file already backing a correct backstore was checked when it was
 	// projected; S3 says it has not changed, so skip the (remote, on s3fs) stat.
-	if size, ok := served(p.File); ok && size == p.Size {
+	if size, _, ok := served(p.File); ok && size == p.Size {
 		d.Projections[p.ID.Name] = p
 		return
 	}
@@ -493,39 +547,44 @@ func unsafeKey(key string) string {
 	return ""
 }
 
-// servedFile gives the size of a file a managed fileio backstore serves.
-type servedFile func(file string) (size int64, ok bool)
+// servedFile gives the size of a file a managed fileio backstore serves,
+// and that backstore's name.
+type servedFile func(file string) (size int64, name string, ok bool)
 
 // servedFiles indexes the files of managed fileio backstores.
 func servedFiles(actual *lio.Config, l Layout) servedFile {
-	out := map[string]int64{}
+	type served struct {
+		size int64
+		name string
+	}
+	out := map[string]served{}
 	if actual != nil {
 		for _, so := range actual.StorageObjects {
 			if so.Plugin == "fileio" && l.Managed(so.Dev) {
-				out[so.Dev] = so.SizeBytes()
+				out[so.Dev] = served{so.SizeBytes(), so.Name}
 			}
 		}
 	}
-	return func(file string) (int64, bool) {
-		size, ok := out[file]
-		return size, ok
+	return func(file string) (int64, string, bool) {
+		s, ok := out[file]
+		return s.size, s.name, ok
 	}
 }
 
 // servedScan answers like servedFiles by scanning: for the few lookups of
 // an event's pass, cheaper than indexing 10,000 backstores.
 func servedScan(actual *lio.Config, l Layout) servedFile {
-	return func(file string) (int64, bool) {
+	return func(file string) (int64, string, bool) {
 		if actual == nil {
-			return 0, false
+			return 0, "", false
 		}
 		for i := len(actual.StorageObjects) - 1; i >= 0; i-- { // the last one wins, as in the index
 			so := &actual.StorageObjects[i]
 			if so.Dev == file && so.Plugin == "fileio" && l.Managed(so.Dev) {
-				return so.SizeBytes(), true
+				return so.SizeBytes(), so.Name, true
 			}
 		}
-		return 0, false
+		return 0, "", false
 	}
 }
 

@@ -91,16 +91,16 @@ func TestServedScanMatchesIndex(t *testing.T) {
 	actual := node(nil, backstoreOf(a), backstoreOf(b), dup, fileio("other", "/srv/x.img", "w", 5))
 	index, scan := servedFiles(actual, layout), servedScan(actual, layout)
 	for _, f := range []string{a.File, b.File, "/srv/x.img", layout.FileFor("PE/none.squashfs")} {
-		s1, ok1 := index(f)
-		s2, ok2 := scan(f)
-		if s1 != s2 || ok1 != ok2 {
-			t.Errorf("%s: index says %d %v, scan %d %v", f, s1, ok1, s2, ok2)
+		s1, n1, ok1 := index(f)
+		s2, n2, ok2 := scan(f)
+		if s1 != s2 || n1 != n2 || ok1 != ok2 {
+			t.Errorf("%s: index says %d %s %v, scan %d %s %v", f, s1, n1, ok1, s2, n2, ok2)
 		}
 	}
-	if s, ok := scan(a.File); !ok || s != 99 {
-		t.Errorf("a file served twice: scan = %d %v, want the last backstore's size 99", s, ok)
+	if s, n, ok := scan(a.File); !ok || s != 99 || n != "dup" {
+		t.Errorf("a file served twice: scan = %d %s %v, want the last backstore, dup, size 99", s, n, ok)
 	}
-	if _, ok := servedScan(nil, layout)(a.File); ok {
+	if _, _, ok := servedScan(nil, layout)(a.File); ok {
 		t.Error("no LIO state serves nothing")
 	}
 }
