@@ -14,33 +14,73 @@ import (
 
 	"github.com/sbps-marshal/sbps-marshal/agent"
 	"github.com/sbps-marshal/sbps-marshal/config"
+	"github.com/sbps-marshal/sbps-marshal/ims/imstest"
 	"github.com/sbps-marshal/sbps-marshal/projector"
 	"github.com/sbps-marshal/sbps-marshal/rig"
 )
 
-// newAgent builds the real agent in this process on the rig's S3, IMS and
-// SPIFFE servers, driving the guest's real targetcli in mode against the
-// node n.
-func newAgent(t *testing.T, n *node, s *rig.Stack, mode string) *agent.Agent {
+// world is what the agent talks to besides LIO, on loopback in the guest:
+// the real S3 server (versitygw, whose posix folder plays the s3fs mount)
+// and the IMS server built to IMS's OpenAPI spec, without authentication.
+type world struct {
+	s3   *rig.S3
+	ims  *imstest.Server
+	cred string
+	dir  string
+}
+
+func startWorld(t *testing.T, dir string) *world {
 	t.Helper()
-	env := append(s.AgentEnv(),
-		"SBPS_MARSHAL_LIO_SAVE_FILE="+saveFile,
-		"SBPS_MARSHAL_TARGETCLI_BIN="+targetcli,
-		"SBPS_MARSHAL_TARGETCLID_SOCKET="+daemonSocket,
-		"SBPS_MARSHAL_TARGETCLI_MODE="+mode,
-		"SBPS_MARSHAL_TARGET_IQN="+n.iqn,
-		"SBPS_MARSHAL_NODE_NAME="+hostname,
+	w := &world{dir: dir, cred: filepath.Join(dir, "s3.cred")}
+	var err error
+	if w.s3, err = rig.StartS3(t.Context(), rig.S3Options{Dir: filepath.Join(dir, "s3")}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.s3.Stop() })
+	if w.ims, err = imstest.Start(imstest.Options{}, imstest.ListenOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.ims.Close() })
+	c := w.s3.Credentials()
+	if err := os.WriteFile(w.cred, []byte(c.AccessKeyID+":"+c.SecretAccessKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// newAgent builds the real agent in this process on w, driving the guest's
+// real targetcli in mode against the node n.
+func newAgent(t *testing.T, n *node, w *world, mode string) *agent.Agent {
+	t.Helper()
+	env := []string{
+		"SBPS_MARSHAL_S3_HOST=" + strings.TrimPrefix(w.s3.Endpoint(), "http://"),
+		"SBPS_MARSHAL_S3_PROTO=http",
+		"SBPS_MARSHAL_S3_CREDENTIAL_FILE=" + w.cred,
+		"SBPS_MARSHAL_S3_BUCKET=" + w.s3.Bucket(),
+		"SBPS_MARSHAL_SQUASHFS_S3FS_MOUNT=" + w.s3.MountDir(),
+		"SBPS_MARSHAL_API_GATEWAY=" + w.ims.URL(),
+		"SBPS_MARSHAL_IMS_URI=apis/ims/v3/images",
+		"SBPS_MARSHAL_IMS_AUTH=none",
+		"SBPS_MARSHAL_STATE_DIR=" + filepath.Join(w.dir, "state"),
+		"SBPS_MARSHAL_GATE=none",
+		"SBPS_MARSHAL_METRICS_ADDR=",
+		"SBPS_MARSHAL_LIO_SAVE_FILE=" + saveFile,
+		"SBPS_MARSHAL_TARGETCLI_BIN=" + targetcli,
+		"SBPS_MARSHAL_TARGETCLID_SOCKET=" + daemonSocket,
+		"SBPS_MARSHAL_TARGETCLI_MODE=" + mode,
+		"SBPS_MARSHAL_TARGET_IQN=" + n.iqn,
+		"SBPS_MARSHAL_NODE_NAME=" + hostname,
 		"SBPS_MARSHAL_LUN_REGISTRY=local",
-	)
+	}
 	cfg, _, err := config.Load(config.Sources{Environ: env}, flag.NewFlagSet("test", flag.ContinueOnError))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var w io.Writer = io.Discard
+	var out io.Writer = io.Discard
 	if os.Getenv("SBPS_TEST_LOG") != "" {
-		w = os.Stderr
+		out = os.Stderr
 	}
-	a, err := agent.New(t.Context(), cfg, slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})), agent.Options{TargetcliEnv: []string{}})
+	a, err := agent.New(t.Context(), cfg, slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug})), agent.Options{TargetcliEnv: []string{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,22 +120,18 @@ func ext4Dir(t *testing.T) string {
 // the first pass and status gives that image's cause and fix.
 func TestAgentReadOnlyImage(t *testing.T) {
 	n := newNode(t)
-	s, err := rig.StartStack(t.Context(), rig.StackOptions{Dir: ext4Dir(t), NoNATS: true, Targetcli: targetcli, NodeName: hostname})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
+	w := startWorld(t, ext4Dir(t))
 	ctx := t.Context()
 	good := []string{"a.squashfs", "b.squashfs", "d.squashfs"}
 	for _, name := range append(good, "ro/c.squashfs") {
-		if _, err := s.PutPE(ctx, name, []byte(strings.Repeat(name, 4096))); err != nil {
+		if _, err := w.s3.Put(ctx, "PE/"+name, []byte(strings.Repeat(name, 4096))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	readOnlyBind(t, filepath.Join(s.Mount(), "PE", "ro"))
+	readOnlyBind(t, filepath.Join(w.s3.MountDir(), "PE", "ro"))
 
-	a := newAgent(t, n, s, "batch")
-	if err := a.Driver().Save(ctx); err != nil { // as Run starts
+	a := newAgent(t, n, w, "batch")
+	if err := a.Reconciler.LIO.Save(ctx); err != nil { // as Run's first pass does
 		t.Fatal(err)
 	}
 	rep, err := a.SyncOnce(ctx, projector.SyncOptions{Trigger: "test"})
