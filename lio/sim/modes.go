@@ -131,6 +131,9 @@ func (sh *shell) batch(in io.Reader) (int, error) {
 			return 1, err
 		}
 	}
+	if sh.noAutoSave {
+		return 0, nil
+	}
 	sh.info("Global pref auto_save_on_exit=true")
 	if err := sh.saveconfig(sh.cfg.SaveFile); err != nil {
 		fmt.Fprintln(sh.errw, err)

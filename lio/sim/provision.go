@@ -76,6 +76,9 @@ func (sh *shell) cmdTargetCreate(node []string, p params) error {
 // keyword in turn is checked (known, a number), written, and reported.
 func (sh *shell) cmdTPGSet(node []string, p params) error {
 	group := p["group"]
+	if group == "global" {
+		return sh.cmdSetGlobal(node, p)
+	}
 	if group != "attribute" {
 		return execErr("targetcli simulator: set %s is not simulated; only set attribute", group)
 	}
@@ -109,6 +112,34 @@ func (sh *shell) cmdTPGSet(node []string, p params) error {
 			return err
 		}
 		sh.info("Parameter %s is now '%d'.", k, n)
+	}
+	return nil
+}
+
+// globalPrefs are the global preferences the simulator models, with the
+// kind of value configshell checks for each.
+var globalPrefs = map[string]string{"auto_save_on_exit": "bool"}
+
+// cmdSetGlobal is ui_command_set for the global group (on any node): only
+// auto_save_on_exit is modelled, for this process (real targetcli also
+// keeps it in prefs.bin; the driver sets it in every batch).
+func (sh *shell) cmdSetGlobal(_ []string, p params) error {
+	if group := p["group"]; group != "global" {
+		return execErr("targetcli simulator: set %s is not simulated here; only set global", group)
+	}
+	for _, k := range strings.Split(p[kwOrder], "\x00") {
+		if k == "" {
+			continue
+		}
+		if _, known := globalPrefs[k]; !known {
+			return execErr("targetcli simulator: global preference %s is not simulated", k)
+		}
+		v, err := evalBool(p, k, true)
+		if err != nil {
+			return err
+		}
+		sh.noAutoSave = !v
+		sh.info("Parameter %s is now '%s'.", k, strconv.FormatBool(v))
 	}
 	return nil
 }

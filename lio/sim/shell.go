@@ -54,6 +54,9 @@ type shell struct {
 	cwd   []string
 	out   io.Writer // info messages
 	errw  io.Writer // batch mode's logged errors
+	// noAutoSave is `set global auto_save_on_exit=false` in this process:
+	// batch mode then does not save at the end of input.
+	noAutoSave bool
 }
 
 // startShell models a targetcli process start: it counts the process, pays
@@ -194,7 +197,7 @@ type sig struct {
 
 // kwargsMethods also take **parameter (any keyword), handed over in params
 // under the keyword's name, by node kind and command.
-var kwargsMethods = map[string]bool{"tpg set": true}
+var kwargsMethods = map[string]bool{"tpg set": true, "set": true}
 
 type handler struct {
 	sig sig
@@ -214,6 +217,7 @@ var globalCommands = map[string]handler{
 	"refresh": {sig{nil, 0}, (*shell).cmdRefresh},
 	"status":  {sig{nil, 0}, (*shell).cmdStatus},
 	"help":    {sig{[]string{"topic"}, 0}, (*shell).cmdHelp},
+	"set":     {sig{[]string{"group"}, 0}, (*shell).cmdSetGlobal},
 }
 
 var nodeCommands = map[string]map[string]handler{
@@ -258,7 +262,7 @@ func (sh *shell) call(node []string, command string, pparams []string, kparams m
 	if !ok {
 		return execErr("Command not found %s", command)
 	}
-	kwargs := kwargsMethods[kind(node)+" "+command]
+	kwargs := kwargsMethods[kind(node)+" "+command] || (command == "set" && kwargsMethods["set"])
 	if err := assertParams(h.sig, kwargs, pparams, kparams, korder); err != nil {
 		return err
 	}

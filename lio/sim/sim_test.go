@@ -891,3 +891,40 @@ func TestNewestFirstAndFreshHome(t *testing.T) {
 		t.Errorf("LUNs %+v; want the new lun0 (lowest free) first, then lun1", g.LUNs)
 	}
 }
+
+// TestBatchAutoSaveOff: `set global auto_save_on_exit=false` (the driver's
+// first batch line) is answered as real targetcli answers it, at the root
+// and on a TPG, and the batch then does not save at the end of input.
+func TestBatchAutoSaveOff(t *testing.T) {
+	for _, first := range []string{"set global auto_save_on_exit=false", "cd " + tpgPath + "\nset global auto_save_on_exit=false"} {
+		n := newNode(t)
+		before, err := os.ReadFile(n.SaveFile())
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := run(t, n, first+"\n/backstores/fileio create a "+imageFile(t, 1024)+" write_back=false\n")
+		if r.code != 0 || r.stderr != "" {
+			t.Fatalf("batch exit %d, stderr %q", r.code, r.stderr)
+		}
+		if !strings.Contains(r.stdout, "Parameter auto_save_on_exit is now 'false'.\n") {
+			t.Errorf("stdout lacks targetcli's answer to set global:\n%s", r.stdout)
+		}
+		if strings.Contains(r.stdout, "Global pref auto_save_on_exit=true") || strings.Contains(r.stdout, "Configuration saved") {
+			t.Errorf("the batch saved at the end of input with auto_save_on_exit off:\n%s", r.stdout)
+		}
+		after, err := os.ReadFile(n.SaveFile())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(before, after) {
+			t.Error("saveconfig.json changed although nothing saved")
+		}
+		if _, ok := live(t, n).FileIO("a"); !ok {
+			t.Error("fileio a is not in the live state: the commands after set global did not run")
+		}
+	}
+	n := newNode(t)
+	if r := run(t, n, "set global auto_save_on_exit=maybe\n"); !strings.Contains(r.stderr, "not true|false") {
+		t.Errorf("a non-boolean preference: stderr %q", r.stderr)
+	}
+}
