@@ -28,6 +28,12 @@ import (
 // EnvPrefix is the prefix of every environment key.
 const EnvPrefix = "SBPS_MARSHAL_"
 
+// DefaultEnvFile is the service's settings file, the unit's
+// EnvironmentFile. The command reads it when no --env-file or
+// SBPS_MARSHAL_ENV_FILE names another, so that a command run in a shell
+// sees the configuration the service runs with.
+const DefaultEnvFile = "/etc/sysconfig/sbps-marshal"
+
 // Config is the validated configuration.
 type Config struct {
 	// Old agent's keys (NOTES §1).
@@ -53,7 +59,8 @@ type Config struct {
 	PEPrefix             string        // PE_PREFIX
 	IMSAuth              string        // IMS_AUTH: spiffe, token-file, none
 	IMSTokenFile         string        // IMS_TOKEN_FILE
-	CAFile               string        // CA_FILE: extra CA for IMS and S3
+	CAFile               string        // CA_FILE: extra CA for IMS and S3, added to the system pool
+	TLSInsecure          bool          // TLS_INSECURE_SKIP_VERIFY: no certificate verification for IMS and S3
 	XNameFile            string        // XNAME_FILE
 	TargetcliMode        string        // TARGETCLI_MODE: batch, oneshot, daemon
 	TargetclidSocket     string        // TARGETCLID_SOCKET
@@ -89,6 +96,10 @@ type Config struct {
 	BridgeTokenFile      string        // BRIDGE_TOKEN_FILE
 	BridgePoll           time.Duration // BRIDGE_POLL_INTERVAL
 	NATSResyncSubject    string        // NATS_RESYNC_SUBJECT
+
+	// EnvFile is the env file the values were read from; empty when none
+	// was (the default file absent, or --env-file "").
+	EnvFile string
 
 	effective map[string]string // key -> value as resolved, for Print
 
@@ -169,8 +180,10 @@ var keys = []key{
 		set: func(c *Config, v string) error { c.IMSAuth = v; return nil }},
 	{name: "IMS_TOKEN_FILE", def: "", kind: kPath, help: "bearer token file for IMS_AUTH=token-file (mode 0600)",
 		set: func(c *Config, v string) error { c.IMSTokenFile = v; return nil }},
-	{name: "CA_FILE", def: "", kind: kPath, help: "PEM CA bundle trusted for IMS and S3 in addition to the system roots",
+	{name: "CA_FILE", def: "", kind: kPath, help: "PEM CA bundle trusted for IMS and S3 in addition to the system pool (on SLES /etc/ssl/ca-bundle.pem, which holds CSM's platform CA once update-ca-certificates folded in /etc/pki/trust/anchors/platform-ca-certs.crt); empty = the system pool alone",
 		set: func(c *Config, v string) error { c.CAFile = v; return nil }},
+	{name: "TLS_INSECURE_SKIP_VERIFY", def: "false", kind: kBool, help: "true = do not verify the certificates of IMS and S3, as the old agent never did (it had no key for it); warned about at every start. Prefer CA_FILE, or S3_PROTO=http for S3 as the s3fs mount of boot-images uses",
+		set: func(c *Config, v string) error { return setBool(&c.TLSInsecure, v) }},
 	{name: "XNAME_FILE", def: "/etc/cray/xname", kind: kPath, help: "file holding this node's xname (for the xname form of the SPIFFE ID)",
 		set: func(c *Config, v string) error { c.XNameFile = v; return nil }},
 	{name: "TARGETCLI_MODE", def: "batch", kind: kChoice, choices: []string{"batch", "oneshot", "daemon"}, help: "how targetcli is driven: one process per batch, per command, or targetclid",
@@ -274,13 +287,18 @@ type Sources struct {
 	Args     []string
 	Environ  []string
 	Hostname func() (string, error)
+	// DefaultEnvFile is read when neither --env-file nor
+	// SBPS_MARSHAL_ENV_FILE names an env file; a missing one is silently
+	// skipped (the unit's EnvironmentFile=- does the same). The command
+	// passes DefaultEnvFile; empty = no default file (tests, libraries).
+	DefaultEnvFile string
 }
 
 // Load resolves and validates the configuration. It returns the remaining
 // (non-flag) arguments.
 func Load(src Sources, fs *flag.FlagSet) (*Config, []string, error) {
 	flags := map[string]*string{}
-	envFile := fs.String("env-file", "", "read KEY=VALUE lines (systemd EnvironmentFile form) before the environment; env "+EnvPrefix+"ENV_FILE")
+	envFile := fs.String("env-file", "", "read KEY=VALUE lines (systemd EnvironmentFile form) below the environment and flags; env "+EnvPrefix+"ENV_FILE; default "+DefaultEnvFile+" when it exists, as the unit reads it; \"\" = none")
 	for _, k := range keys {
 		help := k.help + " (env " + k.env() + ")"
 		if k.def != "" {
@@ -301,14 +319,20 @@ func Load(src Sources, fs *flag.FlagSet) (*Config, []string, error) {
 		}
 	}
 	fileVals := map[string]string{}
-	path := *envFile
-	if path == "" {
-		path = env["ENV_FILE"]
+	path, origin, explicit := src.DefaultEnvFile, "the default, as the unit's EnvironmentFile", false
+	if v, ok := env["ENV_FILE"]; ok {
+		path, origin, explicit = v, EnvPrefix+"ENV_FILE", true
+	}
+	if set["env-file"] {
+		path, origin, explicit = *envFile, "--env-file", true
 	}
 	if path != "" {
 		vals, err := ReadEnvFile(path)
-		if err != nil {
-			return nil, nil, err
+		switch {
+		case err != nil && !explicit && errors.Is(err, os.ErrNotExist):
+			path = "" // no settings file: defaults, environment and flags
+		case err != nil:
+			return nil, nil, envFileError(path, origin, err)
 		}
 		for k, v := range vals {
 			if name, ok := strings.CutPrefix(k, EnvPrefix); ok {
@@ -317,7 +341,7 @@ func Load(src Sources, fs *flag.FlagSet) (*Config, []string, error) {
 		}
 	}
 
-	c := &Config{effective: map[string]string{}}
+	c := &Config{EnvFile: path, effective: map[string]string{}}
 	var errs []error
 	for _, k := range keys {
 		v, source := k.def, "default"
@@ -394,6 +418,9 @@ func (c *Config) finish(src Sources) error {
 	c.effective["RESYNC_INTERVAL"] = c.ResyncInterval.String()
 	c.effective["NODE_NAME"] = c.NodeName
 	c.effective["TARGET_IQN"] = c.TargetIQN
+	if c.TLSInsecure {
+		c.Notices = append(c.Notices, fmt.Sprintf("%sTLS_INSECURE_SKIP_VERIFY=true: TLS certificates are NOT verified for IMS (%s) and S3 (%s://%s), so anyone on the path can pose as them; trust their issuer with CA_FILE instead (or use S3_PROTO=http for S3, as the s3fs mount does)", EnvPrefix, c.APIGateway, c.S3Proto, c.S3Host))
+	}
 	if c.NATSSPIFFE && len(c.NATSURL) == 0 {
 		c.Notices = append(c.Notices, EnvPrefix+"NATS_SPIFFE=true has no effect without "+EnvPrefix+"NATS_URL")
 	}
@@ -503,6 +530,25 @@ func Usage(w io.Writer) {
 		}
 		fmt.Fprintf(w, "  %s  --%s  default %s\n      %s\n", k.env(), k.flag(), def, k.help)
 	}
+}
+
+// envFileError says why the env file could not be read, where its name
+// came from, and what to do.
+func envFileError(path, origin string, err error) error {
+	var pe *os.PathError
+	if !errors.As(err, &pe) {
+		return err // a line that is not KEY=VALUE: the error names the file and line
+	}
+	var fix string
+	switch {
+	case errors.Is(err, os.ErrPermission):
+		fix = "the service reads it as root: run the command as root (sudo), or name a readable file with --env-file (\"\" for none)"
+	case errors.Is(err, os.ErrNotExist):
+		fix = "no such file: check the path, or pass --env-file \"\" to read none"
+	default:
+		fix = "check that it is a readable file in systemd EnvironmentFile form (KEY=VALUE lines)"
+	}
+	return fmt.Errorf("configuration: env file %s (from %s): %s: %s", path, origin, errReason(err), fix)
 }
 
 // ReadEnvFile reads KEY=VALUE lines as systemd's EnvironmentFile does:

@@ -24,8 +24,9 @@ func renderEnvFile(keys []config.Key) []byte {
 # Read by systemd (EnvironmentFile=) before the agent starts. Every key the
 # agent knows is listed below, commented out, with its default value: to
 # change one, remove the leading "#" and edit the value. One KEY=VALUE a line,
-# no spaces around "="; values may be quoted. A command-line flag overrides
-# this file. Check the result with:
+# no spaces around "="; values may be quoted. The commands an operator runs
+# (plan, status, sync, config, ...) read this file too, as the service does;
+# the environment and command-line flags override it. Check the result with:
 #
 #     sbps-marshal config      (prints the effective configuration)
 #
