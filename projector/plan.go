@@ -141,11 +141,11 @@ func MakePlan(d *Desired, actual *lio.Config, layout Layout, opts PlanOptions) (
 		case d.Pending[name].Reason != "":
 			ch.Reason = "kept while pending: " + d.Pending[name].Reason
 			p.Held = append(p.Held, ch)
-		case d.Unconfirmed[name].Reason != "":
-			ch.Reason = d.Unconfirmed[name].Reason
-			p.Held = append(p.Held, ch)
 		case layout.KindOf(so.Name, so.Dev) == Rootfs && !d.RootfsComplete:
 			ch.Reason = "kept: IMS information is incomplete (" + d.RootfsIncompleteReason + ")"
+			p.Held = append(p.Held, ch)
+		case d.Unconfirmed[name].Reason != "":
+			ch.Reason = d.Unconfirmed[name].Reason
 			p.Held = append(p.Held, ch)
 		default:
 			deletes = append(deletes, ch)
