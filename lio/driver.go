@@ -237,9 +237,13 @@ func (d *Driver) Apply(ctx context.Context, ops []Op) ([]Result, error) {
 		said, saved, runErr := d.runStage(ctx, stageLines)
 		if !saved {
 			// Capture what the stage changed live, so that saveconfig.json
-			// explains the state the call leaves behind.
+			// explains the state the call leaves behind. If that save fails
+			// too, the call fails: the file does not hold what LIO does.
 			if err := d.save(context.WithoutCancel(ctx)); err != nil {
 				d.log.Warn("saving LIO state after an unfinished stage failed", "err", err)
+				if runErr == nil {
+					runErr = err
+				}
 			}
 		}
 		after, verr := d.readState(context.WithoutCancel(ctx))

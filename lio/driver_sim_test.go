@@ -319,3 +319,31 @@ func TestDriverTimeout(t *testing.T) {
 		})
 	}
 }
+
+// TestApplyFailsWhenItsSaveFails: a save file that cannot be written fails
+// the call, naming the file, in every mode (batch mode goes on after its
+// failed saveconfig and exits 0: only the missing confirmation shows it).
+func TestApplyFailsWhenItsSaveFails(t *testing.T) {
+	for _, mode := range []lio.Mode{lio.Batch, lio.OneShot, lio.Daemon} {
+		t.Run(string(mode), func(t *testing.T) {
+			n := newSimNode(t, mode)
+			blocker := filepath.Join(t.TempDir(), "not-a-folder")
+			if err := os.WriteFile(blocker, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			saveFile := filepath.Join(blocker, "saveconfig.json")
+			cfg := lio.DriverConfig{Mode: mode, Binary: sim.Binary(t), SaveFile: saveFile, Env: n.node.Env(),
+				Socket: n.node.SocketPath(), Timeout: time.Minute}
+			d, err := lio.New(cfg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			op := lio.Op{Kind: lio.CreateBackstore, Backstore: "a", File: n.image(t, "a", 1024), WWN: "aaaa"}
+			_, err = d.Apply(t.Context(), []lio.Op{op})
+			if err == nil || !strings.Contains(err.Error(), saveFile) {
+				t.Fatalf("Apply with an unwritable save file: err = %v, want one naming %s", err, saveFile)
+			}
+		})
+	}
+}

@@ -413,3 +413,15 @@ func TestException(t *testing.T) {
 		t.Errorf("exception(message) = %q, want %q", got, want)
 	}
 }
+
+func TestWithoutPrefsWarning(t *testing.T) {
+	for in, want := range map[string]string{
+		"Warning: Could not load preferences file /tmp/h/prefs.bin.\nStorage object fileio/a exists\n": "Storage object fileio/a exists\n",
+		"Storage object fileio/a exists\n":                                            "Storage object fileio/a exists\n",
+		"Created fileio a.\nWarning: Could not load preferences file /x/prefs.bin.\n": "Created fileio a.\nWarning: Could not load preferences file /x/prefs.bin.\n",
+	} {
+		if got := withoutPrefsWarning(in); got != want {
+			t.Errorf("withoutPrefsWarning(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

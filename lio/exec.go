@@ -87,7 +87,7 @@ func (d *Driver) run(ctx context.Context, args []string, stdin string, combined 
 	}
 	d.procs.Add(1)
 	waitErr := cmd.Wait()
-	res := procResult{started: true, stdout: out.String(), stderr: errOut.String(), exit: cmd.ProcessState.ExitCode()}
+	res := procResult{started: true, stdout: withoutPrefsWarning(out.String()), stderr: errOut.String(), exit: cmd.ProcessState.ExitCode()}
 	if ctx.Err() != nil {
 		return res, &CmdError{Args: args, Commands: nCmds, ExitCode: -1, Output: tail(res.stdout + res.stderr), Err: context.Cause(ctx)}
 	}
@@ -95,6 +95,18 @@ func (d *Driver) run(ctx context.Context, args []string, stdin string, combined 
 		return res, &CmdError{Args: args, Commands: nCmds, ExitCode: -1, Output: tail(res.stdout + res.stderr), Err: waitErr}
 	}
 	return res, nil
+}
+
+// prefsWarning is what targetcli prints on stdout, before anything else,
+// when TARGETCLI_HOME has no prefs.bin yet (the driver's private home on
+// its first process). It says nothing about the command.
+var prefsWarning = regexp.MustCompile(`^Warning: Could not load preferences file \S*prefs\.bin\.\n`)
+
+func withoutPrefsWarning(stdout string) string {
+	if loc := prefsWarning.FindStringIndex(stdout); loc != nil {
+		return stdout[loc[1]:]
+	}
+	return stdout
 }
 
 func (d *Driver) env() []string {
