@@ -12,8 +12,6 @@ package agent
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -35,6 +33,7 @@ import (
 	"github.com/sbps-marshal/sbps-marshal/events"
 	"github.com/sbps-marshal/sbps-marshal/gate"
 	"github.com/sbps-marshal/sbps-marshal/ims"
+	"github.com/sbps-marshal/sbps-marshal/internal/tlsconf"
 	"github.com/sbps-marshal/sbps-marshal/lio"
 	"github.com/sbps-marshal/sbps-marshal/metrics"
 	"github.com/sbps-marshal/sbps-marshal/projector"
@@ -99,7 +98,11 @@ type Options struct {
 
 // New builds the agent from a validated configuration.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (*Agent, error) {
-	httpClient, err := httpClientFor(cfg.CAFile)
+	s3HTTP, err := httpClientFor(cfg, "S3")
+	if err != nil {
+		return nil, err
+	}
+	imsHTTP, err := httpClientFor(cfg, "IMS")
 	if err != nil {
 		return nil, err
 	}
@@ -115,12 +118,12 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (
 		Endpoint:    cfg.S3Proto + "://" + cfg.S3Host,
 		Bucket:      cfg.S3Bucket,
 		Credentials: creds,
-		HTTPClient:  httpClient,
+		HTTPClient:  s3HTTP,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("S3 client: %w", err)
 	}
-	imsClient, err := newIMSClient(cfg, log, httpClient, o.Token)
+	imsClient, err := newIMSClient(cfg, log, imsHTTP, o.Token)
 	if err != nil {
 		return nil, err
 	}
@@ -735,7 +738,7 @@ func natsSource(cfg *config.Config, log *slog.Logger, auth *NATSAuth) (*events.N
 // NewIMSClient builds the IMS client the configuration describes
 // (API_GATEWAY, IMS_URI, IMS_AUTH, CA_FILE, IMS_TIMEOUT), as the agent uses it.
 func NewIMSClient(cfg *config.Config, log *slog.Logger) (*ims.Client, error) {
-	httpClient, err := httpClientFor(cfg.CAFile)
+	httpClient, err := httpClientFor(cfg, "IMS")
 	if err != nil {
 		return nil, err
 	}
@@ -791,25 +794,16 @@ func SPIFFECLI(cfg *config.Config, log *slog.Logger, what string) (*svid.CLI, er
 	return &svid.CLI{Path: cfg.SpireAgentPath, Socket: cfg.SpireAgentSock}, nil
 }
 
-// httpClientFor returns a client that verifies TLS against the system roots
-// plus caFile, if given.
-func httpClientFor(caFile string) (*http.Client, error) {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("CA_FILE: %w", err)
-		}
-		pool, err := x509.SystemCertPool()
-		if err != nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, errors.New("CA_FILE: no PEM certificate found in " + caFile)
-		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+// httpClientFor returns the HTTP client for IMS or S3: certificates
+// verified against the system pool plus CA_FILE, unless
+// TLS_INSECURE_SKIP_VERIFY=true; a verification failure names the host,
+// the certificate's issuer and the fix.
+func httpClientFor(cfg *config.Config, service string) (*http.Client, error) {
+	o := tlsconf.Options{Service: service, CAFile: cfg.CAFile, InsecureSkipVerify: cfg.TLSInsecure}
+	if service == "S3" {
+		o.Alternative = "S3_PROTO=http, as the s3fs mount of " + cfg.S3Bucket + " itself uses (url=http://" + cfg.S3Host + ")"
 	}
-	return &http.Client{Transport: tr}, nil
+	return tlsconf.Client(o)
 }
 
 // backoff doubles from min to max.
