@@ -3,7 +3,7 @@
 //	sbps-marshal [run]      the daemon (default, as the old systemd unit runs it)
 //	sbps-marshal plan       what a pass would change; exit 0 nothing, 2 something, 1 error
 //	sbps-marshal sync       one full pass, then a summary
-//	sbps-marshal status     every projection and its state
+//	sbps-marshal status     every projection and its state; exit 0, 1 error or LIO not restored, 3 S3 or IMS unreachable (LIO's view shown)
 //	sbps-marshal resync     ask the running agent for a full pass now (SIGHUP)
 //	sbps-marshal config     the effective configuration
 //	sbps-marshal version
@@ -45,17 +45,29 @@ commands:
   run       run the agent (default)
   plan      print what a pass would change (--json); exit 0 nothing, 2 something, 1 error
   sync      run one full pass and exit (--allow-mass-delete to pass the mass-delete guard)
-  status    print every projection and its state (--json)
+  status    print every projection and its state (--json); exit 0 current, 1 error
+            or LIO not restored, 3 desired state unknown or incomplete (S3 or IMS
+            unreachable: what LIO holds is shown, with the reason)
   resync    ask the running agent for a full pass now (--all: every agent, through NATS)
   bridge    webhook | ims: publish Ceph RGW notifications or IMS changes to NATS
   config    print the effective configuration, secrets redacted
   version   print version, commit and Go version
 
-Every command takes the configuration flags below; each also reads SBPS_MARSHAL_<KEY>.
+Every command takes the configuration flags below; each also reads SBPS_MARSHAL_<KEY>,
+and /etc/sysconfig/sbps-marshal (the unit's EnvironmentFile) unless --env-file names another.
 `
 
-// Main runs one command and returns the exit code.
+// Exit codes of status beyond 0 (current) and 1 (error).
+const exitDesiredUnknown = 3 // S3 or IMS unreachable: LIO's view shown, with the reason
+
+// Main runs one command and returns the exit code. Every command reads
+// config.DefaultEnvFile, as the unit does.
 func Main(args []string, stdout, stderr io.Writer, environ []string) int {
+	return mainWith(config.DefaultEnvFile, args, stdout, stderr, environ)
+}
+
+// mainWith is Main with the default env file given (tests).
+func mainWith(defaultEnvFile string, args []string, stdout, stderr io.Writer, environ []string) int {
 	cmd := "run"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd, args = args[0], args[1:]
@@ -91,7 +103,7 @@ func Main(args []string, stdout, stderr io.Writer, environ []string) int {
 		fmt.Fprintf(stderr, "sbps-marshal: unknown command %q\n\n%s", cmd, usage)
 		return 1
 	}
-	cfg, rest, err := config.Load(config.Sources{Args: args, Environ: environ}, fs)
+	cfg, rest, err := config.Load(config.Sources{Args: args, Environ: environ, DefaultEnvFile: defaultEnvFile}, fs)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -215,12 +227,24 @@ func syncOnce(ctx context.Context, a *agent.Agent, o projector.SyncOptions, stdo
 }
 
 func status(ctx context.Context, a *agent.Agent, asJSON bool, stdout, stderr io.Writer) int {
-	entries, _, err := a.Status(ctx)
-	if err != nil {
-		fmt.Fprintln(stderr, "sbps-marshal status:", err)
-		return 1
-	}
 	code := 0
+	entries, rep, err := a.Status(ctx)
+	switch {
+	case err != nil:
+		// The desired state could not be computed (S3 unreachable, say):
+		// show what LIO holds, with the reason.
+		var lioErr error
+		if entries, lioErr = a.LIOStatus(ctx, err); lioErr != nil {
+			fmt.Fprintln(stderr, "sbps-marshal status:", err)
+			fmt.Fprintln(stderr, "sbps-marshal status:", lioErr)
+			return 1
+		}
+		fmt.Fprintln(stderr, "sbps-marshal status: desired state unknown, showing what LIO holds:", err)
+		code = exitDesiredUnknown
+	case !rep.Desired.RootfsComplete:
+		fmt.Fprintln(stderr, "sbps-marshal status: IMS information incomplete, rootfs projections are held as LIO has them:", rep.Desired.RootfsIncompleteReason)
+		code = exitDesiredUnknown
+	}
 	// What the entries come from is saveconfig.json; say when LIO's live
 	// state has lost part of it (LIO not restored), with the fix.
 	if err := a.LIOCondition(ctx); errors.Is(err, lio.ErrNotRestored) {
