@@ -98,22 +98,32 @@ func (g *Guard) Driver() *Driver { return g.d }
 // if nothing the file holds was lost, except what ops remove. A refusal is
 // a *LossError joined to the driver's error; the results are the driver's
 // (judged from live state as saved).
+//
+// The removals among ops are written to IntentFile(file) before targetcli
+// runs and forgotten once the live state is installed: an agent killed
+// between a delete and its save leaves the kernel without an object the
+// file still holds, and the next agent must tell that loss, which it
+// meant, from LIO not restored.
 func (g *Guard) Apply(ctx context.Context, ops []Op) ([]Result, error) {
 	had := g.readFile(ctx)
 	g.clearStaging()
+	meant, err := g.recordIntent(ops)
+	if err != nil {
+		return make([]Result, len(ops)), err
+	}
 	res, err := g.d.Apply(ctx, ops)
-	return res, errors.Join(err, g.install(had, ops))
+	return res, errors.Join(err, g.installMeant(had, meant))
 }
 
 // Save saves LIO's live state to saveconfig.json, guarded: nothing the file
-// holds may be lost.
+// holds may be lost but what an earlier, unfinished Apply meant to remove.
 func (g *Guard) Save(ctx context.Context) error {
 	had := g.readFile(ctx)
 	g.clearStaging()
 	if err := g.d.Save(ctx); err != nil {
 		return err
 	}
-	return g.install(had, nil)
+	return g.installMeant(had, g.intent())
 }
 
 // Check saves LIO's live state to the staging file only and says whether
@@ -126,8 +136,89 @@ func (g *Guard) Check(ctx context.Context) error {
 	if err := g.d.Save(ctx); err != nil {
 		return err
 	}
-	_, _, err := g.judge(had, nil)
+	_, _, err := g.judge(had, g.intent())
 	return err
+}
+
+// IntentFile is where a Guard keeps the removals of an Apply until their
+// result is saved: beside file, as JSON.
+func IntentFile(file string) string { return file + ".sbps-intent" }
+
+// intent is what IntentFile holds.
+type intent struct {
+	Removals []Op `json:"removals"`
+}
+
+// intent reads the removals an earlier Apply meant and did not see saved.
+// A file that cannot be read means none: the guard then refuses more, never
+// less.
+func (g *Guard) intent() []Op {
+	data, err := os.ReadFile(IntentFile(g.file))
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			g.d.log.Warn("cannot read the agent's recorded LIO removals; treating none as meant", "file", IntentFile(g.file), "err", err)
+		}
+		return nil
+	}
+	var in intent
+	if err := json.Unmarshal(data, &in); err != nil {
+		g.d.log.Warn("the agent's recorded LIO removals are not valid JSON; treating none as meant", "file", IntentFile(g.file), "err", err)
+		return nil
+	}
+	return in.Removals
+}
+
+// recordIntent adds the removals among ops to those already recorded and
+// writes them durably; it returns them all.
+func (g *Guard) recordIntent(ops []Op) ([]Op, error) {
+	meant := g.intent()
+	added := false
+	for _, op := range ops {
+		if (op.Kind == DeleteBackstore || op.Kind == DeleteLUN) && !slices.Contains(meant, op) {
+			meant = append(meant, op)
+			added = true
+		}
+	}
+	if !added {
+		return meant, nil
+	}
+	data, err := json.Marshal(intent{Removals: meant})
+	if err != nil {
+		return nil, err
+	}
+	path := IntentFile(g.file)
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err == nil {
+		_, err = f.Write(data)
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return nil, fmt.Errorf("recording the LIO removals about to be made in %s: %w (nothing was changed; the folder of %s must be writable by the agent)", path, err, g.file)
+	}
+	return meant, nil
+}
+
+// installMeant installs as install does and, once the live state is in the
+// file, forgets the recorded removals.
+func (g *Guard) installMeant(had fileState, meant []Op) error {
+	current, err := g.install(had, meant)
+	if err != nil || !current {
+		return err
+	}
+	if err := os.Remove(IntentFile(g.file)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		g.d.log.Warn("cannot remove the agent's recorded LIO removals after saving", "file", IntentFile(g.file), "err", err)
+	}
+	return nil
 }
 
 // fileState is saveconfig.json as read before a change.
@@ -189,16 +280,18 @@ func (g *Guard) judge(had fileState, meant []Op) (data []byte, live *Config, err
 	return data, live, nil
 }
 
-// install puts the staging file in place when judge allows it.
-func (g *Guard) install(had fileState, meant []Op) error {
+// install puts the staging file in place when judge allows it. current
+// says that saveconfig.json now holds LIO's live state (installed, or
+// already equal to it).
+func (g *Guard) install(had fileState, meant []Op) (current bool, err error) {
 	defer g.clearStaging()
 	data, _, err := g.judge(had, meant)
 	if err != nil || data == nil {
-		return err
+		return false, err
 	}
 	sum := sha256.Sum256(data)
 	if had.err == nil && hex.EncodeToString(sum[:]) == had.digest {
-		return nil // unchanged: no write, no watcher event
+		return true, nil // unchanged: no write, no watcher event
 	}
 	if had.err != nil && !errors.Is(had.err, fs.ErrNotExist) {
 		// Keep what could not be read, for the operator.
@@ -208,10 +301,10 @@ func (g *Guard) install(had fileState, meant []Op) error {
 		}
 	}
 	if err := os.Rename(g.staging, g.file); err != nil {
-		return fmt.Errorf("installing LIO's live state as %s: %w", g.file, err)
+		return false, fmt.Errorf("installing LIO's live state as %s: %w", g.file, err)
 	}
 	g.saved.Invalidate()
-	return nil
+	return true, nil
 }
 
 // Lost lists what had holds that live lacks, other than what meant

@@ -225,3 +225,81 @@ func TestGuardResavesMissingOrInvalidFile(t *testing.T) {
 		})
 	}
 }
+
+// TestGuardKnowsRemovalsOfAKilledApply: an agent killed after targetcli
+// deleted a LUN and before the save leaves the kernel without an object
+// the file holds. The removal was recorded before targetcli ran, so the
+// next agent's save installs the live state; the same loss without the
+// record (made behind the agent's back) is still refused.
+func TestGuardKnowsRemovalsOfAKilledApply(t *testing.T) {
+	node, g, file, img := guarded(t, lio.Batch)
+	ctx := t.Context()
+	create := []lio.Op{
+		{Kind: lio.CreateBackstore, Backstore: "x", File: img, WWN: "0123456789abcdef0123456789abcde"},
+		{Kind: lio.CreateLUN, Backstore: "x", Target: node.IQN(), LUN: 3},
+	}
+	if _, err := g.Apply(ctx, create); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	if _, err := os.Stat(lio.IntentFile(file)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("an Apply without removals left %s: %v", lio.IntentFile(file), err)
+	}
+	tpg := "/iscsi/" + node.IQN() + "/tpg1/luns"
+
+	// Behind the agent's back: refused.
+	if _, err := node.Run(ctx, tpg+" delete lun=3"); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Save(ctx); !errors.Is(err, lio.ErrNotRestored) {
+		t.Fatalf("Save after an outside delete = %v, want ErrNotRestored", err)
+	}
+	if _, err := node.Run(ctx, tpg+" create /backstores/fileio/x lun=3 add_mapped_luns=false"); err != nil {
+		t.Fatal(err)
+	}
+
+	// The agent's own delete, cut off before any save: the batch dies
+	// right after the delete (command 2, after `set global`) and the
+	// driver's save that follows fails, as if the agent had been killed
+	// between the two.
+	del := lio.Op{Kind: lio.DeleteLUN, Target: node.IQN(), LUN: 3}
+	if err := node.SetFaults(sim.Faults{DieAfter: 2, FailAt: 3}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = g.Apply(ctx, []lio.Op{del})
+	if err == nil {
+		t.Fatal("Apply whose targetcli died returned no error")
+	}
+	if err := node.SetFaults(sim.Faults{}); err != nil {
+		t.Fatal(err)
+	}
+	live, err := node.Live()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tgt, _ := live.Target(node.IQN()); func() bool { g, _ := tgt.TPG(1); _, ok := g.LUNFor("/backstores/fileio/x"); return ok }() {
+		t.Fatal("the test's kill came before the delete: lun3 is still live")
+	}
+	if after, _ := os.ReadFile(file); !bytes.Equal(before, after) {
+		t.Fatal("the cut-off Apply saved: the test's faults came after the save")
+	}
+	if _, err := os.Stat(lio.IntentFile(file)); err != nil {
+		t.Fatalf("the cut-off Apply left no record of its removal: %v", err)
+	}
+	if err := g.Save(ctx); err != nil {
+		t.Fatalf("Save after the agent's own killed delete = %v, want the live state installed", err)
+	}
+	saved, err := lio.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tgt, _ := saved.Target(node.IQN()); func() bool { g, _ := tgt.TPG(1); _, ok := g.LUNFor("/backstores/fileio/x"); return ok }() {
+		t.Error("saveconfig.json still has lun3 after the save")
+	}
+	if _, err := os.Stat(lio.IntentFile(file)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the record of removals outlived their save: %v", err)
+	}
+}
