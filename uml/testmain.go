@@ -20,23 +20,24 @@ func InGuest() bool { return os.Getenv(GuestEnv) == "1" }
 // TestMain runs a test package inside the guest: on the host it boots UML
 // once and runs this same test binary there, with the same flags, streaming
 // its output, and exits with its status; inside the guest it runs the
-// tests. setup, if not nil, runs on the host before the boot and returns
-// KEY=value entries for the guest's environment (paths of binaries it built
-// under /tmp, say). Use it as the package's TestMain:
+// tests. setup, if not nil, runs on the host before the boot with a
+// directory under /tmp that the guest sees and that is removed after the
+// run, and returns KEY=value entries for the guest's environment (paths of
+// binaries it built there, say). Use it as the package's TestMain:
 //
 //	func TestMain(m *testing.M) { uml.TestMain(m, nil) }
 //
 // The test binary must be under /tmp (go test builds it there unless
 // GOTMPDIR says otherwise). A host that cannot boot the guest fails the
 // package with Check's one-line error; nothing is skipped.
-func TestMain(m *testing.M, setup func() ([]string, error)) {
+func TestMain(m *testing.M, setup func(dir string) ([]string, error)) {
 	if InGuest() {
 		os.Exit(m.Run())
 	}
 	os.Exit(hostMain(setup))
 }
 
-func hostMain(setup func() ([]string, error)) int {
+func hostMain(setup func(dir string) ([]string, error)) int {
 	self, err := os.Executable()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "uml:", err)
@@ -48,7 +49,13 @@ func hostMain(setup func() ([]string, error)) int {
 	}
 	env := []string{GuestEnv + "=1"}
 	if setup != nil {
-		more, err := setup()
+		dir, err := os.MkdirTemp(hostShared, "sbps-uml-setup-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "uml: a directory for the guest's test run:", err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		more, err := setup(dir)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "uml: setting up the guest's test run:", err)
 			return 1

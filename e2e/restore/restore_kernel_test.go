@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 	if uml.InGuest() {
 		os.Exit(m.Run())
 	}
-	uml.TestMain(m, func() ([]string, error) { return nil, nil })
+	uml.TestMain(m, nil)
 }
 
 // provision makes LIO as CSM's playbook does, plus one fileio LUN (lun5)

@@ -28,13 +28,9 @@ func TestMain(m *testing.M) {
 	if bin := os.Getenv(recBinEnv); bin != "" {
 		os.Exit(record(bin, os.Getenv(recLogEnv)))
 	}
-	uml.TestMain(m, func() ([]string, error) {
+	uml.TestMain(m, func(dir string) ([]string, error) {
 		// Go builds slowly in the guest: build the simulator here, under
 		// /tmp, which the guest shares.
-		dir, err := os.MkdirTemp("/tmp", "sbps-conformance-sim-")
-		if err != nil {
-			return nil, err
-		}
 		bin, err := sim.Build(dir)
 		if err != nil {
 			return nil, err

@@ -11,7 +11,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	uml.TestMain(m, func() ([]string, error) { return []string{"SBPS_GUESTTEST_FROM_HOST=yes"}, nil })
+	uml.TestMain(m, func(dir string) ([]string, error) {
+		return []string{"SBPS_GUESTTEST_FROM_HOST=yes", "SBPS_GUESTTEST_DIR=" + dir}, os.WriteFile(dir+"/from-host", []byte("yes"), 0o644)
+	})
 }
 
 // TestRunsInsideTheGuest: the test binary runs in the guest, with the
@@ -28,6 +30,9 @@ func TestRunsInsideTheGuest(t *testing.T) {
 		if _, err := os.Stat("/sys/kernel/config/target/iscsi"); err != nil {
 			t.Fatalf("no iSCSI target in configfs after targetcli ls: %v\n%s", err, out)
 		}
+	}
+	if b, err := os.ReadFile(os.Getenv("SBPS_GUESTTEST_DIR") + "/from-host"); err != nil || string(b) != "yes" {
+		t.Errorf("setup's directory is not shared with the guest: %q, %v", b, err)
 	}
 	wd, _ := os.Getwd()
 	if _, err := os.Stat(wd + "/guest_kernel_test.go"); err != nil {
