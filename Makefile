@@ -15,7 +15,7 @@ LDFLAGS   := -X github.com/sbps-marshal/sbps-marshal/internal/version.Version=$(
 
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: all build test test-kernel test-deps test-short bench demo lint tools fuzz clean rpm deb package
+.PHONY: all build test test-kernel test-deps test-short bench bench-kernel bench-kernel-doc demo lint tools fuzz clean rpm deb package
 
 all: build
 
@@ -53,6 +53,30 @@ bench: build tools
 	@mkdir -p $(BIN)/bench
 	$(GO) test -run '^$$' -bench . -benchtime 2x -timeout 15m ./bench/ | tee $(BIN)/bench/go-bench.txt
 	$(BIN)/sbps-marshal-bench -scale $(BENCH_SCALE) -profile-dir $(BIN)/bench -go-bench $(BIN)/bench/go-bench.txt -out docs/BENCHMARKS.md $(BENCH_FLAGS)
+	@echo "bench: the same modes on the real kernel LIO (User-Mode Linux): make bench-kernel (docs/BENCHMARKS-KERNEL.md)"
+
+## bench-kernel: per-mode costs on the real kernel LIO in User-Mode Linux (issue 18): one apply
+## of 1 and 50 changes in oneshot, batch and targetclid modes with KERNEL_LUNS LUNs present,
+## the agent's read of the real saveconfig.json (e2e/lio BenchmarkModes), and upload -> LUN
+## in saveconfig.json / readable by a logged-in initiator (e2e/initiator TestComputeNodeView);
+## writes docs/BENCHMARKS-KERNEL.md from that output. KERNEL_SKIP lists rows not run
+## (LUNS/MODE/CHANGES). bench-kernel-doc regenerates the doc from KERNEL_BENCH_OUT alone.
+KERNEL_LUNS ?= 100,1000
+KERNEL_SKIP ?= 1000/oneshot/50
+KERNEL_BENCH_OUT ?= $(BIN)/bench/kernel.txt
+bench-kernel: test-deps build
+	@mkdir -p $(BIN)/bench
+	@{ echo "kernel-bench: command make bench-kernel KERNEL_LUNS=$(KERNEL_LUNS) KERNEL_SKIP=$(KERNEL_SKIP)"; \
+	  echo "kernel-bench: machine $$(nproc) cores, $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $$(awk '/MemTotal/ {printf "%.0f GB", $$2/1048576}' /proc/meminfo), host kernel $$(uname -r)"; \
+	  uptime | sed 's/^/kernel-bench: host-load-before /'; \
+	  SBPS_UML_TIMEOUT=80m $(GO) test -tags kernel -count=1 -run '^$$' -bench Modes -benchtime 1x -timeout 85m ./e2e/lio/ -modes.luns=$(KERNEL_LUNS) -modes.skip=$(KERNEL_SKIP); \
+	  $(GO) test -tags kernel -count=1 -run '^TestComputeNodeView$$' -v -timeout 20m ./e2e/initiator/; \
+	  uptime | sed 's/^/kernel-bench: host-load-after /'; } 2>&1 | tee $(KERNEL_BENCH_OUT)
+	@if grep -q '^FAIL' $(KERNEL_BENCH_OUT); then echo "bench-kernel: a run failed (see $(KERNEL_BENCH_OUT)); docs/BENCHMARKS-KERNEL.md not rewritten"; exit 1; fi
+	$(MAKE) --no-print-directory bench-kernel-doc
+
+bench-kernel-doc:
+	$(GO) run ./cmd/sbps-marshal-bench -kernel-bench $(KERNEL_BENCH_OUT) -kernel-out docs/BENCHMARKS-KERNEL.md
 
 ## demo: run the agent's main job against the embedded rig.
 demo: build tools

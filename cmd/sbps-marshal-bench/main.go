@@ -98,7 +98,16 @@ func main() {
 	flag.StringVar(&o.profileDir, "profile-dir", "", "write CPU profiles of the largest scale's resync and event phases here")
 	flag.StringVar(&o.goBench, "go-bench", "", "output of `go test -bench ./bench` to include in the report")
 	flag.BoolVar(&o.skipDaemon, "skip-daemon", false, "skip the daemon-mode converge")
+	kernelBench := flag.String("kernel-bench", "", "comma-separated outputs of `make bench-kernel` (real kernel LIO in User-Mode Linux): write only the kernel report (-kernel-out) from them, run nothing")
+	kernelOut := flag.String("kernel-out", "docs/BENCHMARKS-KERNEL.md", "the kernel report's file with -kernel-bench ('' prints only)")
 	flag.Parse()
+	if *kernelBench != "" {
+		if err := kernelReport(*kernelBench, *kernelOut); err != nil {
+			fmt.Fprintln(os.Stderr, "kernel report:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	for _, f := range strings.Split(*scale, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n < 2 {

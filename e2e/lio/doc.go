@@ -11,8 +11,10 @@
 // The tests in one run share one guest and so one kernel LIO: they run
 // one after another (no t.Parallel) and each starts by clearing LIO.
 //
-// BenchmarkModes measures one apply of 1 and of 50 changes over about 100
-// LUNs already present, in each targetcli mode, and prints a table:
+// BenchmarkModes measures one apply of 1 and of 50 changes over 100 and
+// 1,000 LUNs already present, in each targetcli mode, and the agent's read
+// of the real saveconfig.json; `make bench-kernel` runs it and writes
+// docs/BENCHMARKS-KERNEL.md:
 //
-//	go test -tags kernel -run '^$' -bench Modes -benchtime 1x ./e2e/lio/
+//	go test -tags kernel -run '^$' -bench Modes -benchtime 1x -timeout 60m ./e2e/lio/ -modes.luns=100,1000
 package lio
