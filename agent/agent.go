@@ -25,8 +25,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sbps-marshal/sbps-marshal/bucket"
 	"github.com/sbps-marshal/sbps-marshal/config"
@@ -63,7 +61,8 @@ type Agent struct {
 	metrics     *metrics.Metrics
 	notifier    *sdnotify.Notifier
 	gate        gate.Gate
-	fallback    *registry.Fallback // fleet registry with its local fallback, when LUN_REGISTRY=nats
+	fallback    *registry.Fallback // fleet registry with its local fallback, when LUN_REGISTRY resolved to nats
+	regChoice   RegistryChoice     // the LUN registry in use, LUN_REGISTRY=auto resolved
 	closers     []func()           // resources to release on Close
 	onPass      func(trigger string, rep *projector.Report, err error)
 	onBatch     func(batch []events.Event)
@@ -185,15 +184,20 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (
 			m.CollectEventStats(src.Stats)
 		}
 	}
-	reg, fallback, closeReg, err := lunRegistry(cfg, log, m, auth)
+	reg, fallback, closeReg, choice, err := lunRegistry(ctx, cfg, log, m, auth)
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if !built {
+			closeReg()
+		}
+	}()
 	layout := projector.Layout{Bucket: cfg.S3Bucket, Mount: cfg.Mount, PEPrefix: cfg.PEPrefix}
 	a := &Agent{
 		cfg: cfg, log: log, driver: driver, guard: guard, target: targetService(cfg), s3: s3, ims: imsClient,
 		resync: make(chan string, 1), sources: sources,
-		metrics: m, notifier: sdnotify.New(getenv), gate: g, fallback: fallback, closers: []func(){closeReg, auth.Close}, onPass: o.OnPass, onBatch: o.OnBatch,
+		metrics: m, notifier: sdnotify.New(getenv), gate: g, fallback: fallback, regChoice: choice, closers: []func(){closeReg, auth.Close}, onPass: o.OnPass, onBatch: o.OnBatch,
 		Reconciler: &projector.Reconciler{
 			Inventory: &projector.Inventory{Objects: s3, Images: imsClient, Layout: layout, Tagging: cfg.IMSTagging, Lstat: o.Lstat},
 			LIO:       m.InstrumentApplier(guard),
@@ -418,7 +422,7 @@ func (a *Agent) pass(ctx context.Context, w work) (*projector.Report, error) {
 	if w.full {
 		rep, err = a.Reconciler.Sync(ctx, projector.SyncOptions{Trigger: w.trigger})
 	} else {
-		rep, err = a.Reconciler.SyncKeys(ctx, projector.SyncOptions{Trigger: w.trigger}, w.peKeys, w.imageIDs)
+		rep, err = a.Reconciler.SyncChanges(ctx, projector.SyncOptions{Trigger: w.trigger}, w.changes)
 	}
 	var status func() []projector.Entry
 	if rep != nil {
@@ -544,10 +548,10 @@ func trimTo(s string, n int) string {
 
 // work is what one pass must do.
 type work struct {
-	full     bool     // a full pass (listings)
-	trigger  string   // for the logs
-	peKeys   []string // PE keys to read again
-	imageIDs []string // IMS images to read again
+	full    bool   // a full pass (listings)
+	trigger string // for the logs
+	// changes are the PE keys and IMS images to read again.
+	changes projector.Changes
 }
 
 // A batch of events ends when none came for quietGap, or coalesceWindow
@@ -592,21 +596,31 @@ func (a *Agent) workFor(batch []events.Event) (w work, ok bool) {
 		case events.S3Object:
 			key := ev.S3.Key
 			if strings.HasPrefix(key, a.cfg.PEPrefix) {
-				w.peKeys = appendNew(w.peKeys, key)
+				w.changes.PEKeys = appendNew(w.changes.PEKeys, key)
+				continue
+			}
+			// IMS wrote <id>/manifest.json: read that image (one GET, no
+			// listing), maybe tagged already. Never a reason to delete:
+			// the images using the manifest are only refreshed.
+			if id, ok := ims.ManifestKeyID(key); ok {
+				w.changes.Refresh = appendNew(w.changes.Refresh, id)
+				for _, id := range a.Reconciler.ImagesUsing(key) {
+					w.changes.Refresh = appendNew(w.changes.Refresh, id)
+				}
 				continue
 			}
 			for _, id := range a.Reconciler.ImagesUsing(key) {
-				w.imageIDs = appendNew(w.imageIDs, id)
+				w.changes.Images = appendNew(w.changes.Images, id)
 			}
 		case events.IMSImage:
-			w.imageIDs = appendNew(w.imageIDs, ev.IMS.ID)
+			w.changes.Images = appendNew(w.changes.Images, ev.IMS.ID)
 		case events.LIOChanged:
 			if ev.Digest != a.ownDigest && !a.savedIsOwn() {
 				drift = true
 			}
 		}
 	}
-	return w, w.full || drift || len(w.peKeys) > 0 || len(w.imageIDs) > 0
+	return w, w.full || drift || len(w.changes.PEKeys)+len(w.changes.Images)+len(w.changes.Refresh) > 0
 }
 
 // savedIsOwn reports whether saveconfig.json holds, now, what the agent's
@@ -653,38 +667,6 @@ func (a *Agent) logPass(rep *projector.Report) {
 	a.log.Info("pass done", "duration", rep.Duration.Round(time.Millisecond), "changes", len(rep.Plan.Changes),
 		"projected", counts[projector.Projected], "pending", counts[projector.Pending], "rejected", counts[projector.Rejected],
 		"held", counts[projector.Held], "foreign", counts[projector.Foreign])
-}
-
-// lunRegistry builds the LUN registry LUN_REGISTRY names.
-func lunRegistry(cfg *config.Config, log *slog.Logger, m *metrics.Metrics, auth *NATSAuth) (projector.LUNRegistry, *registry.Fallback, func(), error) {
-	nothing := func() {}
-	if cfg.LUNRegistry == "off" {
-		return nil, nil, nothing, nil
-	}
-	local, err := registry.NewLocal(registry.LocalConfig{Dir: cfg.StateDir, Quarantine: cfg.LUNQuarantine, Node: cfg.NodeName})
-	if err != nil {
-		return nil, nil, nothing, fmt.Errorf("LUN registry in STATE_DIR: %w", err)
-	}
-	if cfg.LUNRegistry == "local" {
-		return local, nil, nothing, nil
-	}
-	nc, err := nats.Connect(strings.Join(cfg.NATSURL, ","), append(auth.Options(),
-		nats.Name("sbps-marshal registry "+cfg.NodeName), nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1))...)
-	if err != nil {
-		return nil, nil, nothing, fmt.Errorf("LUN registry: NATS: %w", err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, nil, nothing, fmt.Errorf("LUN registry: JetStream: %w", err)
-	}
-	kv := registry.NewKV(js, registry.KVConfig{Bucket: cfg.LUNKVBucket, Quarantine: cfg.LUNQuarantine, Node: cfg.NodeName})
-	fb := registry.NewFallback(kv, local, registry.FallbackConfig{Timeout: cfg.LUNRegistryWait, OnLocal: func(op, name string, err error) {
-		log.Warn("fleet LUN registry did not answer in time; used the local registry (reconciled when it is back)",
-			"op", op, "backstore", name, "timeout", cfg.LUNRegistryWait, "err", err)
-		m.RegistryFallback()
-	}})
-	return fb, fb, nc.Close, nil
 }
 
 // reconcileRegistry offers what the local registry handed out during a

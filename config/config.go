@@ -88,7 +88,7 @@ type Config struct {
 	SystemctlBin         string        // SYSTEMCTL_BIN; empty = never start TARGET_SERVICE
 	TargetService        string        // TARGET_SERVICE
 	TargetServiceTimeout time.Duration // TARGET_SERVICE_TIMEOUT
-	LUNRegistry          string        // LUN_REGISTRY: nats, local, off
+	LUNRegistry          string        // LUN_REGISTRY: auto, nats, local, off (the agent resolves auto at start)
 	LUNKVBucket          string        // LUN_KV_BUCKET
 	LUNQuarantine        time.Duration // LUN_QUARANTINE
 	LUNRegistryWait      time.Duration // LUN_REGISTRY_TIMEOUT
@@ -222,7 +222,7 @@ var keys = []key{
 		set: func(c *Config, v string) error { c.NATSStream = v; return nil }},
 	{name: "NATS_RESYNC_SUBJECT", def: "sbps.control.resync", help: "subject of fleet-wide resync requests (sbps-marshal resync --all)",
 		set: func(c *Config, v string) error { c.NATSResyncSubject = v; return checkSubject(v) }},
-	{name: "LUN_REGISTRY", def: "local", kind: kChoice, choices: []string{"nats", "local", "off"}, help: "where LUN numbers are kept stable: nats (JetStream KV, same numbers on every worker), local (STATE_DIR only), off (LIO picks the lowest free index, as the old agent)",
+	{name: "LUN_REGISTRY", def: "auto", kind: kChoice, choices: []string{"auto", "nats", "local", "off"}, help: "where LUN numbers are kept stable: auto (nats when NATS_URL is set and JetStream answers at start, else local with a warning), nats (JetStream KV, same numbers on every worker, a rebuilt worker gets its map back), local (STATE_DIR only), off (LIO picks the lowest free index, as the old agent)",
 		set: func(c *Config, v string) error { c.LUNRegistry = v; return nil }},
 	{name: "LUN_KV_BUCKET", def: "sbps-luns", help: "JetStream KV bucket of the fleet LUN registry",
 		set: func(c *Config, v string) error { c.LUNKVBucket = v; return checkSubject(v) }},
