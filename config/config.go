@@ -234,7 +234,7 @@ var keys = []key{
 		set: func(c *Config, v string) error { c.BridgeListen = v; return nonEmpty(v) }},
 	{name: "BRIDGE_TOKEN_FILE", def: "", kind: kPath, help: "file holding the shared token RGW must send (Authorization: Bearer) to the webhook bridge; empty = none",
 		set: func(c *Config, v string) error { c.BridgeTokenFile = v; return nil }},
-	{name: "BRIDGE_POLL_INTERVAL", def: "15s", kind: kDuration, help: "how often `sbps-marshal bridge ims` polls IMS",
+	{name: "BRIDGE_POLL_INTERVAL", def: "5s", kind: kDuration, help: "how often `sbps-marshal bridge ims` lists IMS (one listing for the whole cluster; an IMS tag reaches the agents within this long)",
 		set: func(c *Config, v string) error { return setDur(&c.BridgePoll, v, true) }},
 	{name: "METRICS_ADDR", def: "127.0.0.1:9587", help: "listen address of /metrics, /healthz, /readyz; empty disables",
 		set: func(c *Config, v string) error { c.MetricsAddr = v; return nil }},
