@@ -36,6 +36,11 @@ func PublishResync(ctx context.Context, nc *nats.Conn, subject, who string) erro
 	if nc == nil {
 		return errors.New("events: PublishResync needs a NATS connection")
 	}
+	// An ended context publishes nothing: FlushWithContext alone may still
+	// see the server's answer first and report success.
+	if err := context.Cause(ctx); err != nil {
+		return fmt.Errorf("events: resync request on %s not sent: %w", subject, err)
+	}
 	data, err := json.Marshal(resyncRequest{Who: cleanWho(who), Time: time.Now().UTC()})
 	if err != nil {
 		return fmt.Errorf("events: encode resync request: %w", err)
