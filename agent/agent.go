@@ -63,6 +63,7 @@ type Agent struct {
 	gate        gate.Gate
 	fallback    *registry.Fallback // fleet registry with its local fallback, when LUN_REGISTRY resolved to nats
 	regChoice   RegistryChoice     // the LUN registry in use, LUN_REGISTRY=auto resolved
+	sessions    *sessionGuard      // resets iSCSI sessions when the LUN map changed under them
 	closers     []func()           // resources to release on Close
 	onPass      func(trigger string, rep *projector.Report, err error)
 	onBatch     func(batch []events.Event)
@@ -213,6 +214,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (
 			Registry: reg,
 		},
 	}
+	a.sessions = newSessionGuard(a)
 	notReady := "first full reconcile not done"
 	a.ready.Store(&notReady)
 	m.CollectReady(a.Ready)
@@ -287,10 +289,16 @@ func (a *Agent) SyncOnce(ctx context.Context, o projector.SyncOptions) (*project
 		if !open {
 			return nil, fmt.Errorf("node gate (GATE=%s) is closed: tpg1 is disabled and nothing is projected", a.cfg.Gate)
 		}
+		if err := a.sessions.begin(ctx); err != nil {
+			return nil, err
+		}
 	}
 	rep, err := a.Reconciler.Sync(ctx, o)
 	if rep != nil {
 		a.lastReport.Store(rep)
+		if !o.DryRun {
+			err = errors.Join(err, a.sessions.end(ctx, err == nil))
+		}
 	}
 	return rep, err
 }

@@ -22,6 +22,13 @@ type worker struct {
 
 func newWorker(t *testing.T, s *rig.Stack, name string) *worker {
 	t.Helper()
+	return newWorkerEnv(t, s, name, "SBPS_MARSHAL_LUN_REGISTRY=nats")
+}
+
+// newWorkerEnv is newWorker with env added to the worker's settings
+// (nothing: the defaults).
+func newWorkerEnv(t *testing.T, s *rig.Stack, name string, extra ...string) *worker {
+	t.Helper()
 	dir := t.TempDir()
 	n, err := sim.NewNode(filepath.Join(dir, "lio"), sim.NodeOptions{Hostname: name})
 	if err != nil {
@@ -33,8 +40,8 @@ func newWorker(t *testing.T, s *rig.Stack, name string) *worker {
 		"SBPS_MARSHAL_LIO_SAVE_FILE=" + n.SaveFile(),
 		"SBPS_MARSHAL_TARGETCLID_SOCKET=" + n.SocketPath(),
 		"SBPS_MARSHAL_STATE_DIR=" + filepath.Join(dir, "state"),
-		"SBPS_MARSHAL_LUN_REGISTRY=nats",
 	}
+	env = append(env, extra...)
 	a := newAgentWith(t, s, Options{TargetcliEnv: n.Env()}, env...)
 	return &worker{node: n, agent: a, env: env}
 }
