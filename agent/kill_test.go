@@ -228,6 +228,12 @@ func TestKillDuringApply(t *testing.T) {
 	if killedMidApply == 0 {
 		t.Error("no kill landed during an apply; widen the window (StartDelay) or the test proves nothing")
 	}
+	rec := relTable(t).row(t, fmt.Sprintf("Agent (`sbps-marshal run`) SIGKILLed at random points during an apply and restarted, %d times", iterations),
+		"every restart converges exactly: no duplicate or orphaned backstore, no LUN without its backstore, no LUN renumbered")
+	rec.saw("restarts converged exactly: %d of %d", iterations, iterations)
+	rec.saw("a kill landed mid-apply: %v", killedMidApply > 0)
+	rec.saw("LUNs renumbered: %d", renumbered)
+	rec.measured("%d of %d kills left LIO mid-change; worst convergence %s", killedMidApply, iterations, worst.Round(100*time.Millisecond))
 }
 
 // TestKillTornSaveAfterApply: targetcli is killed (TARGETCLI_TIMEOUT) in the
@@ -276,12 +282,18 @@ func TestKillTornSaveAfterApply(t *testing.T) {
 		i := strings.Index(string(data), "panic:")
 		t.Fatalf("the agent exited (%v) after a torn saveconfig.json:\n%s", err, relTail(string(data[max(0, i):]), 1500))
 	}
+	rec := relTable(t).row(t, "targetcli killed (TARGETCLI_TIMEOUT) mid-way through an in-place saveconfig, leaving saveconfig.json torn after an apply",
+		"the agent keeps running; converges once saves work again")
+	rec.saw("agent running after the torn save")
 	s.Node.SetFaults(sim.Faults{})
+	cleared := time.Now()
 	relWait(t, 40*time.Second, "convergence once saves work", func() error {
 		if err, done := p.exited(); done {
 			return fmt.Errorf("agent exited: %v", err)
 		}
 		return relExact(s, peID(base), peID(key))
 	})
+	rec.saw("converged exactly")
+	rec.measured("converged %s after saves work again", time.Since(cleared).Round(100*time.Millisecond))
 	p.stop(t)
 }
