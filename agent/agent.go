@@ -119,6 +119,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (
 		Bucket:      cfg.S3Bucket,
 		Credentials: creds,
 		HTTPClient:  s3HTTP,
+		Timeout:     cfg.S3Timeout,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("S3 client: %w", err)

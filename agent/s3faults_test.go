@@ -34,7 +34,7 @@ func TestReliabilityS3Faults(t *testing.T) {
 	s := startStack(t)
 	p, env := relS3Proxy(t, s)
 	base := []naming.ID{relPutPE(t, s, "base-1.squashfs"), rootfsID(relAddImage(t, s, "cos", true))}
-	r := relRun(t, s, Options{}, append(env, "SBPS_MARSHAL_RESYNC_INTERVAL=1h")...)
+	r := relRun(t, s, Options{}, append(env, "SBPS_MARSHAL_RESYNC_INTERVAL=1h", "SBPS_MARSHAL_S3_TIMEOUT=3")...)
 	waitLUNs(t, s, "baseline", base...)
 	g := relGuard(t, s, base...)
 	want := append([]naming.ID(nil), base...)
@@ -46,7 +46,7 @@ func TestReliabilityS3Faults(t *testing.T) {
 	}{
 		{"500", "500", func() { p.Set(rig.Fault500) }},
 		{"503", "503", func() { p.Set(rig.Fault503) }},
-		{"slower than the client's timeout", "slow", func() { p.SetSlow(10 * time.Minute) }},
+		{"slower than S3_TIMEOUT", "slow", func() { p.SetSlow(10 * time.Minute) }},
 		{"connection reset", "reset", func() { p.Set(rig.FaultReset) }},
 	}
 	for _, tc := range cases {

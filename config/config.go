@@ -42,6 +42,7 @@ type Config struct {
 	IMSURI               string        // IMS_URI
 	IMSTagging           bool          // IMS_TAGGING
 	IMSTimeout           time.Duration // IMS_TIMEOUT, seconds
+	S3Timeout            time.Duration // S3_TIMEOUT, seconds
 	S3Host               string        // S3_HOST
 	S3Proto              string        // S3_PROTO: http or https
 	S3CredentialFile     string        // S3_CREDENTIAL_FILE; empty = the AWS SDK's default chain
@@ -148,6 +149,8 @@ var keys = []key{
 		set: func(c *Config, v string) error { return setBool(&c.IMSTagging, v) }},
 	{name: "IMS_TIMEOUT", def: "10", kind: kSeconds, help: "timeout of one IMS request, seconds",
 		set: func(c *Config, v string) error { return setSeconds(&c.IMSTimeout, v) }},
+	{name: "S3_TIMEOUT", def: "30", kind: kSeconds, help: "timeout of one S3 request (a HEAD, a GET, a page of a listing, retries included), seconds; a slower S3 fails the pass as an outage does",
+		set: func(c *Config, v string) error { return setSeconds(&c.S3Timeout, v) }},
 	{name: "S3_HOST", def: "rgw-vip.nmn", help: "S3 endpoint host[:port] (Ceph RGW in CSM)",
 		set: func(c *Config, v string) error { c.S3Host = v; return checkHost(v) }},
 	{name: "S3_PROTO", def: "https", kind: kChoice, choices: []string{"https", "http"}, help: "S3 endpoint scheme",

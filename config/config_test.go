@@ -35,6 +35,7 @@ func TestDefaultsMatchOldAgent(t *testing.T) {
 		{"IMS_URI", c.IMSURI, "apis/ims/v3/images"},
 		{"IMS_TAGGING", c.IMSTagging, true},
 		{"IMS_TIMEOUT", c.IMSTimeout, 10 * time.Second},
+		{"S3_TIMEOUT", c.S3Timeout, 30 * time.Second},
 		{"S3_HOST", c.S3Host, "rgw-vip.nmn"},
 		{"S3_PROTO", c.S3Proto, "https"},
 		{"S3_CREDENTIAL_FILE", c.S3CredentialFile, "/root/.ims.s3fs"},
