@@ -157,17 +157,29 @@ func (n *node) projectOps(file string, id naming.ID) (lio.Op, lio.Op) {
 		lio.Op{Kind: lio.CreateLUN, Backstore: id.Name, Target: n.iqn, TPG: 1, LUN: lio.AutoLUN}
 }
 
+// driverTimeout is newDriver's bound on one targetcli process or
+// targetclid request (0: lio.DefaultTimeout); BenchmarkModes raises it.
+var driverTimeout time.Duration
+
 // newDriver is a real lio.Driver of mode on the node's default save file;
 // Daemon mode needs startTargetclid first.
 func newDriver(t testing.TB, mode lio.Mode) *lio.Driver {
 	t.Helper()
-	d, err := lio.New(lio.DriverConfig{Mode: mode, Binary: targetcli, SaveFile: saveFile, Socket: daemonSocket, Home: t.TempDir()}, nil)
+	d, err := lio.New(lio.DriverConfig{Mode: mode, Binary: targetcli, SaveFile: saveFile, Socket: daemonSocket, Home: t.TempDir(), Timeout: driverTimeout}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
 	return d
 }
+
+// How long startTargetclid waits for targetclid's first answer, and for
+// each probe (a saveconfig): BenchmarkModes raises both, since an apply
+// of one change over 1,000 LUNs takes over a minute in UML.
+var (
+	targetclidWait  = 60 * time.Second
+	targetclidProbe = 10 * time.Second
+)
 
 // startTargetclid starts the real targetclid for the rest of the test and
 // waits until it answers.
@@ -197,16 +209,16 @@ func startTargetclid(t testing.TB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(targetclidWait)
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), targetclidProbe)
 		err := probe.Save(ctx)
 		cancel()
 		if err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("targetclid did not answer within 60 s: %v\n%s", err, out.String())
+			t.Fatalf("targetclid did not answer within %v: %v\n%s", targetclidWait, err, out.String())
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
