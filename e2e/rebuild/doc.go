@@ -46,7 +46,11 @@
 // with that WWID (BLKFLSBUF first, so that no page-cache copy of the old
 // LUN hides the new one); and every image is read that way on some disk.
 //
-// If that fails after the agent's disable+enable, the test fails and then,
+// If the rebuilt agent logs no reset within 30 s of its first pass, the
+// test fails; it then logs what the initiator sees with no reset (20 s of
+// rescans) and disables and enables tpg1 by hand with targetcli, as
+// agent/sessions.go's reset does, and applies the check above to that.
+// If that fails after the disable+enable, the test fails and then,
 // for the report only, restarts LIO as the old agent's target.service
 // restart does (targetctl save, clear, restore) and logs what the
 // initiator sees after that too: device list, sysfs state, WWIDs, session

@@ -94,8 +94,13 @@ func TestRebuiltWorkerUnderLiveSession(t *testing.T) {
 		_, okC := m[imgs[2].id.Name]
 		return okB && okC
 	})
-	resetLine := waitLog(t, b, time.Minute, "resetting tpg1's iSCSI sessions")
-	t.Logf("the agent's reset, %v after its start: %s", time.Since(start).Round(time.Millisecond), resetLine)
+	resetLine := waitLog(t, b, 30*time.Second, "resetting tpg1's iSCSI sessions")
+	agentReset := resetLine != ""
+	if agentReset {
+		t.Logf("the agent's reset, %v after its start: %s", time.Since(start).Round(time.Millisecond), resetLine)
+	} else {
+		t.Errorf("the rebuilt agent logged no session reset within 30 s of its first pass; its map changed under the live session")
+	}
 	if n := resets(t); n < 1 {
 		t.Errorf("sbps_marshal_session_resets_total{outcome=\"done\"} = %v, want >= 1", n)
 	}
@@ -123,18 +128,34 @@ func TestRebuiltWorkerUnderLiveSession(t *testing.T) {
 		t.Errorf("the rebuilt agent reset the sessions %d times, want once", n)
 	}
 
+	if !agentReset {
+		// What the initiator sees when nothing resets the sessions, then
+		// what the agent's reset would do, done by hand as sessions.go does
+		// it (tpg1 disable, enable), for the report. The test has failed.
+		v, err := pollView(t, 20*time.Second, func(v []disk) error { return checkPaths(t, v, imgs, byWWIDImg) })
+		t.Logf("WITHOUT any reset, %v after the rebuilt agent's start (err=%v):\n%s", time.Since(start).Round(time.Millisecond), err, describe(v))
+		t.Logf("sessions:\n%s", sessionStates(t))
+		t.Logf("dmesg since the rebuild:\n%s", dmesgSince(t, mark))
+		mark = dmesgLen(t)
+		tpg := "/iscsi/" + iqn + "/tpg1"
+		mustRun(t, "targetcli", tpg+" disable")
+		mustRun(t, "targetcli", tpg+" enable")
+		start = time.Now()
+		t.Logf("tpg1 disabled and enabled by hand (the agent's reset)")
+	}
+
 	// ---- the initiator's recovery ----
 	// No login or logout: iscsid reconnects by itself; the rescans stand
 	// for what multipathd/udev do on a compute node.
-	v, err = pollView(t, 3*time.Minute, func(v []disk) error { return checkPaths(t, v, imgs, byWWIDImg) })
-	t.Logf("initiator %v after the rebuilt agent's start:\n%s", time.Since(start).Round(time.Millisecond), describe(v))
+	v, err = pollView(t, 90*time.Second, func(v []disk) error { return checkPaths(t, v, imgs, byWWIDImg) })
+	t.Logf("initiator %v after the reset (err=%v):\n%s", time.Since(start).Round(time.Millisecond), err, describe(v))
 	t.Logf("sessions:\n%s", sessionStates(t))
-	t.Logf("dmesg since the rebuild:\n%s", dmesgSince(t, mark))
+	t.Logf("dmesg since the reset:\n%s", dmesgSince(t, mark))
 	if err == nil {
 		b.stop(t)
 		return
 	}
-	t.Errorf("after the tpg1 disable+enable reset, without logout/login: %v", err)
+	t.Errorf("after the tpg1 disable+enable reset (agent's: %v), without logout/login: %v", agentReset, err)
 
 	// The old agent's way: restart target.service (save, clearconfig,
 	// restore), observed for the report; the assertion above stands.
@@ -143,7 +164,7 @@ func TestRebuiltWorkerUnderLiveSession(t *testing.T) {
 	mustRun(t, "targetctl", "save", saveFile)
 	mustRun(t, "targetctl", "clear")
 	mustRun(t, "targetctl", "restore", saveFile)
-	v, err = pollView(t, 3*time.Minute, func(v []disk) error { return checkPaths(t, v, imgs, byWWIDImg) })
+	v, err = pollView(t, 90*time.Second, func(v []disk) error { return checkPaths(t, v, imgs, byWWIDImg) })
 	t.Logf("after targetctl save/clear/restore (target.service restart): err=%v\n%s", err, describe(v))
 	t.Logf("sessions:\n%s", sessionStates(t))
 	t.Logf("dmesg since the restart:\n%s", dmesgSince(t, mark))
@@ -298,7 +319,7 @@ func readLog(a *agentProc) string {
 }
 
 // waitLog waits until the agent's log, since its last start, has a line
-// containing s, and returns it.
+// containing s, and returns it; "" when none came within timeout.
 func waitLog(t *testing.T, a *agentProc, timeout time.Duration, s string) string {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -310,7 +331,6 @@ func waitLog(t *testing.T, a *agentProc, timeout time.Duration, s string) string
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Fatalf("the rebuilt agent logged no %q within %v", s, timeout)
 	return ""
 }
 
