@@ -1,0 +1,5 @@
+//go:build !race
+
+package csmworker_test
+
+const raceEnabled = false
