@@ -94,6 +94,8 @@ func TestRebuiltWorkerUnderLiveSession(t *testing.T) {
 		_, okC := m[imgs[2].id.Name]
 		return okB && okC
 	})
+	v0 := view(t) // no rescan: the kernel's identities as the session attached them
+	t.Logf("right after the rebuilt agent's first pass, before any rescan (check: %v):\n%s", checkPaths(t, v0, imgs, byWWIDImg), describe(v0))
 	resetLine := waitLog(t, b, 30*time.Second, "resetting tpg1's iSCSI sessions")
 	agentReset := resetLine != ""
 	if agentReset {
