@@ -426,12 +426,24 @@ func (a *Agent) pass(ctx context.Context, w work) (*projector.Report, error) {
 		}
 		return nil, err
 	}
+	// The LUN map sessions may have seen is recorded before the pass can
+	// change LIO; after it, a changed map resets the sessions (sessions.go).
+	if err := a.sessions.begin(ctx); err != nil {
+		a.metrics.ObservePass(kind, nil, err, nil)
+		a.notReady(err)
+		return nil, err
+	}
 	var rep *projector.Report
 	var err error
 	if w.full {
 		rep, err = a.Reconciler.Sync(ctx, projector.SyncOptions{Trigger: w.trigger})
 	} else {
 		rep, err = a.Reconciler.SyncChanges(ctx, projector.SyncOptions{Trigger: w.trigger}, w.changes)
+	}
+	// A full pass always compares (the first one finds what a killed agent
+	// left owed); an event pass only when it changed LIO.
+	if rep != nil && (w.full || len(rep.Results) > 0) {
+		err = errors.Join(err, a.sessions.end(ctx, err == nil))
 	}
 	var status func() []projector.Entry
 	if rep != nil {
