@@ -260,6 +260,12 @@ func (w *worker) tail() string {
 	return string(b)
 }
 
+// logText is the agent's whole log, every start.
+func (w *worker) logText() string {
+	b, _ := os.ReadFile(w.log)
+	return string(b)
+}
+
 // watch checks every version of saveconfig.json it can see, until
 // stopWatching, against what was provisioned.
 func (w *worker) watch() {
@@ -396,8 +402,10 @@ func (w *worker) waitConverged(t *testing.T, images []string, want map[string]in
 // each the real agent started as sbps-marshal.service with the default
 // configuration except what a node's /etc/sysconfig/sbps-marshal sets,
 // converge to one LUN map; worker 3 is rebuilt (STATE_DIR wiped, LIO's live
-// state empty, target.service stopped, saveconfig.json intact), starts
-// target.service itself, gets the fleet's map back, and no saveconfig.json
+// state empty, target.service stopped, saveconfig.json intact) while the
+// fleet deletes one image and adds two (through S3 notifications alone); it
+// starts target.service itself, gets the fleet's map (not one of its own
+// numbering: the fleet registry, LUN_REGISTRY=auto), and no saveconfig.json
 // any worker wrote ever lost the provisioned target, portal or tpg1
 // attributes.
 func TestCSMWorkerRebuild(t *testing.T) {
@@ -569,13 +577,25 @@ func TestCSMWorkerRebuild(t *testing.T) {
 		seen[l] = img
 	}
 	// The effective configuration is the default where the env file is silent.
-	out, err := exec.Command(bin, "config", "--env-file", workers[0].envFile).CombinedOutput()
+	cfgCmd := exec.Command(bin, "config", "--env-file", workers[0].envFile)
+	cfgCmd.Env, cfgCmd.Dir = unitEnv, "/"
+	out, err := cfgCmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("sbps-marshal config: %v\n%s", err, out)
 	}
 	for _, want := range []string{"SPIFFE_SOURCE=auto", "LUN_REGISTRY=auto", "GATE=kubectl", "IMS_AUTH=spiffe"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("sbps-marshal config lacks %q:\n%s", want, out)
+		}
+	}
+	// What each agent chose from the defaults: the spire-agent CLI (SPIRE
+	// registers only its path) and the fleet registry on JetStream.
+	for _, w := range workers {
+		log := w.logText()
+		for _, want := range []string{`msg="SPIFFE source" for=IMS source=cli`, `msg="LUN registry" mode=nats`, `msg="fetched JWT-SVID"`} {
+			if !strings.Contains(log, want) {
+				t.Errorf("%s: agent log lacks %s:\n%s", w.name, want, log)
+			}
 		}
 	}
 	// SPIRE registered only the CLI's path: the agent went through it.
@@ -644,6 +664,9 @@ func TestCSMWorkerRebuild(t *testing.T) {
 	callsBefore := len(w3.unit.Calls(t))
 	w3.start(t, bin, unitEnv)
 	got := w3.waitConverged(t, images, fleet)
+	if log := w3.logText(); strings.Count(log, `msg="LUN registry" mode=nats`) < 2 || !strings.Contains(log, "LIO restored") {
+		t.Errorf("rebuilt worker's log lacks the fleet registry or the restore by target.service:\n%s", log)
+	}
 	if w3.unit.State(t) != "active" {
 		t.Errorf("target.service is %s after the rebuild, want active (started by the agent)", w3.unit.State(t))
 	}

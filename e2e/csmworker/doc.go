@@ -1,5 +1,5 @@
 // Package csmworker holds one end-to-end test (issue 14's "Done when"):
-// three rebuilt-or-not CSM workers, each the real `sbps-marshal run`
+// three CSM workers, one of them rebuilt, each the real `sbps-marshal run`
 // started as systemd starts sbps-marshal.service (`env -i`, the unit's
 // Environment=, an EnvironmentFile such as /etc/sysconfig/sbps-marshal
 // that sets only what a CSM node's file sets), on one NATS with JetStream,
