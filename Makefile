@@ -35,9 +35,10 @@ test-deps:
 ## test-kernel: the tests that run on the real kernel LIO, in User-Mode Linux (package uml):
 ## real targetcli-fb, rtslib-fb and open-iscsi. No race detector: its shadow memory
 ## does not fit a UML process.
-KERNEL_PKGS := ./uml/... ./lio/conformance/... ./e2e/...
+## The packages: uml itself and every package whose tests use it.
+KERNEL_PKGS = $(shell $(GO) list -tags kernel -f '{{.ImportPath}}{{range .TestImports}} {{.}}{{end}}{{range .XTestImports}} {{.}}{{end}}' ./... | awk '$$1 ~ /\/uml$$/ || / github.com\/sbps-marshal\/sbps-marshal\/uml( |$$)/ {print $$1}')
 test-kernel: test-deps tools
-	$(GO) test -tags kernel -count=1 -timeout 40m $(shell $(GO) list -tags kernel $(KERNEL_PKGS) 2>/dev/null)
+	$(GO) test -tags kernel -count=1 -timeout 40m $(KERNEL_PKGS)
 
 ## test-short: unit tests only, no external servers.
 test-short:
