@@ -21,7 +21,7 @@ import (
 // Flags of BenchmarkModes (the guest's test binary gets the host's flags).
 var (
 	modesLUNs = flag.String("modes.luns", "100,1000", "BenchmarkModes: comma-separated numbers of LUNs present before each measured apply")
-	modesSkip = flag.String("modes.skip", "1000/oneshot/50", "BenchmarkModes: comma-separated LUNS/MODE/CHANGES rows not to run (too slow in UML); each is reported as not run, with the estimate from the same run")
+	modesSkip = flag.String("modes.skip", "1000/oneshot/50,1000/batch/50,1000/daemon/50", "BenchmarkModes: comma-separated LUNS/MODE/CHANGES rows not to run (too slow in UML); each is reported as not run, with the estimate from the same run")
 )
 
 // BenchmarkModes (issue 18, part 4) measures, on the real kernel LIO in
