@@ -63,6 +63,26 @@
 // image has left the initiator's view when no disk's fresh INQUIRY names
 // its WWID any more.
 //
+// # A worker rebuilt under a live session (rebuild_kernel_test.go)
+//
+// Issue 14's rebuild safety (the CASMTRIAGE-8984/8999 incident: a LUN
+// number that pointed at one image now pointing at another). With
+// LUN_REGISTRY=local, images A, B, C are projected at LUNs 0, 1, 2 and read
+// by a logged-in initiator; the worker is rebuilt (agent stopped, every
+// backstore deleted with targetcli while the target, portal and tpg1's
+// attributes stay, STATE_DIR wiped, A deleted from S3), the agent starts
+// again and numbers B and C from 0, then A comes back. The test checks
+// that precondition, that the running agent reset tpg1's sessions once
+// (log and sbps_marshal_session_resets_total), and that within 3 minutes
+// every disk is running, the kernel's WWID equals the target's, and it
+// reads exactly the bytes of the image with that WWID (BLKFLSBUF first).
+// The initiator side does only what a compute node does by itself: iscsid
+// reconnects the dropped session; the test never logs out or in, and runs
+// `iscsiadm -m session -R` about once a second in place of the rescans
+// udev and multipathd do on the target's UNIT ATTENTION (the guest has
+// neither). Without the reset the test then shows what the initiator sees
+// and tries the reset by hand, for the report.
+//
 // Tests share one guest and run one after another; each starts from an
 // empty LIO, no iSCSI session and no node records, and leaves it so.
 package initiator

@@ -1,6 +1,6 @@
 //go:build kernel
 
-package rebuild
+package initiator
 
 import (
 	"bytes"
