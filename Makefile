@@ -129,7 +129,7 @@ fuzz:
 clean:
 	rm -rf $(BIN) dist
 
-## soak: the agent on the rig under uploads, tags, untags and deletes with random faults, for SOAK_DURATION (default 3m); fails if a LUN was wrongly removed or the state does not converge.
+## soak: the agent on the rig under uploads, tags, untags and deletes with random faults (NATS, IMS, targetcli, S3 via rig.FaultProxy), for SOAK_DURATION (default 3m); fails if a LUN was wrongly removed or the state does not converge.
 SOAK_DURATION ?= 3m
 .PHONY: soak
 soak: tools

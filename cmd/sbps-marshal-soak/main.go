@@ -2,7 +2,9 @@
 // versitygw, the IMS server, the SPIFFE Workload API, the targetcli
 // simulator) for SOAK_DURATION under a steady stream of uploads, tags,
 // untags and deletes, with random faults (NATS restarts, IMS 503s, targetcli
-// failures). At the end it checks that LIO holds exactly the desired state
+// failures, and S3 answering 500 or 503, slower than the agent's S3_TIMEOUT,
+// or resetting connections, through a rig.FaultProxy in front of versitygw).
+// At the end it checks that LIO holds exactly the desired state
 // and prints what happened: events, faults, LUNs wrongly removed (must be 0),
 // 0-byte LUNs, and the time to converge.
 //
@@ -83,7 +85,15 @@ func run() int {
 			return 2
 		}
 	}
-	sk := &soak{s: s, seed: *seed, kinds: kinds, rng: rand.New(rand.NewPCG(*seed, 1)), ops: map[string]int{}, faults: map[string]int{},
+	// The agent's S3 client goes through a fault proxy; the soak's own
+	// uploads and deletes go to versitygw directly, as IMS's and users' do.
+	proxy, err := rig.StartFaultProxy(s.S3.Endpoint())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sbps-marshal-soak: starting the S3 fault proxy:", err)
+		return 2
+	}
+	defer proxy.Close()
+	sk := &soak{s: s, proxy: proxy, seed: *seed, kinds: kinds, rng: rand.New(rand.NewPCG(*seed, 1)), ops: map[string]int{}, faults: map[string]int{},
 		images: map[string]*image{}, pe: map[string]bool{}, lastUndesired: map[string]time.Time{}, seen: map[string]time.Time{}}
 	fmt.Printf("soak: seed %d, duration %s, rig in %s\n", *seed, duration, dir)
 	code, err := sk.run(ctx, dir, duration, *interval, *faultEvery)
@@ -96,7 +106,12 @@ func run() int {
 }
 
 // allFaults are the faults the soak knows how to inject.
-var allFaults = []string{"nats-restart", "ims-503", "targetcli-fail", "targetcli-die"}
+var allFaults = []string{"nats-restart", "ims-503", "targetcli-fail", "targetcli-die", "s3-500", "s3-503", "s3-slow", "s3-reset"}
+
+// s3Timeout is the agent's SBPS_MARSHAL_S3_TIMEOUT in the soak (seconds): low,
+// so that an s3-slow fault (held far longer) fails a pass instead of
+// stalling it for the default 30 s.
+const s3Timeout = 2
 
 type image struct {
 	img    rig.Image
@@ -105,6 +120,7 @@ type image struct {
 
 type soak struct {
 	s     *rig.Stack
+	proxy *rig.FaultProxy // between the agent and versitygw
 	rng   *rand.Rand
 	seed  uint64
 	kinds []string // faults to inject
@@ -121,6 +137,7 @@ type soak struct {
 	zero          map[string]bool
 	samples       int
 	n             int
+	s3ClearAt     time.Time // when the S3 fault set now is cleared (zero: none set)
 }
 
 // desired returns the backstore names that should be projected now.
@@ -187,7 +204,8 @@ func (k *soak) run(ctx context.Context, dir string, duration, interval, faultEve
 	defer logf.Close()
 	fs := flag.NewFlagSet("soak", flag.ContinueOnError)
 	cfg, _, err := config.Load(config.Sources{Environ: append(k.s.AgentEnv(),
-		"SBPS_MARSHAL_NATS_STREAM=SBPS", "SBPS_MARSHAL_RESYNC_INTERVAL=30s", "SBPS_MARSHAL_TARGETCLI_TIMEOUT=3s")}, fs)
+		"SBPS_MARSHAL_NATS_STREAM=SBPS", "SBPS_MARSHAL_RESYNC_INTERVAL=30s", "SBPS_MARSHAL_TARGETCLI_TIMEOUT=3s",
+		"SBPS_MARSHAL_S3_HOST="+k.proxy.Host(), "SBPS_MARSHAL_S3_PROTO=http", fmt.Sprintf("SBPS_MARSHAL_S3_TIMEOUT=%d", s3Timeout))}, fs)
 	if err != nil {
 		return 0, err
 	}
@@ -225,6 +243,10 @@ func (k *soak) run(ctx context.Context, dir string, duration, interval, faultEve
 		if err := k.step(ctx); err != nil {
 			opErrs++ // e.g. an S3 upload racing a fault; the model was not changed
 		}
+		if !k.s3ClearAt.IsZero() && time.Now().After(k.s3ClearAt) {
+			k.proxy.Set(rig.FaultNone)
+			k.s3ClearAt = time.Time{}
+		}
 		if time.Now().After(nextFault) {
 			k.fault(ctx)
 			nextFault = time.Now().Add(k.jitter(faultEvery))
@@ -239,6 +261,7 @@ func (k *soak) run(ctx context.Context, dir string, duration, interval, faultEve
 	// The load stops; every fault is cleared. Measure convergence.
 	k.s.IMS.FailNext(0, 0)
 	k.s.Node.SetFaults(sim.Faults{})
+	k.proxy.Set(rig.FaultNone)
 	loadEnd := time.Now()
 	var last error
 	for time.Since(loadEnd) < 90*time.Second {
@@ -257,6 +280,8 @@ func (k *soak) run(ctx context.Context, dir string, duration, interval, faultEve
 	fmt.Printf("  operations        %d  %s\n", sum(k.ops), kv(k.ops))
 	fmt.Printf("  operation errors  %d  (S3/IMS refused during a fault; retried as new operations)\n", opErrs)
 	fmt.Printf("  faults injected   %d  %s\n", sum(k.faults), kv(k.faults))
+	ps := k.proxy.Stats()
+	fmt.Printf("  S3 fault proxy    %d of the agent's %d S3 requests faulted (S3_TIMEOUT %ds)\n", ps.Faulted, ps.Requests, s3Timeout)
 	fmt.Printf("  desired at end    %d backstores (%d PE, %d IMS images, %d tagged)\n", len(k.desiredLocked()), len(k.pe), len(k.images), countTagged(k.images))
 	fmt.Printf("  live samples      %d\n", k.samples)
 	fmt.Printf("  LUNs wrongly removed  %d\n", len(k.wrong))
@@ -443,6 +468,20 @@ func (k *soak) fault(ctx context.Context) {
 		k.s.Node.SetFaults(sim.Faults{FailAt: 1 + k.rng.IntN(3), FailMessage: "soak: injected failure"})
 	case "targetcli-die":
 		k.s.Node.SetFaults(sim.Faults{DieAfter: 1 + k.rng.IntN(3)})
+	case "s3-500", "s3-503", "s3-slow", "s3-reset":
+		// S3 misbehaves for the agent for 1-5 s (one fault at a time: a new
+		// one replaces the one set), then is cleared by the main loop.
+		switch kind {
+		case "s3-500":
+			k.proxy.Set(rig.Fault500)
+		case "s3-503":
+			k.proxy.Set(rig.Fault503)
+		case "s3-slow":
+			k.proxy.SetSlow(10 * time.Minute) // far beyond S3_TIMEOUT; released when cleared
+		case "s3-reset":
+			k.proxy.Set(rig.FaultReset)
+		}
+		k.s3ClearAt = time.Now().Add(time.Duration(1000+k.rng.IntN(4000)) * time.Millisecond)
 	}
 	k.mu.Lock()
 	k.faults[kind]++
