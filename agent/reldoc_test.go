@@ -20,6 +20,9 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"maps"
 	"os"
 	"path/filepath"
@@ -191,8 +194,95 @@ func relDoc(files map[string][]*relRow) []byte {
 			fmt.Fprintf(&b, "| %s | `%s` | %s | %s | %s | %s |\n", cell(r.Scenario), r.Test, cell(r.Expected), cell(observed), relRemoved(r), cell(measured))
 		}
 	}
+	b.WriteString(relIssue15Section())
 	b.WriteString(relDocTail)
 	return b.Bytes()
+}
+
+// relNamedTest is a test function named in docs/RELIABILITY.md: Dir is its
+// package's directory from the repository's root.
+type relNamedTest struct{ Dir, Name string }
+
+// relIssue15 is issue 15's eight points ("no LUN removed on partial
+// information") and the tests that failed before each fix and pass now.
+// relCheckNamedTests fails when one of these functions is not in its
+// package's _test.go files, so the list cannot drift from the code.
+var relIssue15 = []struct {
+	Point string
+	Tests []relNamedTest
+}{
+	{"S3 listing: a page with IsTruncated=true and no continuation token, or repeating the previous token, is an error, never a smaller inventory",
+		[]relNamedTest{{"bucket", "TestListRefusesAListingItCannotProveComplete"}}},
+	{"IMS partial listing: no LUN goes for an image a listing left out unless a GET confirmed it gone (GETs budgeted per pass, the rest held)",
+		[]relNamedTest{{"projector", "TestNoLUNGoesForAnImageNotConfirmedGone"}}},
+	{"The event path: only IMS's own \"not found\" says an image is gone (a gateway's 404 does not); the event path is no more willing to delete than a full pass",
+		[]relNamedTest{{"ims", "TestOnlyIMSSaysAnImageIsGone"}, {"projector", "TestEventPathNoMoreWillingToDeleteThanAFullPass"}}},
+	{"Kind from path: rootfs or PE is decided from what the agent recorded about the projection, not from the file's path",
+		[]relNamedTest{{"projector", "TestKindFromTheProjectionNotThePath"}}},
+	{"saveconfig.json removed or invalid JSON: LIO's live state saved again, not ready while it lasts",
+		[]relNamedTest{{"lio", "TestGuardResavesMissingOrInvalidFile"}, {"agent", "TestLIONotRestoredKeepsSaveconfig"}}},
+	{"A registry LUN index LIO already uses: indexes allocated among those free in the registry and in the TPG",
+		[]relNamedTest{{"registry", "TestIndexAvoidsIndexesTheTPGUses"}, {"projector", "TestNewLUNAvoidsIndexesTheTPGUses"}}},
+	{"One rootfs named by two IMS images (one etag quoted): one file, one projection, shown for both images",
+		[]relNamedTest{{"projector", "TestOneFileOneProjection"}}},
+	{"`sbps-marshal resync` signals only a process that holds the agent's lock, not whatever has the stale pid",
+		[]relNamedTest{{"cmd/sbps-marshal", "TestResyncSignalsOnlyTheLockHolder"}}},
+}
+
+// relIssue15Section is the generated section naming issue 15's tests.
+func relIssue15Section() string {
+	var b strings.Builder
+	b.WriteString("\n## Issue 15: no LUN removed on partial information\n\n")
+	b.WriteString("Each point has a test that failed on the code before its fix and passes now. The list is\n")
+	b.WriteString("checked against the code: `TestReliabilityDoc` fails when a test named here is not a test\n")
+	b.WriteString("function in its package's `_test.go` files.\n\n")
+	b.WriteString("| # | Point | Test(s) |\n|---|---|---|\n")
+	for i, p := range relIssue15 {
+		var names []string
+		for _, nt := range p.Tests {
+			names = append(names, fmt.Sprintf("`%s` (%s)", nt.Name, nt.Dir))
+		}
+		fmt.Fprintf(&b, "| %d | %s | %s |\n", i+1, strings.ReplaceAll(p.Point, "|", `\|`), strings.Join(names, ", "))
+	}
+	return b.String()
+}
+
+// relCheckNamedTests parses the _test.go files of each package named in
+// relIssue15 (root is the repository's root) and reports every named test
+// that is not a top-level func there.
+func relCheckNamedTests(root string) error {
+	funcs := map[string]map[string]bool{} // dir -> test funcs
+	var missing []string
+	for _, p := range relIssue15 {
+		for _, nt := range p.Tests {
+			if funcs[nt.Dir] == nil {
+				funcs[nt.Dir] = map[string]bool{}
+				paths, err := filepath.Glob(filepath.Join(root, nt.Dir, "*_test.go"))
+				if err != nil {
+					return err
+				}
+				fset := token.NewFileSet()
+				for _, path := range paths {
+					f, err := parser.ParseFile(fset, path, nil, parser.SkipObjectResolution)
+					if err != nil {
+						return fmt.Errorf("parse %s: %w", path, err)
+					}
+					for _, d := range f.Decls {
+						if fd, ok := d.(*ast.FuncDecl); ok && fd.Recv == nil {
+							funcs[nt.Dir][fd.Name.Name] = true
+						}
+					}
+				}
+			}
+			if !funcs[nt.Dir][nt.Name] {
+				missing = append(missing, fmt.Sprintf("%s.%s", nt.Dir, nt.Name))
+			}
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("docs/RELIABILITY.md names tests that do not exist: %s (no such func in the package's _test.go files); fix relIssue15 in agent/reldoc_test.go, then go test -run TestReliabilityDoc ./agent/ -update", strings.Join(missing, ", "))
+	}
+	return nil
 }
 
 const relDocHead = `# Reliability and security evidence
@@ -235,7 +325,9 @@ runs them all.
 
 ` + "`make soak`" + ` (SOAK_DURATION, default 3m) runs the agent in-process on the rig with a stream of
 operations (PE uploads and deletes, IMS images added, tagged, untagged, deleted, with the IMS change
-events the bridge would publish) and a random fault every few seconds. At the end it requires the
+events the bridge would publish) and a random fault every few seconds: NATS restarts, IMS 503s,
+targetcli failures and deaths, and S3 answering the agent 500 or 503, slower than its S3_TIMEOUT,
+or resetting connections (` + "`rig.FaultProxy`" + ` in front of versitygw). At the end it requires the
 exact desired state and zero LUNs wrongly removed, and prints its figures; it fails otherwise. Its
 results are not kept here: run it to see them.
 
@@ -254,6 +346,9 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	if *update && code == 0 {
 		files, err := relReadAll()
+		if err == nil {
+			err = relCheckNamedTests("..")
+		}
 		if err == nil {
 			err = os.WriteFile(relDocPath, relDoc(files), 0o644)
 		}
@@ -290,6 +385,9 @@ func TestReliabilityDoc(t *testing.T) {
 		// Rows are being recorded, possibly after this test; TestMain
 		// writes the file once every test has run.
 		return
+	}
+	if err := relCheckNamedTests(".."); err != nil {
+		t.Error(err)
 	}
 	files, err := relReadAll()
 	if err != nil {
@@ -346,5 +444,20 @@ func TestReliabilityDoc(t *testing.T) {
 			return "(end of file)"
 		}
 		t.Errorf("docs/RELIABILITY.md is not what the tests' recorded rows generate (first difference at line %d):\n have: %s\n want: %s\nIt is generated, not edited: go test -run TestReliabilityDoc ./agent/ -update", i+1, line(gl), line(wl))
+	}
+}
+
+// TestDocNamesOnlyTestsThatExist shows that relCheckNamedTests
+// catches a name in relIssue15 that is not a test function in its package.
+func TestDocNamesOnlyTestsThatExist(t *testing.T) {
+	saved := relIssue15
+	t.Cleanup(func() { relIssue15 = saved })
+	relIssue15 = append(slices.Clone(saved), struct {
+		Point string
+		Tests []relNamedTest
+	}{"renamed", []relNamedTest{{"projector", "TestNoSuchTestAnywhere"}}})
+	err := relCheckNamedTests("..")
+	if err == nil || !strings.Contains(err.Error(), "projector.TestNoSuchTestAnywhere") {
+		t.Fatalf("relCheckNamedTests with a missing name = %v, want an error naming projector.TestNoSuchTestAnywhere", err)
 	}
 }
