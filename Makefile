@@ -19,8 +19,9 @@ export PATH := $(TOOLS):$(PATH)
 
 all: build
 
+## build: static binaries (CGO_ENABLED=0: SLES 15 SP4/SP5 have glibc 2.31), without build paths.
 build:
-	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
 ## test: unit and integration tests (race detector on) against real servers, then the
 ## real-kernel tests (test-kernel). Installs missing Debian packages first (test-deps).

@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"bytes"
+	"debug/elf"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,7 @@ var packaged = []struct {
 	{"/usr/bin/sbps-marshal", 0o755, ""},
 	{"/usr/lib/systemd/system/sbps-marshal.service", 0o644, "deploy/sbps-marshal.service"},
 	{"/usr/share/doc/sbps-marshal/CHANGELOG.md", 0o644, "CHANGELOG.md"},
+	{"/usr/share/doc/sbps-marshal/LICENSE", 0o644, "LICENSE"},
 	{"/usr/share/doc/sbps-marshal/README.md", 0o644, "README.md"},
 }
 
@@ -82,12 +84,14 @@ func buildPackages(t *testing.T) (rpmPath, debPath string) {
 	root := t.TempDir()
 	for _, f := range []string{"deploy/nfpm.yaml", "deploy/sbps-marshal.env", "deploy/sbps-marshal.service",
 		"deploy/scripts/postinstall.sh", "deploy/scripts/preremove.sh", "deploy/scripts/postremove.sh",
-		"README.md", "CHANGELOG.md"} {
+		"README.md", "CHANGELOG.md", "LICENSE"} {
 		copyFile(t, filepath.Join(repo, f), filepath.Join(root, f))
 	}
 	ldflags := "-X github.com/sbps-marshal/sbps-marshal/internal/version.Version=v" + pkgVersion +
 		" -X github.com/sbps-marshal/sbps-marshal/internal/version.Commit=test"
-	run(t, repo, nil, "go", "build", "-ldflags", ldflags, "-o", filepath.Join(root, "bin", "sbps-marshal"), "./cmd/sbps-marshal")
+	// As `make build`: static (SLES 15 SP4/SP5 have glibc 2.31, older than
+	// this machine's) and without build paths.
+	run(t, repo, []string{"CGO_ENABLED=0"}, "go", "build", "-trimpath", "-ldflags", ldflags, "-o", filepath.Join(root, "bin", "sbps-marshal"), "./cmd/sbps-marshal")
 	dist := filepath.Join(root, "dist")
 	if err := os.Mkdir(dist, 0o755); err != nil {
 		t.Fatal(err)
@@ -133,9 +137,9 @@ func TestPackages(t *testing.T) {
 		if got := lines(run(t, "", nil, rpmBin, "-qpl", rpmPath)); !slices.Equal(got, want) {
 			t.Errorf("rpm -qpl = %q, want %q", got, want)
 		}
-		got := run(t, "", nil, rpmBin, "-qp", "--qf", "%{NAME} %{VERSION} %{RELEASE} %{ARCH}\n", rpmPath)
-		if got != "sbps-marshal "+pkgVersion+" 1 x86_64\n" {
-			t.Errorf("rpm name/version/release/arch = %q", got)
+		got := run(t, "", nil, rpmBin, "-qp", "--qf", "%{NAME} %{VERSION} %{RELEASE} %{ARCH} %{LICENSE}\n", rpmPath)
+		if got != "sbps-marshal "+pkgVersion+" 1 x86_64 MIT\n" {
+			t.Errorf("rpm name/version/release/arch/license = %q", got)
 		}
 		// FILEFLAGS: c = config, n = noreplace.
 		modes := run(t, "", nil, rpmBin, "-qp", "--qf", "[%{FILENAMES} %{FILEMODES:perms} %{FILEFLAGS:fflags}\n]", rpmPath)
@@ -209,6 +213,18 @@ func TestPackages(t *testing.T) {
 		}
 		if out := run(t, "", nil, filepath.Join(x, "usr/bin/sbps-marshal"), "version"); !strings.HasPrefix(out, "sbps-marshal v"+pkgVersion+" (commit test,") {
 			t.Errorf("packaged sbps-marshal version = %q, want v%s and commit test", out, pkgVersion)
+		}
+		// Static: no program interpreter (a dynamic binary built here needs
+		// this machine's glibc, newer than SLES 15 SP4/SP5's 2.31).
+		bin, err := elf.Open(filepath.Join(x, "usr/bin/sbps-marshal"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer bin.Close()
+		for _, p := range bin.Progs {
+			if p.Type == elf.PT_INTERP {
+				t.Error("the packaged sbps-marshal is dynamically linked (PT_INTERP): build it with CGO_ENABLED=0")
+			}
 		}
 	})
 }
