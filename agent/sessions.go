@@ -81,11 +81,7 @@ func MapChanges(seen, now map[int]string) []MapChange {
 // lunMapOf is tpg1's LUN index -> storage object in c.
 func lunMapOf(c *lio.Config, iqn string) map[int]string {
 	out := map[int]string{}
-	tgt, ok := c.Target(iqn)
-	if !ok {
-		return out
-	}
-	tpg, ok := tgt.TPG(1)
+	tpg, ok := c.TPG(iqn, 1)
 	if !ok {
 		return out
 	}

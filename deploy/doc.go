@@ -11,5 +11,6 @@
 //   - nfpm.yaml: RPM and DEB packaging (`make rpm`, `make deb`), whose
 //     file lists a test checks with `rpm -qpl` and `dpkg-deb -c`.
 //
-// The package has no Go code of its own; it exists for its tests.
+// Its only Go code is UnitEnvironment, for tests that run the agent as the
+// unit does.
 package deploy

@@ -1,7 +1,6 @@
 package gate_test
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sbps-marshal/sbps-marshal/config"
+	"github.com/sbps-marshal/sbps-marshal/deploy"
 	"github.com/sbps-marshal/sbps-marshal/gate"
 	"github.com/sbps-marshal/sbps-marshal/gate/kubectltest"
 )
@@ -61,29 +61,12 @@ func gateHelper(envFile string) int {
 	return 0
 }
 
-// unitEnvironment returns the Environment= assignments of the shipped
-// systemd unit: with `env -i`, all a system service without User= gets
-// besides its EnvironmentFile (no HOME, no KUBECONFIG).
+// unitEnvironment returns the Environment= assignments of the shipped unit.
 func unitEnvironment(t *testing.T) []string {
 	t.Helper()
-	f, err := os.Open(filepath.Join("..", "deploy", "sbps-marshal.service"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var env []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		v, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "Environment=")
-		if !ok {
-			continue
-		}
-		for _, kv := range strings.Fields(v) {
-			env = append(env, strings.Trim(kv, `"`))
-		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
+	env := deploy.UnitEnvironment()
+	if len(env) == 0 {
+		t.Fatal("deploy/sbps-marshal.service has no Environment= line")
 	}
 	return env
 }

@@ -190,6 +190,15 @@ func (c *Config) Target(wwn string) (*Target, bool) {
 	return nil, false
 }
 
+// TPG returns TPG tag of the target with the given WWN, if both exist.
+func (c *Config) TPG(wwn string, tag int) (*TPG, bool) {
+	t, ok := c.Target(wwn)
+	if !ok {
+		return nil, false
+	}
+	return t.TPG(tag)
+}
+
 // TPG returns the TPG with the given tag.
 func (t *Target) TPG(tag int) (*TPG, bool) {
 	for i := range t.TPGs {

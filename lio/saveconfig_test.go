@@ -218,3 +218,22 @@ func TestMarshalReproducesRtslibFiles(t *testing.T) {
 		}
 	}
 }
+
+func TestConfigTPG(t *testing.T) {
+	c := &Config{Targets: []Target{{WWN: "iqn.x:a", TPGs: []TPG{{Tag: 1}, {Tag: 2}}}}}
+	if g, ok := c.TPG("iqn.x:a", 2); !ok || g.Tag != 2 {
+		t.Errorf("TPG(iqn.x:a, 2) = %v, %v", g, ok)
+	}
+	for _, q := range []struct {
+		wwn string
+		tag int
+	}{{"iqn.x:a", 3}, {"iqn.x:b", 1}} {
+		if _, ok := c.TPG(q.wwn, q.tag); ok {
+			t.Errorf("TPG(%s, %d) found one", q.wwn, q.tag)
+		}
+	}
+	var none *Config
+	if _, ok := none.TPG("iqn.x:a", 1); ok {
+		t.Error("a nil Config has a TPG")
+	}
+}

@@ -1,7 +1,6 @@
 package csmworker_test
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -21,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sbps-marshal/sbps-marshal/deploy"
 	"github.com/sbps-marshal/sbps-marshal/gate/kubectltest"
 	"github.com/sbps-marshal/sbps-marshal/lio"
 	"github.com/sbps-marshal/sbps-marshal/lio/sim"
@@ -50,27 +50,9 @@ func buildAgent(t *testing.T, dir string) string {
 // unitEnvironment returns the Environment= assignments of the shipped unit.
 func unitEnvironment(t *testing.T) []string {
 	t.Helper()
-	f, err := os.Open(filepath.Join("..", "..", "deploy", "sbps-marshal.service"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var env []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		v, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "Environment=")
-		if !ok {
-			continue
-		}
-		for _, kv := range strings.Fields(v) {
-			env = append(env, strings.Trim(kv, `"`))
-		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
+	env := deploy.UnitEnvironment()
 	if len(env) == 0 {
-		t.Fatal("the unit has no Environment= line: the parse is wrong")
+		t.Fatal("deploy/sbps-marshal.service has no Environment= line")
 	}
 	return env
 }
@@ -163,11 +145,7 @@ func (want provisioned) check(c *lio.Config) error {
 // lunMap is image file (fileio dev) -> LUN index in tpg1 of iqn.
 func lunMap(c *lio.Config, iqn string) map[string]int {
 	out := map[string]int{}
-	tgt, ok := c.Target(iqn)
-	if !ok {
-		return out
-	}
-	tpg, ok := tgt.TPG(1)
+	tpg, ok := c.TPG(iqn, 1)
 	if !ok {
 		return out
 	}

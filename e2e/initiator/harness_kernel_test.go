@@ -146,11 +146,7 @@ func loadSaved() (*lio.Config, error) {
 // for every fileio backstore that has a LUN there.
 func lunMap(c *lio.Config) map[string]int {
 	out := map[string]int{}
-	tg, ok := c.Target(iqn)
-	if !ok {
-		return out
-	}
-	tp, ok := tg.TPG(1)
+	tp, ok := c.TPG(iqn, 1)
 	if !ok {
 		return out
 	}
