@@ -1,6 +1,7 @@
 package rig
 
 import (
+	"context"
 	"fmt"
 	"html"
 	"io"
@@ -72,6 +73,7 @@ type FaultProxy struct {
 	ln     net.Listener
 	srv    *http.Server
 	rp     *httputil.ReverseProxy
+	tr     *http.Transport // its own, so Close can drop the upstream keep-alive connections
 
 	mu      sync.Mutex
 	fault   Fault
@@ -94,7 +96,9 @@ func StartFaultProxy(target string) (*FaultProxy, error) {
 		return nil, fmt.Errorf("rig: fault proxy: listen on loopback: %w", err)
 	}
 	p := &FaultProxy{target: u, ln: ln, release: make(chan struct{})}
+	p.tr = http.DefaultTransport.(*http.Transport).Clone()
 	p.rp = &httputil.ReverseProxy{
+		Transport: p.tr,
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(u)
 			r.Out.Host = r.In.Host // the client signed this host
@@ -143,10 +147,20 @@ func (p *FaultProxy) Stats() FaultStats {
 	return FaultStats{Requests: p.requests.Load(), Faulted: p.faulted.Load()}
 }
 
-// Close stops the proxy and drops its connections.
+// Close stops the proxy and drops its connections, the clients' and its own
+// to the server: a versitygw stopped after the proxy must not wait for an
+// idle keep-alive connection of the proxy's (its graceful shutdown does).
+// Requests in flight are given a moment to finish, then cut.
 func (p *FaultProxy) Close() error {
 	p.Set(FaultNone)
-	return p.srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := p.srv.Shutdown(ctx)
+	if err != nil {
+		err = p.srv.Close()
+	}
+	p.tr.CloseIdleConnections()
+	return err
 }
 
 // ServeHTTP applies the current fault to one request.
