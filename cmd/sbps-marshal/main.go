@@ -98,7 +98,7 @@ func mainWith(defaultEnvFile string, args []string, stdout, stderr io.Writer, en
 	case "help", "-h", "--help":
 		fs.Usage()
 		return 0
-	case "run", "plan", "sync", "status", "resync", "config", "bridge":
+	case "run", "plan", "sync", "status", "resync", "config", "bridge", "doctor":
 	default:
 		fmt.Fprintf(stderr, "sbps-marshal: unknown command %q\n\n%s", cmd, usage)
 		return 1
@@ -106,6 +106,16 @@ func mainWith(defaultEnvFile string, args []string, stdout, stderr io.Writer, en
 	cfg, rest, err := config.Load(config.Sources{Args: args, Environ: environ, DefaultEnvFile: defaultEnvFile}, fs)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
+	}
+	if cmd == "doctor" {
+		// doctor reports a bad configuration as one of its rows.
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		var log *slog.Logger
+		if cfg != nil {
+			log = newLogger(cfg, stderr)
+		}
+		return doctorMain(ctx, cfg, err, log, *jsonOut, stdout, stderr)
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "sbps-marshal:", err)
