@@ -283,15 +283,6 @@ func Listen(addr string) (net.Listener, error) {
 	return ln, nil
 }
 
-// ServeWebhook listens on addr (see Listen) and serves h until ctx ends.
-func ServeWebhook(ctx context.Context, addr string, h http.Handler) error {
-	ln, err := Listen(addr)
-	if err != nil {
-		return err
-	}
-	return Serve(ctx, ln, h)
-}
-
 // Serve serves h on ln until ctx ends, then shuts down gracefully (requests
 // in flight get up to 10 s) and returns nil. It closes ln.
 func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {

@@ -66,8 +66,7 @@
 // messages out per node and holds the rest in the stream; the Watcher
 // collapses changes made while the consumer is busy into one event with
 // the latest digest; Resync requests that arrive while one is still
-// waiting to be taken collapse into it. The Coalescer hands out one batch
-// at a time and reads nothing while its callback runs.
+// waiting to be taken collapse into it.
 //
 // # Concurrency
 //

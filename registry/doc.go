@@ -1,7 +1,9 @@
 // Package registry keeps LUN numbers stable across the fleet: every worker
 // presents an image at the same LUN index for the image's whole life, and
 // an index is not given to another image until its quarantine is over
-// (initiators do not remap a reused LUN; NOTES §5, §6).
+// (an initiator that knows a LUN index and is then shown another image at
+// it reads the wrong image: a known cause of corruption and of CSM's "LUN
+// assignment changed" incidents).
 //
 // Three implementations of Registry: KV (the fleet registry in a JetStream
 // KV bucket, default "sbps-luns"), Local (one JSON file in STATE_DIR, for

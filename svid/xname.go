@@ -7,14 +7,11 @@ import (
 	"strings"
 )
 
-// DefaultXNamePath is where CSM writes a node's xname.
-const DefaultXNamePath = "/etc/cray/xname"
-
 // xnamePattern matches a CSM component name such as x3000c0s1b0n0: "x" and
 // a cabinet number, then letter+number pairs.
 var xnamePattern = regexp.MustCompile(`^x[0-9]+(?:[a-z]+[0-9]+)*$`)
 
-// ReadXName reads the node's xname from path (normally DefaultXNamePath),
+// ReadXName reads the node's xname from path (XNAME_FILE, on CSM /etc/cray/xname),
 // trimming surrounding whitespace, and checks that it is a well-formed xname
 // so it can go into a SPIFFE ID.
 func ReadXName(path string) (string, error) {

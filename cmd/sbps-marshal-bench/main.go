@@ -54,7 +54,7 @@ import (
 	"github.com/sbps-marshal/sbps-marshal/rig"
 )
 
-// The old agent's cost model (NOTES §1): three targetcli processes per
+// The old agent's cost model (Cray-HPE/sbps-marshal, marshal/bin/agent.py): three targetcli processes per
 // change, a full rescan with one manifest GET per IMS image every 180 s.
 const (
 	oldProcsPerChange = 3

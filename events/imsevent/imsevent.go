@@ -41,7 +41,6 @@ const (
 const (
 	FieldName     = "name"     // ImageRecord.name
 	FieldLink     = "link"     // ImageRecord.link (path, etag or type, or null)
-	FieldManifest = "manifest" // the rootfs artifact in the image's manifest.json
 	FieldMetadata = "metadata" // ImageRecord.metadata (e.g. the sbps-project tag)
 	FieldArch     = "arch"     // ImageRecord.arch
 )
