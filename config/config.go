@@ -11,6 +11,7 @@ package config
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -259,18 +260,39 @@ var keys = []key{
 		set: func(c *Config, v string) error { return setDur(&c.TargetServiceTimeout, v, true) }},
 }
 
-// Key describes one configuration key, for documentation and tests.
+// Key describes one configuration key, for documentation, shell
+// completion and tests.
 type Key struct {
 	Env, Flag, Default, Help string
+	// Kind is what the value is: string, path (absolute path or empty),
+	// bool, seconds (whole seconds), duration (a Go duration or whole
+	// seconds), float, choice (one of Choices) or list (comma separated).
+	Kind string
+	// Choices are the values a bool or choice key accepts; nil for others.
+	Choices []string
 }
+
+var kindNames = [...]string{kString: "string", kPath: "path", kBool: "bool", kSeconds: "seconds",
+	kDuration: "duration", kFloat: "float", kChoice: "choice", kList: "list"}
 
 // Keys lists every configuration key in the order `sbps-marshal config` prints them.
 func Keys() []Key {
 	out := make([]Key, len(keys))
 	for i, k := range keys {
-		out[i] = Key{Env: k.env(), Flag: "--" + k.flag(), Default: k.def, Help: k.help}
+		out[i] = Key{Env: k.env(), Flag: "--" + k.flag(), Default: k.def, Help: k.help, Kind: kindNames[k.kind], Choices: slices.Clone(k.choices)}
+		if k.kind == kBool {
+			out[i].Choices = []string{"true", "false"}
+		}
 	}
 	return out
+}
+
+const envFileHelp = "read KEY=VALUE lines (systemd EnvironmentFile form) below the environment and flags; default " + DefaultEnvFile + " when it exists, as the unit reads it; \"\" = none"
+
+// EnvFileKey describes --env-file (SBPS_MARSHAL_ENV_FILE), which names the
+// env file the keys of Keys are read from; it is not itself one of them.
+func EnvFileKey() Key {
+	return Key{Env: EnvPrefix + "ENV_FILE", Flag: "--env-file", Default: DefaultEnvFile, Help: envFileHelp, Kind: "path"}
 }
 
 // Error is a configuration error: one line naming the key, the value and
@@ -301,7 +323,7 @@ type Sources struct {
 // (non-flag) arguments.
 func Load(src Sources, fs *flag.FlagSet) (*Config, []string, error) {
 	flags := map[string]*string{}
-	envFile := fs.String("env-file", "", "read KEY=VALUE lines (systemd EnvironmentFile form) below the environment and flags; env "+EnvPrefix+"ENV_FILE; default "+DefaultEnvFile+" when it exists, as the unit reads it; \"\" = none")
+	envFile := fs.String("env-file", "", envFileHelp+" (env "+EnvPrefix+"ENV_FILE)")
 	for _, k := range keys {
 		help := k.help + " (env " + k.env() + ")"
 		if k.def != "" {
@@ -513,15 +535,31 @@ func errReason(err error) string {
 // redacted, in a form that can be used as an env file.
 func (c *Config) Print(w io.Writer) error {
 	for _, k := range keys {
-		v := c.effective[k.name]
-		if k.name == "NATS_URL" {
-			v = strings.Join(redactURLs(c.NATSURL), ",") // may carry user:password
-		}
-		if _, err := fmt.Fprintf(w, "%s=%s\n", k.env(), quoteEnv(v)); err != nil {
+		if _, err := fmt.Fprintf(w, "%s=%s\n", k.env(), quoteEnv(c.shown(k))); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// PrintJSON writes the effective configuration as one JSON object,
+// SBPS_MARSHAL_<KEY> to value, secrets redacted as Print redacts them.
+func (c *Config) PrintJSON(w io.Writer) error {
+	m := make(map[string]string, len(keys))
+	for _, k := range keys {
+		m[k.env()] = c.shown(k)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(m)
+}
+
+// shown is k's effective value as Print and PrintJSON show it.
+func (c *Config) shown(k key) string {
+	if k.name == "NATS_URL" {
+		return strings.Join(redactURLs(c.NATSURL), ",") // may carry user:password
+	}
+	return c.effective[k.name]
 }
 
 // Usage writes every key with its default and help, for --help.
