@@ -24,7 +24,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/lmittmann/tint"
 	"github.com/nats-io/nats.go"
 
 	"github.com/sbps-marshal/sbps-marshal/agent"
@@ -32,6 +31,7 @@ import (
 	"github.com/sbps-marshal/sbps-marshal/events"
 	"github.com/sbps-marshal/sbps-marshal/internal/version"
 	"github.com/sbps-marshal/sbps-marshal/lio"
+	"github.com/sbps-marshal/sbps-marshal/logging"
 	"github.com/sbps-marshal/sbps-marshal/projector"
 )
 
@@ -448,22 +448,5 @@ func writeJSON(w io.Writer, v any) {
 }
 
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
-	level := slog.LevelInfo
-	level.UnmarshalText([]byte(cfg.LogLevel))
-	format := cfg.LogFormat
-	if format == "auto" {
-		format = "logfmt"
-		if f, ok := w.(*os.File); ok {
-			if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-				format = "text"
-			}
-		}
-	}
-	switch format {
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
-	case "text":
-		return slog.New(tint.NewHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly}))
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	return logging.New(w, logging.Options{Format: cfg.LogFormat, Level: cfg.LogLevel})
 }
