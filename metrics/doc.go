@@ -10,7 +10,9 @@
 //     IgnoreEvents(batch) for a batch dropped without a pass;
 //   - once at start: CollectEventStats(src.Stats) per event source,
 //     CollectLIOStats(driver.Stats), CollectNATSConnected(...) when NATS is
-//     configured; and InstrumentApplier around the reconciler's lio.Applier;
+//     configured, CollectReady(ready), SetResyncInterval(RESYNC_INTERVAL);
+//     and InstrumentApplier around the reconciler's lio.Applier;
+//   - after every answer of the node gate: SetGate(open, err);
 //   - Handler(ready) served with Serve(ctx, METRICS_ADDR, h).
 //
 // Cumulative counters kept by other packages (event sources, the targetcli
@@ -34,7 +36,11 @@
 //     by `sbps-marshal sync --renumber`.
 //   - sbps_marshal_passes_total{kind,outcome} (counter): passes by kind
 //     (full, keys, repair) and outcome (success, error), including those that
-//     failed before producing a report.
+//     failed before producing a report. Every kind and outcome exists at 0
+//     from the start.
+//   - sbps_marshal_consecutive_failed_passes (gauge): passes failed in a
+//     row, any kind; 0 after a pass that did not fail (a closed node gate is
+//     no failure, a shutdown changes nothing).
 //   - sbps_marshal_pass_duration_seconds{kind,outcome} (histogram): duration
 //     of passes that produced a report (inventory, plan, apply).
 //   - sbps_marshal_apply_duration_seconds{outcome} (histogram): duration of
@@ -53,6 +59,17 @@
 //   - sbps_marshal_mass_delete_refusals_total (counter): passes whose
 //     deletes the mass-delete guard held back (a held delete whose reason
 //     starts with MassDeleteReasonPrefix; one per pass).
+//   - sbps_marshal_held_deletes{reason} (gauge): projections no longer
+//     desired that the latest pass with a plan kept, by reason (HeldReasonOf):
+//     mass_delete (needs `sbps-marshal sync --allow-mass-delete`),
+//     ims_incomplete, unconfirmed (left out of the IMS listing, not
+//     confirmed gone yet), pending, other. All reasons exist at 0 from the
+//     start.
+//   - sbps_marshal_resync_interval_seconds (gauge): RESYNC_INTERVAL
+//     (SetResyncInterval); the resync-stale alert multiplies it.
+//   - sbps_marshal_gate{state} (gauge): 1 for the node gate's latest answer
+//     (SetGate): open, closed, or unknown (not asked yet, or no answer);
+//     unknown from the start.
 //   - sbps_marshal_registry_fallbacks_total (counter): times the LUN registry
 //     could not be used and LIO chose the LUN index.
 //
@@ -76,13 +93,17 @@
 //   - sbps_marshal_nats_connected (gauge): 1 while connected to NATS, 0 not;
 //     absent when NATS is not configured.
 //   - sbps_marshal_ready (gauge): 1 when projections are current (what
-//     /readyz answers 200 for), 0 otherwise; absent until CollectReady.
+//     /readyz answers 200 for), 0 otherwise, and 0 until CollectReady.
 //
 // Process:
 //
 //   - sbps_marshal_build_info{version,commit,goversion} (gauge): always 1.
 //   - go_* and process_* from the standard collectors (unless
 //     WithoutRuntimeCollectors), promhttp_metric_handler_* from /metrics.
+//
+// Every series an alert of deploy/monitoring reads exists from New on, at
+// 0 or its starting state (sbps_marshal_nats_connected only when NATS is
+// configured), so that an alert tells "no failure" from "no data".
 //
 // No label carries an image id, key or backstore name: those are in
 // `sbps-marshal status` and the logs.

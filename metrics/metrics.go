@@ -6,7 +6,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -70,8 +69,7 @@ type Metrics struct {
 	reg *prometheus.Registry
 
 	readyState
-	readyOnce sync.Once
-	now       func() time.Time
+	now func() time.Time
 
 	passDuration   *prometheus.HistogramVec
 	passes         *prometheus.CounterVec
@@ -83,6 +81,8 @@ type Metrics struct {
 	inventoryErrs  *prometheus.CounterVec
 	massDelete     prometheus.Counter
 	regFallbacks   prometheus.Counter
+
+	*health // ready, gate, resync interval, held deletes, failed passes in a row (health.go)
 
 	status *statusCollector
 	funcs  *funcCollector
@@ -158,14 +158,14 @@ func New(opts ...Option) *Metrics {
 		ConstLabels: prometheus.Labels{"version": version.Version, "commit": commit(), "goversion": runtime.Version()},
 	})
 	buildInfo.Set(1)
-	for _, src := range []InventorySource{SourceS3, SourceIMS, SourceManifest, SourceLIO} {
-		m.inventoryErrs.WithLabelValues(string(src))
-	}
+	m.health = newHealth(m)
+	m.initLabels()
 	for _, o := range opts {
 		o(m)
 	}
 	reg.MustRegister(m.passDuration, m.passes, m.applyDuration, m.lioOps, m.events, m.eventLatency,
 		m.lastFullResync, m.inventoryErrs, m.massDelete, m.regFallbacks, buildInfo, m.status, m.funcs)
+	m.health.register(reg)
 	if !m.noRuntime {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
@@ -209,6 +209,7 @@ func (m *Metrics) ObservePass(kind PassKind, rep *projector.Report, err error, s
 	}
 	k := string(kind)
 	m.passes.WithLabelValues(k, outcome).Inc()
+	m.observeHealth(rep, err)
 	if rep != nil {
 		m.passDuration.WithLabelValues(k, outcome).Observe(rep.Duration.Seconds())
 		for _, r := range rep.Results {

@@ -197,12 +197,16 @@ func TestObservePass(t *testing.T) {
 					t.Errorf("lio_operations_total{op=%q,outcome=%q} = %v, want %v", k[0], k[1], got, want)
 				}
 			}
-			if got, want := testutil.CollectAndCount(m.passes), len(tc.passCounts); got != want {
+			// Every kind and outcome exists from the start (alerts read them).
+			if got, want := testutil.CollectAndCount(m.passes), len(passKinds)*len(passOutcomes); got != want {
 				t.Errorf("passes_total has %d series, want %d", got, want)
 			}
-			for k, want := range tc.passCounts {
-				if got := testutil.ToFloat64(m.passes.WithLabelValues(k[0], k[1])); got != want {
-					t.Errorf("passes_total{kind=%q,outcome=%q} = %v, want %v", k[0], k[1], got, want)
+			for _, k := range passKinds {
+				for _, o := range passOutcomes {
+					want := tc.passCounts[[2]string{string(k), o}]
+					if got := testutil.ToFloat64(m.passes.WithLabelValues(string(k), o)); got != want {
+						t.Errorf("passes_total{kind=%q,outcome=%q} = %v, want %v", k, o, got, want)
+					}
 				}
 			}
 			if got := testutil.CollectAndCount(m.passDuration); got != tc.durations {
