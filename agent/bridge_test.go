@@ -4,9 +4,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -14,6 +14,7 @@ import (
 	"github.com/sbps-marshal/sbps-marshal/bridge"
 	"github.com/sbps-marshal/sbps-marshal/config"
 	"github.com/sbps-marshal/sbps-marshal/events"
+	"github.com/sbps-marshal/sbps-marshal/internal/testutil"
 	"github.com/sbps-marshal/sbps-marshal/rig"
 )
 
@@ -88,12 +89,12 @@ func TestIMSBridgeDrivesProjection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err := NewIMSClient(cfg, slog.New(slog.DiscardHandler))
+	client, err := NewIMSClient(cfg, testutil.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	poller, err := bridge.NewIMSPoller(nc, client, bridge.NewFileStore(filepath.Join(t.TempDir(), "bridge.json")),
-		bridge.IMSConfig{Subject: "sbps.ims.events", Stream: "SBPS", Source: "test bridge"}, slog.New(slog.DiscardHandler))
+		bridge.IMSConfig{Subject: "sbps.ims.events", Stream: "SBPS", Source: "test bridge"}, testutil.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +144,7 @@ func TestAgentCatchesUpAfterDowntime(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the stopped agent's durable consumer: %v", err)
 	}
-	poll(t, "the 3 uploads waiting in the stopped agent's consumer", func() error {
+	testutil.WaitFor(t, 20*time.Second, "the 3 uploads waiting in the stopped agent's consumer", func() error {
 		info, err := cons.Info(ctx)
 		if err != nil {
 			return err
@@ -157,7 +158,7 @@ func TestAgentCatchesUpAfterDowntime(t *testing.T) {
 	second := newAgent(t, s, env...)
 	runAgent(t, second)
 	waitLUNs(t, s, "after restart", peID(keys[0]), peID(keys[1]), peID(keys[2]))
-	poll(t, "every missed event delivered and acknowledged", func() error {
+	testutil.WaitFor(t, 20*time.Second, "every missed event delivered and acknowledged", func() error {
 		info, err := cons.Info(ctx)
 		if err != nil {
 			return err

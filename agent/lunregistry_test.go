@@ -4,27 +4,11 @@ import (
 	"bytes"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-)
 
-// natsWithoutJetStream starts a NATS server that has no JetStream, as a
-// core-NATS-only deployment would.
-func natsWithoutJetStream(t *testing.T) string {
-	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS without JetStream did not accept connections within 10s")
-	}
-	t.Cleanup(s.Shutdown)
-	return s.ClientURL()
-}
+	"github.com/sbps-marshal/sbps-marshal/rig"
+)
 
 // TestLUNRegistryAuto: with NATS configured and no LUN_REGISTRY set, the
 // fleet registry is used; without NATS, or with a NATS that has no
@@ -32,7 +16,7 @@ func natsWithoutJetStream(t *testing.T) string {
 // stay as they are. The choice is logged and exported as a metric.
 func TestLUNRegistryAuto(t *testing.T) {
 	s := startStack(t)
-	noJS := natsWithoutJetStream(t)
+	noJS := rig.NATSForTest(t, rig.NATSOptions{NoJetStream: true}).ClientURL()
 	tests := []struct {
 		name     string
 		env      []string

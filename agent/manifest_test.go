@@ -10,6 +10,7 @@ import (
 
 	"github.com/sbps-marshal/sbps-marshal/events"
 	"github.com/sbps-marshal/sbps-marshal/ims/imstest"
+	"github.com/sbps-marshal/sbps-marshal/internal/testutil"
 	"github.com/sbps-marshal/sbps-marshal/projector"
 	"github.com/sbps-marshal/sbps-marshal/rig"
 )
@@ -67,18 +68,17 @@ func (l *passLog) taken(key string) int {
 	return n
 }
 
-// waitFor polls until ok, for up to 30 s.
+// waitFor waits up to 30 s for ok; a failure shows the passes seen.
 func (l *passLog) waitFor(t *testing.T, what string, ok func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			t.Fatalf("%s: not seen after 30s; S3 keys before each pass: %q; taken since: %q", what, l.passes, l.pending)
+	testutil.WaitFor(t, 30*time.Second, what, func() error {
+		if ok() {
+			return nil
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return fmt.Errorf("S3 keys before each pass: %q; taken since: %q", l.passes, l.pending)
+	})
 }
 
 // TestManifestNotificationProjectsTaggedImage (issue 14, point 7): IMS

@@ -22,6 +22,7 @@ import (
 	"github.com/sbps-marshal/sbps-marshal/config"
 	"github.com/sbps-marshal/sbps-marshal/events"
 	"github.com/sbps-marshal/sbps-marshal/events/imsevent"
+	"github.com/sbps-marshal/sbps-marshal/internal/testutil"
 	"github.com/sbps-marshal/sbps-marshal/projector"
 	"github.com/sbps-marshal/sbps-marshal/rig"
 	"github.com/sbps-marshal/sbps-marshal/svid/svidtest"
@@ -244,7 +245,7 @@ func TestNATSSPIFFE(t *testing.T) {
 				if err != nil && !strings.Contains(err.Error(), strings.ReplaceAll(tt.wantErr, `\"`, `"`)) {
 					t.Errorf("nats.Connect with Options() error = %v, want it to contain %q", err, tt.wantErr)
 				}
-				poll(t, "the event source logging why it cannot connect", func() error {
+				testutil.WaitFor(t, 20*time.Second, "the event source logging why it cannot connect", func() error {
 					for line := range strings.SplitSeq(logs.String(), "\n") {
 						if strings.Contains(line, "NATS connection attempt failed") && strings.Contains(line, tt.wantErr) {
 							return nil
@@ -286,7 +287,7 @@ func TestNATSSPIFFERotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	poll(t, "the rotated SVID reaching the agent", func() error {
+	testutil.WaitFor(t, 20*time.Second, "the rotated SVID reaching the agent", func() error {
 		c, err := auth.x509.GetClientCertificate(nil)
 		if err != nil || c.Leaf.SerialNumber.Cmp(rotated.SerialNumber) != 0 {
 			return fmt.Errorf("still the old SVID (%v)", err)
@@ -327,7 +328,7 @@ func TestNATSSPIFFEWithoutSPIREAgent(t *testing.T) {
 	if d := time.Since(started); d > FirstSVIDWait+5*time.Second {
 		t.Errorf("building and starting the source took %s with the SPIRE agent down, want at most about FirstSVIDWait (%s)", d, FirstSVIDWait)
 	}
-	poll(t, "the missing SVID logged", func() error {
+	testutil.WaitFor(t, 20*time.Second, "the missing SVID logged", func() error {
 		for _, want := range []string{"no X.509-SVID from the SPIRE agent yet", "NATS connection attempt failed"} {
 			if !strings.Contains(logs.String(), want) {
 				return fmt.Errorf("no %q yet", want)
@@ -397,7 +398,7 @@ func TestNATSSPIFFEDrivesProjection(t *testing.T) {
 	if !m.accepted(s.SPIFFE.X509SVID().SerialNumber) {
 		t.Error("the NATS server never saw the node's X.509-SVID")
 	}
-	poll(t, "the projecting pass recorded", func() error {
+	testutil.WaitFor(t, 20*time.Second, "the projecting pass recorded", func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(applied) == 0 {

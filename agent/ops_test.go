@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sbps-marshal/sbps-marshal/internal/testutil"
 	"github.com/sbps-marshal/sbps-marshal/projector"
 )
 
@@ -72,21 +73,6 @@ func get(url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func poll(t *testing.T, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func tpgEnabled(t *testing.T, path, iqn string) bool {
 	t.Helper()
 	c, err := projector.ReadSaved(t.Context(), path) // retries a file caught mid-rewrite
@@ -125,7 +111,7 @@ func TestOperations(t *testing.T) {
 	t.Cleanup(func() { stop(); <-done })
 
 	// Gate closed: tpg1 disabled, nothing projected, not ready.
-	poll(t, "tpg1 disabled by the closed gate", func() error {
+	testutil.WaitFor(t, 20*time.Second, "tpg1 disabled by the closed gate", func() error {
 		if tpgEnabled(t, s.Node.SaveFile(), s.Node.IQN()) {
 			return fmt.Errorf("tpg1 still enabled")
 		}
@@ -143,7 +129,7 @@ func TestOperations(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.Resync("test: gate opened")
-	poll(t, "projection after the gate opened", func() error {
+	testutil.WaitFor(t, 20*time.Second, "projection after the gate opened", func() error {
 		if !tpgEnabled(t, s.Node.SaveFile(), s.Node.IQN()) {
 			return fmt.Errorf("tpg1 still disabled")
 		}
@@ -152,7 +138,7 @@ func TestOperations(t *testing.T) {
 		}
 		return nil
 	})
-	poll(t, "/readyz", func() error {
+	testutil.WaitFor(t, 20*time.Second, "/readyz", func() error {
 		if code, body := get("http://" + addr + "/readyz"); code != http.StatusOK {
 			return fmt.Errorf("/readyz = %d %q", code, body)
 		}
@@ -176,7 +162,7 @@ func TestOperations(t *testing.T) {
 	}
 
 	// systemd saw READY=1, a status line, then watchdog pings.
-	poll(t, "READY=1 then WATCHDOG=1", func() error {
+	testutil.WaitFor(t, 20*time.Second, "READY=1 then WATCHDOG=1", func() error {
 		msgs := ns.seen()
 		ready, watchdogAfter, status := -1, false, false
 		for i, m := range msgs {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sbps-marshal/sbps-marshal/internal/testutil"
 	"github.com/sbps-marshal/sbps-marshal/lio"
 	"github.com/sbps-marshal/sbps-marshal/lio/sim"
 	"github.com/sbps-marshal/sbps-marshal/projector"
@@ -107,7 +108,7 @@ func TestLIONotRestoredKeepsSaveconfig(t *testing.T) {
 	if _, body := get("http://" + addr + "/metrics"); !strings.Contains(body, "\nsbps_marshal_ready 0\n") {
 		t.Errorf("/metrics lacks sbps_marshal_ready 0")
 	}
-	poll(t, "READY=1 and STATUS= naming the condition", func() error {
+	testutil.WaitFor(t, 20*time.Second, "READY=1 and STATUS= naming the condition", func() error {
 		msgs := strings.Join(ns.seen(), "\n")
 		if !strings.Contains(msgs, "READY=1") || !strings.Contains(msgs, "LIO's live state has lost") {
 			return fmt.Errorf("notifications so far: %q", msgs)
@@ -212,7 +213,7 @@ func TestReadyWhileFirstPassHangs(t *testing.T) {
 	a.startBudget = 300 * time.Millisecond
 	start := time.Now()
 	runAgentPasses(t, a)
-	poll(t, "READY=1 while the first pass hangs", func() error {
+	testutil.WaitFor(t, 20*time.Second, "READY=1 while the first pass hangs", func() error {
 		msgs := strings.Join(ns.seen(), "\n")
 		if !strings.Contains(msgs, "READY=1") || !strings.Contains(msgs, "first pass still running") {
 			return fmt.Errorf("notifications so far: %q", msgs)

@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/sbps-marshal/sbps-marshal/internal/testutil"
 	"github.com/sbps-marshal/sbps-marshal/projector"
 	"github.com/sbps-marshal/sbps-marshal/rig"
 )
@@ -39,7 +41,7 @@ func TestProjectFromS3FS(t *testing.T) {
 	a := newAgent(t, s, "SBPS_MARSHAL_SQUASHFS_S3FS_MOUNT="+mnt)
 	id := peID(key)
 	// s3fs may list a fresh object late or at 0 bytes: pending, then projected.
-	poll(t, "projection over the s3fs mount", func() error {
+	testutil.WaitFor(t, 20*time.Second, "projection over the s3fs mount", func() error {
 		rep, err := a.SyncOnce(ctx, projector.SyncOptions{Trigger: "test"})
 		if err != nil {
 			return err

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"os"
 	"testing"
 	"time"
 
@@ -12,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sbps-marshal/sbps-marshal/events"
-	"github.com/sbps-marshal/sbps-marshal/rig"
+	"github.com/sbps-marshal/sbps-marshal/internal/testutil"
 )
 
 const (
@@ -20,25 +19,6 @@ const (
 	s3Subject  = events.DefaultS3Subject
 	imsSubject = events.DefaultIMSSubject
 )
-
-// testLogger is quiet unless BRIDGE_LOG=debug.
-func testLogger(t *testing.T) *slog.Logger {
-	t.Helper()
-	if os.Getenv("BRIDGE_LOG") == "debug" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
-	}
-	return slog.New(slog.DiscardHandler)
-}
-
-func startNATS(t *testing.T) *rig.NATS {
-	t.Helper()
-	n, err := rig.StartNATS(t.TempDir())
-	if err != nil {
-		t.Fatalf("StartNATS: %v", err)
-	}
-	t.Cleanup(n.Shutdown)
-	return n
-}
 
 // connect connects with reconnects forever and no reconnect buffer, as
 // bridgeMain does.
@@ -91,26 +71,10 @@ func subscribe(t *testing.T, nc *nats.Conn, subject string) chan *nats.Msg {
 	return ch
 }
 
-// waitFor polls cond until it returns nil or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", d, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // waitConnected waits until nc is connected again.
 func waitConnected(t *testing.T, nc *nats.Conn) {
 	t.Helper()
-	waitFor(t, 10*time.Second, func() error {
+	testutil.WaitFor(t, 10*time.Second, "the NATS connection back", func() error {
 		if !nc.IsConnected() {
 			return context.DeadlineExceeded
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/sbps-marshal/sbps-marshal/events/imsevent"
 	"github.com/sbps-marshal/sbps-marshal/ims"
 	"github.com/sbps-marshal/sbps-marshal/ims/imstest"
+	"github.com/sbps-marshal/sbps-marshal/internal/testutil"
 	"github.com/sbps-marshal/sbps-marshal/rig"
 )
 
@@ -29,7 +30,7 @@ type imsRig struct {
 
 func newIMSRig(t *testing.T, withStream bool) *imsRig {
 	t.Helper()
-	r := &imsRig{nats: startNATS(t), ims: imstest.StartTest(t, imstest.Options{})}
+	r := &imsRig{nats: rig.NATSForTest(t, rig.NATSOptions{}), ims: imstest.StartTest(t, imstest.Options{})}
 	r.nc = connect(t, r.nats.ClientURL())
 	if withStream {
 		r.stream = ensureStream(t, r.nc)
@@ -62,7 +63,7 @@ func (r *imsRig) poller(t *testing.T, store Store) *IMSPoller {
 	if r.stream != nil {
 		cfg.Stream = testStream
 	}
-	p, err := NewIMSPoller(r.nc, r.client, store, cfg, testLogger(t))
+	p, err := NewIMSPoller(r.nc, r.client, store, cfg, testutil.Logger(t))
 	if err != nil {
 		t.Fatalf("NewIMSPoller: %v", err)
 	}
@@ -346,7 +347,7 @@ func TestIMSPollerNATSDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitConnected(t, r.nc)
-	waitFor(t, 15*time.Second, func() error { _, err := p.PollOnce(t.Context()); return err })
+	testutil.WaitFor(t, 15*time.Second, "a poll that publishes", func() error { _, err := p.PollOnce(t.Context()); return err })
 	if got, want := r.collect(t, 1), []string{"changed " + a + " metadata"}; !slices.Equal(got, want) {
 		t.Errorf("after NATS came back: %q, want %q", got, want)
 	}
@@ -358,14 +359,14 @@ func TestIMSPollerNATSDown(t *testing.T) {
 func TestIMSPollerStart(t *testing.T) {
 	r := newIMSRig(t, false)
 	cfg := IMSConfig{Interval: 50 * time.Millisecond}
-	p, err := NewIMSPoller(r.nc, r.client, NewFileStore(filepath.Join(t.TempDir(), "s.json")), cfg, testLogger(t))
+	p, err := NewIMSPoller(r.nc, r.client, NewFileStore(filepath.Join(t.TempDir(), "s.json")), cfg, testutil.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	ctx, cancel := contextWithCancel(t)
 	go func() { done <- p.Start(ctx) }()
-	waitFor(t, 5*time.Second, func() error {
+	testutil.WaitFor(t, 5*time.Second, "two polls", func() error {
 		if p.Stats().Polls < 2 {
 			return fmt.Errorf("polls = %d", p.Stats().Polls)
 		}

@@ -17,6 +17,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sbps-marshal/sbps-marshal/events/s3event"
+	"github.com/sbps-marshal/sbps-marshal/internal/testutil"
+	"github.com/sbps-marshal/sbps-marshal/rig"
 )
 
 func reference(t *testing.T, name string) []byte {
@@ -31,7 +33,7 @@ func reference(t *testing.T, name string) []byte {
 // startWebhook serves a Webhook over real HTTP.
 func startWebhook(t *testing.T, cfg WebhookConfig, nats string) (*Webhook, *httptest.Server) {
 	t.Helper()
-	wh, err := NewWebhook(connect(t, nats), cfg, testLogger(t))
+	wh, err := NewWebhook(connect(t, nats), cfg, testutil.Logger(t))
 	if err != nil {
 		t.Fatalf("NewWebhook: %v", err)
 	}
@@ -73,7 +75,7 @@ func TestWebhookPublishesByteIdentical(t *testing.T) {
 		{"jetstream rgw-put", true, "rgw-put.json"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			n := startNATS(t)
+			n := rig.NATSForTest(t, rig.NATSOptions{})
 			obs := connect(t, n.ClientURL())
 			var st jetstream.Stream
 			cfg := WebhookConfig{}
@@ -113,7 +115,7 @@ func TestWebhookPublishesByteIdentical(t *testing.T) {
 }
 
 func TestWebhookDuplicateDedupedByStream(t *testing.T) {
-	n := startNATS(t)
+	n := rig.NATSForTest(t, rig.NATSOptions{})
 	obs := connect(t, n.ClientURL())
 	st := ensureStream(t, obs)
 	wh, srv := startWebhook(t, WebhookConfig{Stream: testStream}, n.ClientURL())
@@ -140,7 +142,7 @@ func TestWebhookNATSDownThenBack(t *testing.T) {
 		stream bool
 	}{{"core", false}, {"jetstream", true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			n := startNATS(t)
+			n := rig.NATSForTest(t, rig.NATSOptions{})
 			cfg := WebhookConfig{PublishTimeout: 2 * time.Second}
 			if tc.stream {
 				ensureStream(t, connect(t, n.ClientURL()))
@@ -162,7 +164,7 @@ func TestWebhookNATSDownThenBack(t *testing.T) {
 				t.Fatal(err)
 			}
 			// RGW retries until it gets 200.
-			waitFor(t, 15*time.Second, func() error {
+			testutil.WaitFor(t, 15*time.Second, "the webhook answering 200 after the restart", func() error {
 				if code, text := post(t, srv.URL, "application/json", "", body); code != http.StatusOK {
 					return fmt.Errorf("POST after restart = %d %q", code, text)
 				}
@@ -209,7 +211,7 @@ func TestWebhookRequests(t *testing.T) {
 		{"no records", "", "", "application/json", "", []byte(`{"Records":[]}`), 200, false, func(s WebhookStats) uint64 { return s.Empty }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			n := startNATS(t)
+			n := rig.NATSForTest(t, rig.NATSOptions{})
 			msgs := subscribe(t, connect(t, n.ClientURL()), s3Subject)
 			wh, srv := startWebhook(t, WebhookConfig{Token: tc.token}, n.ClientURL())
 			method := tc.method
@@ -268,7 +270,7 @@ func oversized() []byte {
 
 func TestWebhookTokenNeverInLogs(t *testing.T) {
 	const token = "very-secret-value"
-	n := startNATS(t)
+	n := rig.NATSForTest(t, rig.NATSOptions{})
 	var logs bytes.Buffer
 	wh, err := NewWebhook(connect(t, n.ClientURL()), WebhookConfig{Token: token}, slogTo(&logs))
 	if err != nil {

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/sbps-marshal/sbps-marshal/rig"
 )
 
 // BenchmarkPublishToEvent measures the latency from a publish on an
@@ -13,7 +15,7 @@ import (
 // with -benchtime=1000x for 1,000 messages.
 func BenchmarkPublishToEvent(b *testing.B) {
 	b.Run("core", func(b *testing.B) {
-		n := startNATS(b)
+		n := rig.NATSForTest(b, rig.NATSOptions{})
 		nc := connect(b, n.ClientURL())
 		src := newNATS(b, NATSConfig{URLs: []string{n.ClientURL()}})
 		r := run(b, src, 16)

@@ -5,37 +5,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/sbps-marshal/sbps-marshal/events/imsevent"
-	"github.com/sbps-marshal/sbps-marshal/rig"
+	"github.com/sbps-marshal/sbps-marshal/internal/testutil"
 )
 
 const testBucket = "boot-images"
-
-// testLogger is quiet unless EVENTS_LOG=debug.
-func testLogger(t *testing.T) *slog.Logger {
-	t.Helper()
-	if os.Getenv("EVENTS_LOG") == "debug" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
-	}
-	return slog.New(slog.DiscardHandler)
-}
-
-// startNATS starts an embedded nats-server with JetStream on a random port.
-func startNATS(t testing.TB) *rig.NATS {
-	t.Helper()
-	n, err := rig.StartNATS(t.TempDir())
-	if err != nil {
-		t.Fatalf("StartNATS: %v", err)
-	}
-	t.Cleanup(n.Shutdown)
-	return n
-}
 
 func connect(t testing.TB, url string) *nats.Conn {
 	t.Helper()
@@ -163,22 +142,6 @@ func (r *running) drain() []Event {
 	}
 }
 
-// waitFor polls f until it returns nil or the deadline passes.
-func waitFor(t testing.TB, d time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", d, err)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, not a wait for an outcome
-	}
-}
-
 // statOf returns one counter from a Stats snapshot.
 func statOf(stats []Stat, source, outcome string) uint64 {
 	for _, s := range stats {
@@ -255,7 +218,7 @@ func newNATS(t testing.TB, cfg NATSConfig) *NATSSource {
 	}
 	var logger *slog.Logger
 	if tt, ok := t.(*testing.T); ok {
-		logger = testLogger(tt)
+		logger = testutil.Logger(tt)
 	}
 	s, err := NewNATS(cfg, logger)
 	if err != nil {

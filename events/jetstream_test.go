@@ -11,6 +11,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sbps-marshal/sbps-marshal/events/imsevent"
+	"github.com/sbps-marshal/sbps-marshal/internal/testutil"
+	"github.com/sbps-marshal/sbps-marshal/rig"
 )
 
 const testStream = "SBPS"
@@ -19,7 +21,7 @@ const testStream = "SBPS"
 // JetStream context for publishing.
 func jsSetup(t testing.TB) (url string, nc *nats.Conn, js jetstream.JetStream) {
 	t.Helper()
-	n := startNATS(t)
+	n := rig.NATSForTest(t, rig.NATSOptions{})
 	nc = connect(t, n.ClientURL())
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -47,7 +49,7 @@ func jsSource(t testing.TB, url, node string) *NATSSource {
 // unacknowledged.
 func waitSettled(t testing.TB, js jetstream.JetStream, node string) {
 	t.Helper()
-	waitFor(t, 10*time.Second, func() error {
+	testutil.WaitFor(t, 10*time.Second, "the consumer to settle", func() error {
 		c, err := js.Consumer(t.Context(), testStream, ConsumerPrefix+node)
 		if err != nil {
 			return err
@@ -200,7 +202,7 @@ func TestJetStreamDropsBadMessagesWithoutLooping(t *testing.T) {
 }
 
 func TestJetStreamWaitsForMissingStream(t *testing.T) {
-	n := startNATS(t)
+	n := rig.NATSForTest(t, rig.NATSOptions{})
 	nc := connect(t, n.ClientURL())
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -208,7 +210,7 @@ func TestJetStreamWaitsForMissingStream(t *testing.T) {
 	}
 	src := jsSource(t, n.ClientURL(), "w005")
 	r := run(t, src, 16)
-	waitFor(t, 10*time.Second, func() error {
+	testutil.WaitFor(t, 10*time.Second, "the missing stream reported", func() error {
 		if statOf(src.Stats(), "jetstream", OutcomeStreamMiss) == 0 {
 			return errors.New("missing stream not reported yet")
 		}
@@ -262,7 +264,7 @@ func TestSubjectCovers(t *testing.T) {
 }
 
 func TestJetStreamSurvivesServerRestart(t *testing.T) {
-	n := startNATS(t)
+	n := rig.NATSForTest(t, rig.NATSOptions{})
 	nc := connect(t, n.ClientURL())
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -285,7 +287,7 @@ func TestJetStreamSurvivesServerRestart(t *testing.T) {
 		t.Errorf("resync source = %q, want nats reconnect", ev.Source)
 	}
 	// The test's own connection reconnects too; publish until stored.
-	waitFor(t, 15*time.Second, func() error {
+	testutil.WaitFor(t, 15*time.Second, "a publish stored after the restart", func() error {
 		_, err := js.Publish(t.Context(), DefaultS3Subject, s3Note(testBucket, "s3:ObjectCreated:Put", "PE/after"))
 		return err
 	})

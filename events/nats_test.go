@@ -14,10 +14,12 @@ import (
 
 	"github.com/sbps-marshal/sbps-marshal/events/imsevent"
 	"github.com/sbps-marshal/sbps-marshal/events/s3event"
+	"github.com/sbps-marshal/sbps-marshal/internal/testutil"
+	"github.com/sbps-marshal/sbps-marshal/rig"
 )
 
 func TestNATSCoreDecodesFiltersAndCounts(t *testing.T) {
-	n := startNATS(t)
+	n := rig.NATSForTest(t, rig.NATSOptions{})
 	nc := connect(t, n.ClientURL())
 	src := newNATS(t, NATSConfig{URLs: []string{n.ClientURL()}, MaxMessage: 4096})
 	r := run(t, src, 16)
@@ -100,7 +102,7 @@ func TestNATSCoreDecodesFiltersAndCounts(t *testing.T) {
 }
 
 func TestNATSPartialNotificationKeepsGoodRecords(t *testing.T) {
-	n := startNATS(t)
+	n := rig.NATSForTest(t, rig.NATSOptions{})
 	nc := connect(t, n.ClientURL())
 	src := newNATS(t, NATSConfig{URLs: []string{n.ClientURL()}})
 	r := run(t, src, 16)
@@ -114,7 +116,7 @@ func TestNATSPartialNotificationKeepsGoodRecords(t *testing.T) {
 	if ev.S3.Key != "PE/ok" || ev.S3.ETag != "e" || ev.S3.Producer != s3event.ProducerVersityGW {
 		t.Errorf("record = %+v, want PE/ok etag e from versitygw", ev.S3)
 	}
-	waitFor(t, 5*time.Second, func() error {
+	testutil.WaitFor(t, 5*time.Second, "the bad record counted", func() error {
 		if got := statOf(src.Stats(), "s3", OutcomeBadRecord); got != 1 {
 			return errorf("bad_record = %d, want 1", got)
 		}
@@ -123,7 +125,7 @@ func TestNATSPartialNotificationKeepsGoodRecords(t *testing.T) {
 }
 
 func TestNATSReconnectEmitsResyncAndResubscribes(t *testing.T) {
-	n := startNATS(t)
+	n := rig.NATSForTest(t, rig.NATSOptions{})
 	nc := connect(t, n.ClientURL())
 	src := newNATS(t, NATSConfig{URLs: []string{n.ClientURL()}})
 	r := run(t, src, 16)
@@ -142,7 +144,7 @@ func TestNATSReconnectEmitsResyncAndResubscribes(t *testing.T) {
 }
 
 func TestNATSStartsWithoutServerAndConnectsLater(t *testing.T) {
-	n := startNATS(t)
+	n := rig.NATSForTest(t, rig.NATSOptions{})
 	url := n.ClientURL()
 	n.Shutdown()
 	src := newNATS(t, NATSConfig{URLs: []string{url}})
@@ -153,7 +155,7 @@ func TestNATSStartsWithoutServerAndConnectsLater(t *testing.T) {
 		t.Fatalf("Start returned %v without a server; it must retry in the background", err)
 	default:
 	}
-	waitFor(t, 10*time.Second, func() error {
+	testutil.WaitFor(t, 10*time.Second, "a connection attempt", func() error {
 		if statOf(src.Stats(), "nats", OutcomeUnreachable) == 0 {
 			return errors.New("source has not tried to connect yet")
 		}
@@ -171,7 +173,7 @@ func TestNATSStartsWithoutServerAndConnectsLater(t *testing.T) {
 }
 
 func TestFleetResync(t *testing.T) {
-	n := startNATS(t)
+	n := rig.NATSForTest(t, rig.NATSOptions{})
 	nc := connect(t, n.ClientURL())
 	src := newNATS(t, NATSConfig{URLs: []string{n.ClientURL()}, ResyncSubject: "ops.resync"})
 	r := run(t, src, 16)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sbps-marshal/sbps-marshal/internal/testutil"
 )
 
 // saveconfig returns valid rtslib JSON with n fileio backstores, about
@@ -44,7 +46,7 @@ func startWatcher(t *testing.T, cfg WatcherConfig, initial []byte) *watchRig {
 			t.Fatal(err)
 		}
 	}
-	w, err := NewWatcher(cfg, testLogger(t))
+	w, err := NewWatcher(cfg, testutil.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +66,7 @@ func (wr *watchRig) stat(outcome string) uint64 { return statOf(wr.w.Stats(), "s
 // waitStat waits until the counter reaches at least n.
 func (wr *watchRig) waitStat(t *testing.T, outcome string, n uint64) {
 	t.Helper()
-	waitFor(t, 10*time.Second, func() error {
+	testutil.WaitFor(t, 10*time.Second, "the watcher's counter", func() error {
 		if got := wr.stat(outcome); got < n {
 			return fmt.Errorf("saveconfig/%s = %d, want >= %d", outcome, got, n)
 		}
@@ -217,7 +219,7 @@ func TestWatcherWaitsForDirectory(t *testing.T) {
 	base := t.TempDir()
 	dir := filepath.Join(base, "target")
 	path := filepath.Join(dir, "saveconfig.json")
-	w, err := NewWatcher(WatcherConfig{Path: path, Debounce: 20 * time.Millisecond, DirPoll: 10 * time.Millisecond}, testLogger(t))
+	w, err := NewWatcher(WatcherConfig{Path: path, Debounce: 20 * time.Millisecond, DirPoll: 10 * time.Millisecond}, testutil.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +228,7 @@ func TestWatcherWaitsForDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The baseline read finds no file once the directory is watched.
-	waitFor(t, 10*time.Second, func() error {
+	testutil.WaitFor(t, 10*time.Second, "the directory watched", func() error {
 		if statOf(w.Stats(), "saveconfig", OutcomeMissing) == 0 {
 			return errors.New("directory not watched yet")
 		}

@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sbps-marshal/sbps-marshal/rig"
 )
 
 // BenchmarkKVAllocate8 measures allocations per second with 8 agents (own
@@ -14,7 +16,7 @@ import (
 //	go test ./registry/ -run '^$' -bench KVAllocate8 -benchtime 2000x
 func BenchmarkKVAllocate8(b *testing.B) {
 	const agents = 8
-	n := startNATS(b)
+	n := rig.NATSForTest(b, rig.NATSOptions{})
 	ctx := ctxT(b)
 	kvs := make([]*KV, agents)
 	for i := range kvs {

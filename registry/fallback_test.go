@@ -6,6 +6,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sbps-marshal/sbps-marshal/internal/testutil"
+	"github.com/sbps-marshal/sbps-marshal/rig"
 )
 
 // fallbackRig is one agent with a Fallback over a KV and a Local, plus a
@@ -24,7 +27,7 @@ const testTimeout = 300 * time.Millisecond
 
 func newFallbackRig(t *testing.T) *fallbackRig {
 	t.Helper()
-	n := startNATS(t)
+	n := rig.NATSForTest(t, rig.NATSOptions{})
 	r := &fallbackRig{stop: n.Shutdown, start: n.Restart}
 	local, err := NewLocal(LocalConfig{Dir: t.TempDir(), Node: "w1"})
 	if err != nil {
@@ -49,7 +52,7 @@ func (r *fallbackRig) restart(t *testing.T) {
 	if err := r.start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() error {
+	testutil.WaitFor(t, 10*time.Second, "the KV registry readable again", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_, err := r.other.All(ctx)

@@ -13,17 +13,6 @@ import (
 	"github.com/sbps-marshal/sbps-marshal/rig"
 )
 
-// startNATS starts a real embedded NATS server with JetStream.
-func startNATS(t testing.TB) *rig.NATS {
-	t.Helper()
-	n, err := rig.StartNATS(t.TempDir())
-	if err != nil {
-		t.Fatalf("StartNATS: %v", err)
-	}
-	t.Cleanup(n.Shutdown)
-	return n
-}
-
 // connect opens a separate connection (one "agent") that reconnects for
 // ever, as the agent's does.
 func connect(t testing.TB, n *rig.NATS) jetstream.JetStream {
@@ -64,20 +53,6 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 // pname is a projection-like name (15 hex characters) for image i.
 func pname(i int) string { return fmt.Sprintf("%015x", 0xabc000000000+i) }
-
-// waitFor polls fn until it returns nil or the deadline passes.
-func waitFor(t testing.TB, total time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = fn(); err == nil {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("still failing after %s: %v", total, err)
-}
 
 func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

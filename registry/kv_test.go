@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sbps-marshal/sbps-marshal/rig"
 )
 
 // result is what one agent was told for one name.
@@ -22,7 +24,7 @@ type result struct {
 // answer.
 func runAgents(t *testing.T, orders [][]string) ([]*KV, []result) {
 	t.Helper()
-	n := startNATS(t)
+	n := rig.NATSForTest(t, rig.NATSOptions{})
 	// Thousands of allocations over 8 connections: under -race on a busy
 	// 2-core machine this takes minutes, so bound it by the test binary's
 	// deadline rather than ctxT's two minutes.
@@ -178,7 +180,7 @@ func TestKVOrdersConverge(t *testing.T) {
 // agents at once, across the quarantine boundary: a released number is never
 // handed to a new image while in quarantine, and never to two images.
 func TestKVQuarantineRace(t *testing.T) {
-	n := startNATS(t)
+	n := rig.NATSForTest(t, rig.NATSOptions{})
 	ctx := ctxT(t)
 	clk := newClock()
 	const agents, old = 4, 40
@@ -245,7 +247,7 @@ func TestKVQuarantineRace(t *testing.T) {
 }
 
 func TestKVAdoptRace(t *testing.T) {
-	n := startNATS(t)
+	n := rig.NATSForTest(t, rig.NATSOptions{})
 	ctx := ctxT(t)
 	const agents = 8
 	name := pname(1)
@@ -301,7 +303,7 @@ func TestKVCrashLeftovers(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := ctxT(t)
-			js := connect(t, startNATS(t))
+			js := connect(t, rig.NATSForTest(t, rig.NATSOptions{}))
 			kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: DefaultBucket})
 			if err != nil {
 				t.Fatal(err)
@@ -333,7 +335,7 @@ func putJSON(ctx context.Context, kv jetstream.KeyValue, key string, v any) erro
 
 func TestKVBucket(t *testing.T) {
 	ctx := ctxT(t)
-	n := startNATS(t)
+	n := rig.NATSForTest(t, rig.NATSOptions{})
 	js := connect(t, n)
 	r := NewKV(js, KVConfig{Bucket: "luns-test", History: 3})
 	if _, err := r.Index(ctx, pname(1), Meta{}); err != nil {

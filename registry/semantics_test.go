@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/sbps-marshal/sbps-marshal/rig"
 )
 
 // impl builds one Registry implementation on a fake clock with a one-hour
@@ -16,7 +18,7 @@ type impl struct {
 func impls() []impl {
 	return []impl{
 		{"kv", func(t *testing.T, c *fakeClock, max int) Registry {
-			k := NewKV(connect(t, startNATS(t)), KVConfig{Quarantine: time.Hour, Now: c.Now, Node: "w1"})
+			k := NewKV(connect(t, rig.NATSForTest(t, rig.NATSOptions{})), KVConfig{Quarantine: time.Hour, Now: c.Now, Node: "w1"})
 			if max >= 0 {
 				k.max = max
 			}

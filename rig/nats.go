@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -27,6 +28,7 @@ type NATS struct {
 	dir  string
 	port int         // fixed after the first start
 	tls  *tls.Config // nil: plain connections
+	noJS bool
 
 	mu  sync.Mutex
 	srv *server.Server // +checklocks:mu; nil while shut down
@@ -47,6 +49,22 @@ type NATSOptions struct {
 	// tls.RequireAndVerifyClientCert and ClientCAs to require client
 	// certificates (mTLS). Restart keeps it.
 	TLS *tls.Config
+	// NoJetStream starts a core-NATS-only server, as a deployment without
+	// JetStream has.
+	NoJetStream bool
+}
+
+// NATSForTest starts an embedded NATS server for one test, storing under
+// t.TempDir() and shut down when the test ends; it fails the test if the
+// server cannot start.
+func NATSForTest(t testing.TB, o NATSOptions) *NATS {
+	t.Helper()
+	n, err := StartNATSWith(t.TempDir(), o)
+	if err != nil {
+		t.Fatalf("start embedded NATS: %v", err)
+	}
+	t.Cleanup(n.Shutdown)
+	return n
 }
 
 // StartNATSWith is StartNATS with options.
@@ -54,7 +72,7 @@ func StartNATSWith(dir string, o NATSOptions) (*NATS, error) {
 	if dir == "" {
 		return nil, errors.New("rig: StartNATS needs a directory for JetStream storage (for tests, pass t.TempDir())")
 	}
-	n := &NATS{dir: dir, port: server.RANDOM_PORT}
+	n := &NATS{dir: dir, port: server.RANDOM_PORT, noJS: o.NoJetStream}
 	if o.TLS != nil {
 		n.tls = o.TLS.Clone()
 	}
@@ -71,7 +89,7 @@ func (n *NATS) options() *server.Options {
 		Port:       n.port,
 		NoSigs:     true,
 		NoLog:      true,
-		JetStream:  true,
+		JetStream:  !n.noJS,
 		StoreDir:   filepath.Join(n.dir, "nats"),
 		// No cluster, gateway, leafnode or monitoring listeners.
 		HTTPPort: 0,

@@ -15,17 +15,6 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// startNATS starts an embedded NATS for one test.
-func startNATS(t *testing.T) *NATS {
-	t.Helper()
-	n, err := StartNATS(t.TempDir())
-	if err != nil {
-		t.Fatalf("StartNATS: %v", err)
-	}
-	t.Cleanup(n.Shutdown)
-	return n
-}
-
 // startS3 starts versitygw for one test and reports how long it took.
 func startS3(t *testing.T, natsURL string) *S3 {
 	t.Helper()
@@ -107,7 +96,7 @@ func next(t *testing.T, ch <-chan *nats.Msg, what string, match func(notificatio
 }
 
 func TestBucketNotificationsReachNATS(t *testing.T) {
-	n := startNATS(t)
+	n := NATSForTest(t, NATSOptions{})
 	ch := subscribe(t, n.ClientURL(), DefaultSubject)
 	s := startS3(t, n.ClientURL())
 
@@ -272,7 +261,7 @@ func TestFindVersityGW(t *testing.T) {
 }
 
 func TestNATSRestartKeepsPortAndStore(t *testing.T) {
-	n := startNATS(t)
+	n := NATSForTest(t, NATSOptions{})
 	url := n.ClientURL()
 	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
 	if err != nil {

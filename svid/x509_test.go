@@ -3,16 +3,17 @@ package svid_test
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/sbps-marshal/sbps-marshal/internal/testutil"
 	"github.com/sbps-marshal/sbps-marshal/svid"
 	"github.com/sbps-marshal/sbps-marshal/svid/svidtest"
 )
@@ -174,24 +175,6 @@ func mtlsServer(t *testing.T, srv *svidtest.Server, names ...string) *tls.Config
 	}
 }
 
-// syncBuffer is a log destination safe for the source's goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestX509SourceStartsWithoutAgent: StartX509Source returns at once with
 // the SPIRE agent down; handshakes fail with an error that says why, and
 // succeed once the agent comes up, with the same TLS configuration.
@@ -201,7 +184,7 @@ func TestX509SourceStartsWithoutAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	src, err := svid.StartX509Source(svid.X509Config{
 		Socket: filepath.Join(dir, svidtest.SocketName),
 		Logger: slog.New(slog.NewTextHandler(logs, nil)),
@@ -222,8 +205,11 @@ func TestX509SourceStartsWithoutAgent(t *testing.T) {
 	if _, err := src.Roots(); err == nil {
 		t.Error("Roots() with no agent: nil error, want one")
 	}
-	waitFor(t, "the watch error logged", func() bool {
-		return strings.Contains(logs.String(), "no X.509-SVID from the SPIRE agent yet")
+	testutil.WaitFor(t, 30*time.Second, "the watch error logged", func() error {
+		if !strings.Contains(logs.String(), "no X.509-SVID from the SPIRE agent yet") {
+			return fmt.Errorf("logs so far: %q", logs.String())
+		}
+		return nil
 	})
 
 	srv, err := svidtest.Start(dir, svidtest.Options{})
@@ -299,25 +285,19 @@ func TestX509SourceRotation(t *testing.T) {
 	if rotated.SerialNumber.Cmp(before) == 0 {
 		t.Fatal("RotateX509 kept the serial number")
 	}
-	waitFor(t, "the rotated SVID to reach the source", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the rotated SVID to reach the source", func() error {
 		c, err := src.GetClientCertificate(nil)
-		return err == nil && c.Leaf.SerialNumber.Cmp(rotated.SerialNumber) == 0
+		if err != nil {
+			return err
+		}
+		if c.Leaf.SerialNumber.Cmp(rotated.SerialNumber) != 0 {
+			return fmt.Errorf("presents serial %v, want %v", c.Leaf.SerialNumber, rotated.SerialNumber)
+		}
+		return nil
 	})
 	for name, cfg := range configs {
 		if got := presented(name, cfg); got.Cmp(rotated.SerialNumber) != 0 {
 			t.Errorf("%s after rotation presented serial %v, want the new SVID's %v", name, got, rotated.SerialNumber)
 		}
-	}
-}
-
-// waitFor polls cond until it holds, failing after 30 seconds.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

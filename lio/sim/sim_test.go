@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sbps-marshal/sbps-marshal/internal/testutil"
 	"github.com/sbps-marshal/sbps-marshal/lio"
 	"github.com/sbps-marshal/sbps-marshal/lio/sim"
 )
@@ -394,7 +396,12 @@ func TestLockSerializesProcesses(t *testing.T) {
 		return cmd
 	}
 	first := start(tpgPath + " disable")
-	waitFor(t, func() bool { return n.Commands() == 1 }, "first process to reach its command")
+	testutil.WaitFor(t, 10*time.Second, "first process to reach its command", func() error {
+		if got := n.Commands(); got != 1 {
+			return fmt.Errorf("%d commands reached", got)
+		}
+		return nil
+	})
 	second := start(tpgPath + " disable")
 	done := make(chan error, 1)
 	go func() { done <- second.Wait() }()
@@ -417,17 +424,6 @@ func TestLockSerializesProcesses(t *testing.T) {
 	}
 	if tgt, _ := live(t, n).Target(n.IQN()); bool(tgt.TPGs[0].Enable) {
 		t.Error("TPG still enabled after the second process ran")
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -577,7 +573,7 @@ func startDaemon(t *testing.T, n *sim.Node) *exec.Cmd {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	waitFor(t, func() bool { return canDial(n.SocketPath()) }, "targetclid socket")
+	testutil.WaitFor(t, 10*time.Second, "targetclid socket", func() error { return dial(n.SocketPath()) })
 	return cmd
 }
 
@@ -621,7 +617,7 @@ func TestServeDaemonInProcessDies(t *testing.T) {
 	defer cancel()
 	errc := make(chan error, 1)
 	go func() { errc <- n.ServeDaemon(ctx, "") }()
-	waitFor(t, func() bool { return canDial(n.SocketPath()) }, "in-process daemon socket")
+	testutil.WaitFor(t, 10*time.Second, "in-process daemon socket", func() error { return dial(n.SocketPath()) })
 	if err := n.SetFaults(sim.Faults{DieAfter: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -669,14 +665,14 @@ func TestBackupsKeepTen(t *testing.T) {
 	}
 }
 
-func canDial(socket string) bool {
+// dial connects to the daemon's socket and hangs up at once.
+func dial(socket string) error {
 	c, err := net.Dial("unix", socket)
 	if err != nil {
-		return false
+		return err
 	}
 	c.Write([]byte("-END@OF@DATA-"))
-	c.Close()
-	return true
+	return c.Close()
 }
 
 func TestLUNCreateMapsIntoNodeACLs(t *testing.T) {
@@ -747,7 +743,7 @@ func BenchmarkCreate1000(b *testing.B) {
 			ctx, cancel := context.WithCancel(b.Context())
 			errc := make(chan error, 1)
 			go func() { errc <- n.ServeDaemon(ctx, "") }()
-			for !canDial(n.SocketPath()) {
+			for dial(n.SocketPath()) != nil {
 				time.Sleep(time.Millisecond)
 			}
 			for i := 0; i < len(lines); i += 100 {
