@@ -219,6 +219,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (
 	notReady := "first full reconcile not done"
 	a.ready.Store(&notReady)
 	m.CollectReady(a.Ready)
+	m.SetResyncInterval(cfg.ResyncInterval)
 	built = true
 	return a, nil
 }
@@ -339,7 +340,11 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 	var batch []events.Event
 	first := true
 	for {
+		passStart := time.Now()
 		rep, err := a.pass(ctx, w)
+		if w.full && ctx.Err() == nil {
+			a.logFullPass(w.trigger, time.Since(passStart), rep, err)
+		}
 		if a.onPass != nil {
 			a.onPass(w.trigger, rep, err)
 		}
@@ -359,7 +364,9 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 			a.log.Error("pass failed; projections are left as they are", "err", err, "retry_in", next)
 		case rep == nil: // node gate closed: look again at the next resync
 		default:
-			a.logPass(rep)
+			if !w.full { // a full pass has its summary (logFullPass)
+				a.logPass(rep)
+			}
 			if len(rep.Desired.Pending) > 0 || !rep.Desired.RootfsComplete {
 				// Look again soon, backing off while it lasts.
 				next = min(next, backoff.next())
@@ -489,6 +496,7 @@ func (a *Agent) settleSaved() {
 // (ensureLIO): a node whose LIO was not restored is not reconciled.
 func (a *Agent) applyGate(ctx context.Context, full bool) (bool, error) {
 	open, why, err := a.gate.Open(ctx)
+	a.metrics.SetGate(open, err)
 	if err != nil {
 		return false, fmt.Errorf("node gate (GATE=%s) cannot answer, leaving LIO as it is: %w", a.cfg.Gate, err)
 	}
@@ -688,6 +696,77 @@ func (a *Agent) logPass(rep *projector.Report) {
 	a.log.Info("pass done", "duration", rep.Duration.Round(time.Millisecond), "changes", len(rep.Plan.Changes),
 		"projected", counts[projector.Projected], "pending", counts[projector.Pending], "rejected", counts[projector.Rejected],
 		"held", counts[projector.Held], "foreign", counts[projector.Foreign])
+}
+
+// FullPassSummary is the message of the one line the daemon logs per full
+// pass (start, resync timer, SIGHUP, `resync --all`, the retry of a failed
+// pass), at info when it succeeded or the node gate is closed and at error
+// when it failed; `journalctl -u sbps-marshal -g 'full pass summary'`
+// finds them. It replaces the old agent's "START SCAN"/"END SCAN" pair.
+// Its fields:
+//
+//   - outcome: success, error or gate_closed (nothing projected);
+//   - trigger: what asked for the pass;
+//   - duration: from asking the node gate to the end of the pass;
+//   - desired, current: projections the inventory wants, and projected
+//     after the pass;
+//   - created, removed: projections (re)created or mapped, and removed, by
+//     this pass, every operation of theirs applied;
+//   - held: deletes kept back (IMS incomplete, unconfirmed, pending, the
+//     mass-delete guard); failed: LIO operations that failed;
+//   - pending, rejected: images not projected, with reasons in
+//     `sbps-marshal status`;
+//   - err: why it failed.
+//
+// A pass that failed before planning (S3 unreachable, the gate or
+// saveconfig.json unreadable) has no counts. A pass cut short by shutdown
+// logs no summary.
+const FullPassSummary = "full pass summary"
+
+// logFullPass logs the FullPassSummary line of one full pass.
+func (a *Agent) logFullPass(trigger string, d time.Duration, rep *projector.Report, err error) {
+	level, outcome := slog.LevelInfo, "success"
+	switch {
+	case err != nil:
+		level, outcome = slog.LevelError, "error"
+	case rep == nil:
+		outcome = "gate_closed"
+	}
+	attrs := []any{"outcome", outcome, "trigger", trigger, "duration", d.Round(time.Millisecond)}
+	if rep != nil && rep.Plan != nil && rep.Desired != nil {
+		created, removed := appliedChanges(rep)
+		attrs = append(attrs, "desired", len(rep.Desired.Projections), "current", a.counts[projector.Projected],
+			"created", created, "removed", removed, "held", len(rep.Plan.Held), "failed", len(rep.Failed()),
+			"pending", a.counts[projector.Pending], "rejected", a.counts[projector.Rejected])
+	}
+	if err != nil {
+		attrs = append(attrs, "err", err)
+	}
+	a.log.Log(context.Background(), level, FullPassSummary, attrs...)
+}
+
+// appliedChanges counts the plan's changes whose operations all reached
+// their state: created (create, recreate, map) and removed (delete).
+func appliedChanges(rep *projector.Report) (created, removed int) {
+	ran, failed := map[string]bool{}, map[string]bool{}
+	for _, r := range rep.Results {
+		ran[r.Op.Backstore] = true
+		if !r.OK() {
+			failed[r.Op.Backstore] = true
+		}
+	}
+	for _, c := range rep.Plan.Changes {
+		if !ran[c.Name] || failed[c.Name] {
+			continue
+		}
+		switch c.Action {
+		case projector.Create, projector.Recreate, projector.Map:
+			created++
+		case projector.Delete:
+			removed++
+		}
+	}
+	return created, removed
 }
 
 // reconcileRegistry offers what the local registry handed out during a
