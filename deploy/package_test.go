@@ -20,10 +20,17 @@ var packaged = []struct {
 	{"/etc/sysconfig/sbps-marshal", 0o600, "deploy/sbps-marshal.env"},
 	{"/usr/bin/sbps-marshal", 0o755, ""},
 	{"/usr/lib/systemd/system/sbps-marshal.service", 0o644, "deploy/sbps-marshal.service"},
+	{"/usr/share/bash-completion/completions/sbps-marshal", 0o644, ""},
 	{"/usr/share/doc/sbps-marshal/CHANGELOG.md", 0o644, "CHANGELOG.md"},
 	{"/usr/share/doc/sbps-marshal/LICENSE", 0o644, "LICENSE"},
 	{"/usr/share/doc/sbps-marshal/README.md", 0o644, "README.md"},
+	{"/usr/share/man/man8/sbps-marshal.8.gz", 0o644, ""},
 }
+
+// The repository files the packages are built from, copied into a scratch tree.
+var packageSources = []string{"deploy/nfpm.yaml", "deploy/sbps-marshal.env", "deploy/sbps-marshal.service",
+	"deploy/scripts/preinstall.sh", "deploy/scripts/postinstall.sh", "deploy/scripts/preremove.sh",
+	"deploy/scripts/postremove.sh", "README.md", "CHANGELOG.md", "LICENSE"}
 
 const pkgVersion = "1.2.3"
 
@@ -71,40 +78,67 @@ func copyFile(t *testing.T, from, to string) {
 	}
 }
 
-// buildPackages builds the binary and both packages with deploy/nfpm.yaml in
-// a scratch copy of the repository's packaged files (so bin/ and dist/ of
-// the working tree are left alone) and returns the rpm and deb paths.
-func buildPackages(t *testing.T) (rpmPath, debPath string) {
+// buildTree builds the binary, its bash completion and man page (as `make
+// share` does) into a scratch copy of the repository's packaged files, so
+// that bin/ and dist/ of the working tree are left alone, and returns it.
+func buildTree(t *testing.T) string {
 	t.Helper()
 	repo, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
 	}
-	nfpm := tool(t, "nfpm", "run `make tools` (installs it into .tools/bin)", filepath.Join(repo, ".tools", "bin"))
 	root := t.TempDir()
-	for _, f := range []string{"deploy/nfpm.yaml", "deploy/sbps-marshal.env", "deploy/sbps-marshal.service",
-		"deploy/scripts/postinstall.sh", "deploy/scripts/preremove.sh", "deploy/scripts/postremove.sh",
-		"README.md", "CHANGELOG.md", "LICENSE"} {
+	for _, f := range packageSources {
 		copyFile(t, filepath.Join(repo, f), filepath.Join(root, f))
 	}
 	ldflags := "-X github.com/sbps-marshal/sbps-marshal/internal/version.Version=v" + pkgVersion +
 		" -X github.com/sbps-marshal/sbps-marshal/internal/version.Commit=test"
 	// As `make build`: static (SLES 15 SP4/SP5 have glibc 2.31, older than
 	// this machine's) and without build paths.
-	run(t, repo, []string{"CGO_ENABLED=0"}, "go", "build", "-trimpath", "-ldflags", ldflags, "-o", filepath.Join(root, "bin", "sbps-marshal"), "./cmd/sbps-marshal")
-	dist := filepath.Join(root, "dist")
-	if err := os.Mkdir(dist, 0o755); err != nil {
+	bin := filepath.Join(root, "bin", "sbps-marshal")
+	run(t, repo, []string{"CGO_ENABLED=0"}, "go", "build", "-trimpath", "-ldflags", ldflags, "-o", bin, "./cmd/sbps-marshal")
+	// As `make share`.
+	share := filepath.Join(root, "bin", "share")
+	writeFile(t, filepath.Join(share, "bash-completion", "sbps-marshal"), run(t, "", nil, bin, "completion", "bash"))
+	writeFile(t, filepath.Join(share, "man", "sbps-marshal.8"), run(t, "", nil, bin, "man"))
+	run(t, "", nil, "gzip", "-n", "-9", "-f", filepath.Join(share, "man", "sbps-marshal.8"))
+	return root
+}
+
+// nfpmPackage packages the tree buildTree made with deploy/nfpm.yaml, as
+// `make rpm` or `make deb` with PKG_VERSION=version, and returns its path.
+func nfpmPackage(t *testing.T, root, packager, version string) string {
+	t.Helper()
+	repo, err := filepath.Abs("..")
+	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{"rpm", "deb"} {
-		run(t, root, []string{"VERSION=" + pkgVersion}, nfpm, "package", "--config", "deploy/nfpm.yaml", "--packager", p, "--target", dist+"/")
+	nfpm := tool(t, "nfpm", "run `make tools` (installs it into .tools/bin)", filepath.Join(repo, ".tools", "bin"))
+	dist := t.TempDir()
+	run(t, root, []string{"VERSION=" + version}, nfpm, "package", "--config", "deploy/nfpm.yaml", "--packager", packager, "--target", dist+"/")
+	got, _ := filepath.Glob(filepath.Join(dist, "*"))
+	if len(got) != 1 {
+		t.Fatalf("nfpm --packager %s made %v, want one package", packager, got)
 	}
-	rpms, _ := filepath.Glob(filepath.Join(dist, "*.rpm"))
-	debs, _ := filepath.Glob(filepath.Join(dist, "*.deb"))
-	if len(rpms) != 1 || len(debs) != 1 {
-		t.Fatalf("nfpm made %v and %v, want one rpm and one deb", rpms, debs)
+	return got[0]
+}
+
+// buildPackages builds the binary and both packages at pkgVersion and
+// returns the rpm and deb paths.
+func buildPackages(t *testing.T) (rpmPath, debPath string) {
+	t.Helper()
+	root := buildTree(t)
+	return nfpmPackage(t, root, "rpm", pkgVersion), nfpmPackage(t, root, "deb", pkgVersion)
+}
+
+func writeFile(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
 	}
-	return rpms[0], debs[0]
+	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func lines(s string) []string {
@@ -156,8 +190,11 @@ func TestPackages(t *testing.T) {
 		if got, want := lines(run(t, "", nil, rpmBin, "-qpR", rpmPath)), []string{"targetcli", "(s3fs or s3fs-fuse)"}; !containsAll(got, want) {
 			t.Errorf("rpm -qpR = %q, want it to contain %q", got, want)
 		}
-		if s := run(t, "", nil, rpmBin, "-qp", "--scripts", rpmPath); !strings.Contains(s, "systemctl daemon-reload") {
-			t.Errorf("rpm scripts do not reload systemd:\n%s", s)
+		scripts := run(t, "", nil, rpmBin, "-qp", "--scripts", rpmPath)
+		for _, want := range []string{"preinstall scriptlet", "postinstall scriptlet", "preuninstall scriptlet", "postuninstall scriptlet", "systemctl daemon-reload", "systemctl mask sbps-marshal.service"} {
+			if !strings.Contains(scripts, want) {
+				t.Errorf("rpm scripts lack %q:\n%s", want, scripts)
+			}
 		}
 	})
 
@@ -211,6 +248,13 @@ func TestPackages(t *testing.T) {
 				t.Errorf("packaged %s differs from %s", f.path, f.src)
 			}
 		}
+		// The completion and man page are the binary's own, and load.
+		if c, err := os.ReadFile(filepath.Join(x, "usr/share/bash-completion/completions/sbps-marshal")); err != nil || !bytes.Contains(c, []byte("complete -")) {
+			t.Errorf("packaged bash completion has no `complete` command (err %v):\n%.300s", err, c)
+		}
+		if man := run(t, "", nil, "gzip", "-dc", filepath.Join(x, "usr/share/man/man8/sbps-marshal.8.gz")); !strings.Contains(man, ".TH SBPS\\-MARSHAL 8") {
+			t.Errorf("packaged man page is not sbps-marshal(8):\n%.300s", man)
+		}
 		if out := run(t, "", nil, filepath.Join(x, "usr/bin/sbps-marshal"), "version"); !strings.HasPrefix(out, "sbps-marshal v"+pkgVersion+" (commit test,") {
 			t.Errorf("packaged sbps-marshal version = %q, want v%s and commit test", out, pkgVersion)
 		}
@@ -239,4 +283,97 @@ func containsAll(have, want []string) bool {
 		}
 	}
 	return true
+}
+
+// TestVersion runs deploy/scripts/pkg-version (the Makefile's PKG_VERSION)
+// in a scratch git repository at each point of a release history and checks
+// that rpm and dpkg order the versions nfpm makes of it as they must: a tag
+// is exactly its version, commits after it sort after it and before the next
+// release, and a clone without tags sorts below every release, the Python
+// agent's 1.0.3 included.
+func TestVersion(t *testing.T) {
+	rpmBin := tool(t, "rpm", "install it (Debian: apt-get install rpm)")
+	dpkg := tool(t, "dpkg", "install dpkg (Debian/Ubuntu have it)")
+	script, err := filepath.Abs("scripts/pkg-version")
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := t.TempDir()
+	git := func(args ...string) string {
+		t.Helper()
+		return strings.TrimSpace(run(t, repo, []string{"GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@t", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@t"}, "git", args...))
+	}
+	commit := func() string {
+		t.Helper()
+		git("commit", "-q", "--allow-empty", "-m", "c")
+		return git("rev-parse", "--short=7", "HEAD")
+	}
+	version := func() (string, string) {
+		t.Helper()
+		cmd := exec.CommandContext(t.Context(), script)
+		cmd.Dir = repo
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("pkg-version: %v\n%s", err, stderr.String())
+		}
+		return strings.TrimSpace(stdout.String()), stderr.String()
+	}
+	git("init", "-q")
+	git("config", "core.abbrev", "7")
+
+	// A history, oldest first; each step says what pkg-version must print.
+	type step struct{ pkg, rpm, deb string }
+	var steps []step
+	add := func(pkg string) {
+		t.Helper()
+		got, warn := version()
+		if got != pkg {
+			t.Fatalf("pkg-version = %q, want %q", got, pkg)
+		}
+		if strings.HasPrefix(pkg, "0.0.0-") != (warn != "") {
+			t.Errorf("pkg-version for %s warned %q: want a warning exactly when there is no tag", pkg, warn)
+		}
+		// As nfpm writes them (semver prerelease -> "~", metadata -> "+").
+		v, meta, _ := strings.Cut(pkg, "+")
+		v = strings.Replace(v, "-", "~", 1)
+		if meta != "" {
+			v += "+" + meta
+		}
+		steps = append(steps, step{pkg, v, v + "-1"})
+	}
+	h := commit()
+	add("0.0.0-git." + h)
+	steps = append(steps, step{"(Python agent)", "1.0.3", "1.0.3-1"})
+	git("tag", "-a", "v2.0.0", "-m", "2.0.0")
+	add("2.0.0")
+	h = commit()
+	add("2.0.0+git.1.g" + h)
+	for range 8 {
+		commit()
+	}
+	h = commit()
+	add("2.0.0+git.10.g" + h)
+	if err := os.WriteFile(filepath.Join(repo, "f"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	git("add", "f")
+	add("2.0.0+git.10.g" + h + ".dirty")
+	git("commit", "-q", "-m", "f")
+	git("tag", "-a", "v2.0.1-rc.1", "-m", "rc")
+	add("2.0.1-rc.1")
+	h = commit()
+	add("2.0.1-rc.1+git.1.g" + h)
+	git("tag", "-a", "v2.0.1", "-m", "2.0.1")
+	add("2.0.1")
+
+	for i := 1; i < len(steps); i++ {
+		a, b := steps[i-1], steps[i]
+		if got := strings.TrimSpace(run(t, "", nil, rpmBin, "--eval", `%{lua: print(rpm.vercmp("`+a.rpm+`", "`+b.rpm+`"))}`)); got != "-1" {
+			t.Errorf("rpm: vercmp(%s, %s) = %s, want -1 (%s before %s)", a.rpm, b.rpm, got, a.pkg, b.pkg)
+		}
+		if err := exec.Command(dpkg, "--compare-versions", a.deb, "lt", b.deb).Run(); err != nil {
+			t.Errorf("dpkg: %s is not lt %s (%s before %s)", a.deb, b.deb, a.pkg, b.pkg)
+		}
+	}
 }
