@@ -1,12 +1,30 @@
 // Command sbps-marshal projects CSM boot images as iSCSI LUNs on this node.
 //
-//	sbps-marshal [run]      the daemon (default, as the old systemd unit runs it)
-//	sbps-marshal plan       what a pass would change; exit 0 nothing, 2 something, 1 error
-//	sbps-marshal sync       one full pass, then a summary
-//	sbps-marshal status     every projection and its state; exit 0, 1 error or LIO not restored, 3 S3 or IMS unreachable (LIO's view shown)
-//	sbps-marshal resync     ask the running agent for a full pass now (SIGHUP)
-//	sbps-marshal config     the effective configuration
-//	sbps-marshal version
+//	sbps-marshal [run]               the daemon (default, as the old systemd unit runs it)
+//	sbps-marshal plan [--json]       what a pass would change; exit 0 nothing, 2 something, 1 error
+//	sbps-marshal sync [--allow-mass-delete] [--renumber]
+//	                                 one full pass, then a summary
+//	sbps-marshal status [--json]     every projection and its state; exit 0, 1 error or LIO not
+//	                                 restored, 3 S3 or IMS unreachable (LIO's view shown)
+//	sbps-marshal resync [--all]      ask the running agent (--all: every agent, through NATS) for a full pass now
+//	sbps-marshal bridge webhook|ims  publish Ceph RGW notifications / IMS changes to NATS
+//	sbps-marshal config [--json]     the effective configuration, secrets redacted
+//	sbps-marshal doctor [--json]     check what the agent needs on this node
+//	sbps-marshal version             also --version
+//	sbps-marshal help [command]      also --help, -h, <command> --help
+//	sbps-marshal completion bash     a bash completion script
+//	sbps-marshal man                 the manual page, roff, section 8
+//
+// Flags go before or after the command (sbps-marshal --json status is
+// sbps-marshal status --json); a flag a command does not take is refused.
+// Every command but version, help, completion and man takes the
+// configuration flags (one per key of config.Keys()). A command line that
+// is not understood exits 64 (EX_USAGE), never 2: plan's 2 means "something
+// would change".
+//
+// The commands table (cli.go) and config.Keys() are the one source of the
+// parser, --help (help.go), the bash completion (completion.go) and the man
+// page (man.go).
 package main
 
 import (
@@ -39,73 +57,52 @@ func main() {
 	os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr, os.Environ()))
 }
 
-const usage = `usage: sbps-marshal [command] [flags]
-
-commands:
-  run       run the agent (default)
-  plan      print what a pass would change (--json); exit 0 nothing, 2 something, 1 error
-  sync      run one full pass and exit (--allow-mass-delete to pass the mass-delete guard)
-  status    print every projection and its state (--json); exit 0 current, 1 error
-            or LIO not restored, 3 desired state unknown or incomplete (S3 or IMS
-            unreachable: what LIO holds is shown, with the reason)
-  resync    ask the running agent for a full pass now (--all: every agent, through NATS)
-  bridge    webhook | ims: publish Ceph RGW notifications or IMS changes to NATS
-  config    print the effective configuration, secrets redacted
-  version   print version, commit and Go version
-
-Every command takes the configuration flags below; each also reads SBPS_MARSHAL_<KEY>,
-and /etc/sysconfig/sbps-marshal (the unit's EnvironmentFile) unless --env-file names another.
-`
-
-// Exit codes of status beyond 0 (current) and 1 (error).
-const exitDesiredUnknown = 3 // S3 or IMS unreachable: LIO's view shown, with the reason
-
-// Main runs one command and returns the exit code. Every command reads
-// config.DefaultEnvFile, as the unit does.
+// Main runs one command and returns the exit code. Every command that reads
+// the configuration reads config.DefaultEnvFile, as the unit does.
 func Main(args []string, stdout, stderr io.Writer, environ []string) int {
 	return mainWith(config.DefaultEnvFile, args, stdout, stderr, environ)
 }
 
 // mainWith is Main with the default env file given (tests).
 func mainWith(defaultEnvFile string, args []string, stdout, stderr io.Writer, environ []string) int {
-	cmd := "run"
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		cmd, args = args[0], args[1:]
+	inv, err := parseArgs(args)
+	if err != nil {
+		return usageFailed(stderr, err)
 	}
-	sub := ""
-	if cmd == "bridge" {
-		if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-			fmt.Fprintln(stderr, "sbps-marshal bridge: which bridge? webhook (Ceph RGW HTTP push -> NATS) or ims (IMS changes -> NATS)")
-			return 1
-		}
-		sub, args = args[0], args[1:]
+	cmd := inv.cmd.Name
+	if inv.help {
+		writeHelp(stdout, inv.topic)
+		return exitOK
 	}
+	// parseArgs has checked every flag against the command: the FlagSet
+	// only fills in values.
 	fs := flag.NewFlagSet("sbps-marshal "+cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, usage, "\nconfiguration:\n")
-		config.Usage(stderr)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	given := map[string]*bool{}
+	for _, f := range inv.cmd.Flags {
+		given[f.Name] = fs.Bool(f.Name, false, f.Help)
 	}
-	jsonOut := fs.Bool("json", false, "machine-readable output (plan, status)")
-	allowMass := fs.Bool("allow-mass-delete", false, "sync: apply deletes the mass-delete guard held back")
-	all := fs.Bool("all", false, "resync: ask every agent of the fleet, through NATS")
-	renumber := fs.Bool("renumber", false, "sync: move LUNs whose index differs from the fleet registry (initiators see them move)")
+	on := func(name string) bool { return given[name] != nil && *given[name] }
 
-	switch cmd {
-	case "version":
-		fmt.Fprintln(stdout, version.String())
-		return 0
-	case "help", "-h", "--help":
-		fs.Usage()
-		return 0
-	case "run", "plan", "sync", "status", "resync", "config", "bridge", "doctor":
-	default:
-		fmt.Fprintf(stderr, "sbps-marshal: unknown command %q\n\n%s", cmd, usage)
-		return 1
+	if !inv.cmd.Config {
+		if err := fs.Parse(inv.flags); err != nil {
+			return usageFailed(stderr, &usageError{cmd: cmd, msg: err.Error()})
+		}
+		switch cmd {
+		case "version":
+			fmt.Fprintln(stdout, version.String())
+		case "completion":
+			writeBashCompletion(stdout)
+		case "man":
+			writeMan(stdout)
+		}
+		return exitOK
 	}
-	cfg, rest, err := config.Load(config.Sources{Args: args, Environ: environ, DefaultEnvFile: defaultEnvFile}, fs)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
+
+	cfg, rest, err := config.Load(config.Sources{Args: inv.flags, Environ: environ, DefaultEnvFile: defaultEnvFile}, fs)
+	if err == nil && len(rest) > 0 {
+		return usageFailed(stderr, &usageError{cmd: cmd, msg: fmt.Sprintf("unexpected argument %q", rest[0])})
 	}
 	if cmd == "doctor" {
 		// doctor reports a bad configuration as one of its rows.
@@ -115,39 +112,38 @@ func mainWith(defaultEnvFile string, args []string, stdout, stderr io.Writer, en
 		if cfg != nil {
 			log = newLogger(cfg, stderr)
 		}
-		return doctorMain(ctx, cfg, err, log, *jsonOut, stdout, stderr)
+		return doctorMain(ctx, cfg, err, log, on("json"), stdout, stderr)
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "sbps-marshal:", err)
-		return 1
-	}
-	if len(rest) > 0 {
-		fmt.Fprintf(stderr, "sbps-marshal %s: unexpected arguments %q\n", cmd, rest)
-		return 1
+		return exitError
 	}
 	log := newLogger(cfg, stderr)
 	for _, n := range cfg.Notices {
 		log.Warn(n)
 	}
-	if cmd == "config" {
-		cfg.Print(stdout)
-		return 0
-	}
-	if cmd == "resync" {
-		if *all {
+	switch cmd {
+	case "config":
+		if on("json") {
+			cfg.PrintJSON(stdout)
+		} else {
+			cfg.Print(stdout)
+		}
+		return exitOK
+	case "resync":
+		if on("all") {
 			return resyncAll(cfg, log, stdout, stderr)
 		}
 		return resync(cfg, stdout, stderr)
-	}
-	if cmd == "bridge" {
+	case "bridge":
 		// A bridge runs anywhere NATS and IMS are reachable: no LIO, no mount.
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
-		return bridgeMain(ctx, sub, cfg, log, stdout, stderr)
+		return bridgeMain(ctx, inv.sub, cfg, log, stdout, stderr)
 	}
 	if err := cfg.CheckFiles(); err != nil {
 		fmt.Fprintln(stderr, "sbps-marshal:", strings.ReplaceAll(err.Error(), "\n", "\nsbps-marshal: "))
-		return 1
+		return exitError
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -155,26 +151,37 @@ func mainWith(defaultEnvFile string, args []string, stdout, stderr io.Writer, en
 	a, err := agent.New(ctx, cfg, log, agent.Options{})
 	if err != nil {
 		fmt.Fprintln(stderr, "sbps-marshal:", err)
-		return 1
+		return exitError
 	}
 	defer a.Close()
 
 	switch cmd {
 	case "plan":
-		return plan(ctx, a, *jsonOut, stdout, stderr)
+		return plan(ctx, a, on("json"), stdout, stderr)
 	case "status":
-		return status(ctx, a, *jsonOut, stdout, stderr)
+		return status(ctx, a, on("json"), stdout, stderr)
 	}
 	lock, err := agent.AcquireLock(cfg.StateDir)
 	if err != nil {
 		fmt.Fprintln(stderr, "sbps-marshal:", err)
-		return 1
+		return exitError
 	}
 	defer lock.Release()
 	if cmd == "sync" {
-		return syncOnce(ctx, a, projector.SyncOptions{AllowMassDelete: *allowMass, Renumber: *renumber, Trigger: "sync command"}, stdout, stderr)
+		return syncOnce(ctx, a, projector.SyncOptions{AllowMassDelete: on("allow-mass-delete"), Renumber: on("renumber"), Trigger: "sync command"}, stdout, stderr)
 	}
 	return run(ctx, a, log)
+}
+
+// usageFailed reports a command line that is not understood, and where
+// its help is.
+func usageFailed(stderr io.Writer, err error) int {
+	fmt.Fprintln(stderr, err)
+	var ue *usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "Run '%s' for usage.\n", ue.hint())
+	}
+	return exitUsage
 }
 
 func run(ctx context.Context, a *agent.Agent, log *slog.Logger) int {
@@ -208,9 +215,9 @@ func plan(ctx context.Context, a *agent.Agent, asJSON bool, stdout, stderr io.Wr
 		printPlan(stdout, rep)
 	}
 	if rep.Plan.Empty() {
-		return 0
+		return exitOK
 	}
-	return 2
+	return exitChanges
 }
 
 func syncOnce(ctx context.Context, a *agent.Agent, o projector.SyncOptions, stdout, stderr io.Writer) int {
@@ -304,7 +311,11 @@ func resyncAll(cfg *config.Config, log *slog.Logger, stdout, stderr io.Writer) i
 		return 1
 	}
 	// A mutual TLS handshake on a busy node can outlast nats.go's default 2s.
-	nc, err := nats.Connect(strings.Join(cfg.NATSURL, ","), append(auth.Options(), nats.Timeout(5*time.Second))...)
+	var nc *nats.Conn
+	opts, err := auth.Options()
+	if err == nil {
+		nc, err = nats.Connect(strings.Join(cfg.NATSURL, ","), append(opts, nats.Timeout(5*time.Second))...)
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "sbps-marshal resync --all: connecting to NATS:", err)
 		return 1
