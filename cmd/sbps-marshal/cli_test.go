@@ -209,3 +209,15 @@ func TestFlagsBeforeOrAfter(t *testing.T) {
 		t.Errorf("config --json=false = %d, want the env file form:\n%s", code, out)
 	}
 }
+
+// TestDoctorOnBadConfiguration: doctor still runs when the configuration
+// does not load (it reports it as a row), and takes --json before or after.
+func TestDoctorOnBadConfiguration(t *testing.T) {
+	for _, args := range [][]string{{"doctor", "--json", "--ims-tagging=True"}, {"--json", "--ims-tagging=True", "doctor"}} {
+		code, out, errOut := runCLI(nil, args...)
+		var rows []map[string]any
+		if err := json.Unmarshal([]byte(out), &rows); code != exitError || err != nil || len(rows) == 0 || !strings.Contains(out, "SBPS_MARSHAL_IMS_TAGGING") {
+			t.Errorf("%q = %d %v, want 1 and JSON rows naming the key:\n%s%s", args, code, err, out, errOut)
+		}
+	}
+}
