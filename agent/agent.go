@@ -807,9 +807,8 @@ func natsSource(cfg *config.Config, log *slog.Logger, auth *NATSAuth) (*events.N
 	nc := events.NATSConfig{
 		URLs:      cfg.NATSURL,
 		S3Subject: cfg.NATSS3Subject, IMSSubject: cfg.NATSIMSSubject, ResyncSubject: cfg.NATSResyncSubject, Stream: cfg.NATSStream,
-		NodeName: cfg.NodeName, Bucket: cfg.S3Bucket,
+		NodeName: cfg.NodeName, Bucket: cfg.S3Bucket, Auth: auth.Auth(),
 	}
-	auth.eventsConfig(&nc)
 	n, err := events.NewNATS(nc, log)
 	if err != nil {
 		return nil, fmt.Errorf("NATS: %w", err)

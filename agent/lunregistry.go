@@ -61,7 +61,11 @@ func lunRegistry(ctx context.Context, cfg *config.Config, log *slog.Logger, m *m
 		m.SetLUNRegistry(choice.Mode)
 		return local, nil, nothing, choice, nil
 	}
-	nc, err := nats.Connect(strings.Join(cfg.NATSURL, ","), append(auth.Options(),
+	opts, err := auth.Options()
+	if err != nil {
+		return nil, nil, nothing, choice, fmt.Errorf("LUN registry: %w", err)
+	}
+	nc, err := nats.Connect(strings.Join(cfg.NATSURL, ","), append(opts,
 		nats.Name("sbps-marshal registry "+cfg.NodeName), nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1))...)
 	if err != nil {
 		if choice.Mode == "auto" {

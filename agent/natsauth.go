@@ -111,42 +111,20 @@ func (a *NATSAuth) spiffeTLS() (*tls.Config, func() (*x509.CertPool, error)) {
 	}
 }
 
-// Options returns the nats.go connection options for the configured
-// credentials and TLS.
-func (a *NATSAuth) Options() []nats.Option {
+// Auth is the configuration's NATS authentication and TLS, with the
+// X.509-SVID when NATS_SPIFFE=true.
+func (a *NATSAuth) Auth() events.Auth {
 	cfg := a.cfg
-	var o []nats.Option
-	if cfg.NATSCreds != "" {
-		o = append(o, nats.UserCredentials(cfg.NATSCreds))
-	}
-	if cfg.NATSNKeySeed != "" {
-		if opt, err := nats.NkeyOptionFromSeed(cfg.NATSNKeySeed); err == nil {
-			o = append(o, opt)
-		}
+	au := events.Auth{
+		Creds: cfg.NATSCreds, NKeySeed: cfg.NATSNKeySeed,
+		TLSCA: cfg.NATSTLSCA, TLSCert: cfg.NATSTLSCert, TLSKey: cfg.NATSTLSKey,
 	}
 	if a.x509 != nil {
-		tc, roots := a.spiffeTLS()
-		o = append(o, nats.Secure(tc))
-		if roots != nil {
-			o = append(o, events.RootCAs(roots))
-		}
+		au.TLSConfig, au.RootCAs = a.spiffeTLS()
 	}
-	if cfg.NATSTLSCA != "" {
-		o = append(o, nats.RootCAs(cfg.NATSTLSCA))
-	}
-	if cfg.NATSTLSCert != "" {
-		o = append(o, nats.ClientCert(cfg.NATSTLSCert, cfg.NATSTLSKey))
-	}
-	return o
+	return au
 }
 
-// eventsConfig sets the authentication and TLS fields of an event source's
-// configuration.
-func (a *NATSAuth) eventsConfig(c *events.NATSConfig) {
-	cfg := a.cfg
-	c.Creds, c.NKeySeed = cfg.NATSCreds, cfg.NATSNKeySeed
-	c.TLSCA, c.TLSCert, c.TLSKey = cfg.NATSTLSCA, cfg.NATSTLSCert, cfg.NATSTLSKey
-	if a.x509 != nil {
-		c.TLSConfig, c.RootCAs = a.spiffeTLS()
-	}
-}
+// Options returns the nats.go connection options, or an error naming the
+// setting to fix (events.Auth.Options).
+func (a *NATSAuth) Options() ([]nats.Option, error) { return a.Auth().Options() }

@@ -3,13 +3,10 @@ package events
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,25 +34,8 @@ const (
 type NATSConfig struct {
 	// URLs are the servers to connect to (NATS_URL, comma list). Required.
 	URLs []string
-	// Creds is a .creds file (NATS_CREDS): user JWT and NKey seed. Optional.
-	Creds string
-	// NKeySeed is a file holding an NKey user seed (NATS_NKEY_SEED).
-	// Optional; not together with Creds.
-	NKeySeed string
-	// TLSCA, TLSCert and TLSKey are PEM files (NATS_TLS_CA, NATS_TLS_CERT,
-	// NATS_TLS_KEY). Cert and Key go together. Optional.
-	TLSCA, TLSCert, TLSKey string
-	// TLSConfig is used as is when set (NATS_SPIFFE=true: the caller builds
-	// it from the node's X.509-SVID, with a GetClientCertificate callback
-	// so that every connection presents the SVID of the moment). Not
-	// together with TLSCert and TLSKey; TLSCA, when set, replaces its
-	// RootCAs.
-	TLSConfig *tls.Config
-	// RootCAs, when set, is asked at every connection for the roots that
-	// verify the server's certificate and host name (NATS_SPIFFE=true
-	// without NATS_TLS_CA: the SPIRE trust bundle as it is then). An error
-	// fails that connection attempt, which is retried. Not with TLSCA.
-	RootCAs func() (*x509.CertPool, error)
+	// Auth is how the source authenticates and verifies the server.
+	Auth Auth
 	// S3Subject carries S3 bucket notifications (NATS_S3_SUBJECT).
 	// Defaults to DefaultS3Subject.
 	S3Subject string
@@ -164,66 +144,11 @@ func NewNATS(cfg NATSConfig, logger *slog.Logger) (*NATSSource, error) {
 		cfg.MaxNakDelay = time.Minute
 	}
 
-	var opts []nats.Option
-	switch {
-	case cfg.Creds != "" && cfg.NKeySeed != "":
-		return nil, errors.New("events: set NATS_CREDS or NATS_NKEY_SEED, not both")
-	case cfg.Creds != "":
-		if _, err := os.Stat(cfg.Creds); err != nil {
-			return nil, fmt.Errorf("events: NATS_CREDS: %w; point it at the node's .creds file", err)
-		}
-		opts = append(opts, nats.UserCredentials(cfg.Creds))
-	case cfg.NKeySeed != "":
-		o, err := nats.NkeyOptionFromSeed(cfg.NKeySeed)
-		if err != nil {
-			// The error names the file, never the seed.
-			return nil, fmt.Errorf("events: NATS_NKEY_SEED %s: %w; the file must hold an NKey user seed (SU...)", cfg.NKeySeed, err)
-		}
-		opts = append(opts, o)
-	}
-	switch {
-	case cfg.TLSConfig != nil && (cfg.TLSCert != "" || cfg.TLSKey != ""):
-		return nil, errors.New("events: NATS_SPIFFE and NATS_TLS_CERT/KEY exclude each other; use one")
-	case cfg.RootCAs != nil && cfg.TLSCA != "":
-		return nil, errors.New("events: NATS_TLS_CA and the SPIRE trust bundle exclude each other as the server's roots; use one")
-	case (cfg.TLSCert == "") != (cfg.TLSKey == ""):
-		return nil, errors.New("events: NATS_TLS_CERT and NATS_TLS_KEY go together; set both or neither")
-	}
-	if cfg.TLSConfig != nil {
-		opts = append(opts, nats.Secure(cfg.TLSConfig.Clone()))
-	}
-	if cfg.TLSCA != "" {
-		opts = append(opts, nats.RootCAs(cfg.TLSCA))
-	}
-	if cfg.RootCAs != nil {
-		opts = append(opts, RootCAs(cfg.RootCAs))
-	}
-	if cfg.TLSCert != "" {
-		opts = append(opts, nats.ClientCert(cfg.TLSCert, cfg.TLSKey))
-	}
-	// Apply the options once now, so that unreadable files fail here.
-	o := nats.GetDefaultOptions()
-	for _, opt := range opts {
-		if err := opt(&o); err != nil {
-			return nil, fmt.Errorf("events: NATS TLS or credentials: %w; check NATS_TLS_*/NATS_CREDS/NATS_NKEY_SEED", err)
-		}
+	opts, err := cfg.Auth.Options()
+	if err != nil {
+		return nil, err
 	}
 	return &NATSSource{cfg: cfg, opts: opts, logger: logger.With("component", "events.nats")}, nil
-}
-
-// RootCAs is a nats.go option that asks roots, at every connection, for the
-// pool that verifies the server. Unlike nats.RootCAs it does not call roots
-// when applied, so it can be set up before the roots exist (the SPIRE
-// agent is down): until they do, connection attempts fail and are retried.
-func RootCAs(roots func() (*x509.CertPool, error)) nats.Option {
-	return func(o *nats.Options) error {
-		if o.TLSConfig == nil {
-			o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-		}
-		o.RootCAsCB = roots
-		o.Secure = true
-		return nil
-	}
 }
 
 // Config returns the configuration with defaults filled in.

@@ -56,8 +56,8 @@ func TestNATSWithSVID(t *testing.T) {
 		name string
 		cfg  NATSConfig
 	}{
-		{"server verified by the SPIRE bundle", NATSConfig{TLSConfig: x509.ClientTLSConfig(), RootCAs: x509.Roots}},
-		{"server verified by a CA file", NATSConfig{TLSConfig: x509.ClientTLSConfig(), TLSCA: caFile}},
+		{"server verified by the SPIRE bundle", NATSConfig{Auth: Auth{TLSConfig: x509.ClientTLSConfig(), RootCAs: x509.Roots}}},
+		{"server verified by a CA file", NATSConfig{Auth: Auth{TLSConfig: x509.ClientTLSConfig(), TLSCA: caFile}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

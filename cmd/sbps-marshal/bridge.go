@@ -66,7 +66,11 @@ func bridgeMain(ctx context.Context, sub string, cfg *config.Config, log *slog.L
 func bridgeConnect(cfg *config.Config, auth *agent.NATSAuth, sub string, log *slog.Logger) (*nats.Conn, error) {
 	host, _ := os.Hostname()
 	var lastErr atomic.Pointer[string] // the failed attempt's error logged last
-	opts := append(auth.Options(),
+	opts, err := auth.Options()
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts,
 		nats.Name("sbps-marshal bridge "+sub+"@"+host),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
