@@ -562,17 +562,6 @@ func (c *Config) shown(k key) string {
 	return c.effective[k.name]
 }
 
-// Usage writes every key with its default and help, for --help.
-func Usage(w io.Writer) {
-	for _, k := range keys {
-		def := k.def
-		if def == "" {
-			def = "(empty)"
-		}
-		fmt.Fprintf(w, "  %s  --%s  default %s\n      %s\n", k.env(), k.flag(), def, k.help)
-	}
-}
-
 // envFileError says why the env file could not be read, where its name
 // came from, and what to do.
 func envFileError(path, origin string, err error) error {

@@ -96,6 +96,8 @@ func mainWith(defaultEnvFile string, args []string, stdout, stderr io.Writer, en
 			writeBashCompletion(stdout)
 		case "man":
 			writeMan(stdout)
+		default:
+			return unhandled(stderr, cmd)
 		}
 		return exitOK
 	}
@@ -167,10 +169,20 @@ func mainWith(defaultEnvFile string, args []string, stdout, stderr io.Writer, en
 		return exitError
 	}
 	defer lock.Release()
-	if cmd == "sync" {
+	switch cmd {
+	case "sync":
 		return syncOnce(ctx, a, projector.SyncOptions{AllowMassDelete: on("allow-mass-delete"), Renumber: on("renumber"), Trigger: "sync command"}, stdout, stderr)
+	case "run":
+		return run(ctx, a, log)
 	}
-	return run(ctx, a, log)
+	return unhandled(stderr, cmd)
+}
+
+// unhandled reports a command of the table that mainWith does not run (a
+// programming error; every command is run by a test of this package).
+func unhandled(stderr io.Writer, cmd string) int {
+	fmt.Fprintf(stderr, "sbps-marshal: internal error: command %s has no handler\n", cmd)
+	return exitError
 }
 
 // usageFailed reports a command line that is not understood, and where
