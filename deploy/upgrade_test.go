@@ -309,9 +309,9 @@ func buildOldPackages(t *testing.T) (old, triggers string) {
 }
 
 const (
-	oldExec = "/usr/lib/sbps-marshal/bin/sbps-marshal"
-	newExec = "/usr/bin/sbps-marshal run"
-	dropIn  = "etc/systemd/system/sbps-marshal.service.d/site.conf"
+	oldExec       = "/usr/lib/sbps-marshal/bin/sbps-marshal"
+	newExec       = "/usr/bin/sbps-marshal run"
+	dropIn        = "etc/systemd/system/sbps-marshal.service.d/site.conf"
 	sysconfigFile = "etc/sysconfig/sbps-marshal"
 )
 
