@@ -97,7 +97,7 @@ func gateRow(ctx context.Context, cfg *config.Config, o Options) Result {
 	switch {
 	case err != nil:
 		r.Status, r.Detail = Fail, errText(err)
-		r.Fix = "the agent keeps tpg1 as it is while the gate cannot be read: check the API server and SBPS_MARSHAL_KUBECONFIG (" + cfg.Kubeconfig + "), or choose another SBPS_MARSHAL_GATE in " + envFile(cfg)
+		r.Fix = "the agent keeps tpg1 as it is while the gate cannot be read: check the API server and SBPS_MARSHAL_KUBECONFIG (" + orDefault(cfg.Kubeconfig, "empty") + "), or choose another SBPS_MARSHAL_GATE in " + envFile(cfg)
 	case open:
 		r.Status, r.Detail = OK, why+": the agent projects images on this node"
 	default:

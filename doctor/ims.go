@@ -21,11 +21,11 @@ import (
 // SPIFFE_SOURCE chooses, then one authenticated listing of IMS's images
 // through the agent's IMS client.
 func checkIMS(ctx context.Context, cfg *config.Config, o Options) []Result {
-	var who string
+	var id, source string
 	spiffe := bounded(ctx, o.Timeout, RowSPIFFE, "the SPIRE agent does not answer: systemctl status spire-agent (socket "+cfg.SpireAgentSock+")",
 		func(ctx context.Context) Result {
-			r, id := spiffeRow(ctx, cfg, o)
-			who = id
+			var r Result
+			r, id, source = spiffeRow(ctx, cfg, o)
 			return r
 		})
 	var imsRow Result
@@ -33,26 +33,27 @@ func checkIMS(ctx context.Context, cfg *config.Config, o Options) []Result {
 		imsRow = skipped(RowIMS, "no JWT-SVID to present (the SPIFFE row)")
 	} else {
 		imsRow = bounded(ctx, o.Timeout+time.Second, RowIMS, "IMS does not answer: check "+cfg.APIGateway+" and IMS (kubectl -n services get pods -l app.kubernetes.io/name=cray-ims)",
-			func(ctx context.Context) Result { return imsListRow(ctx, cfg, o, who) })
+			func(ctx context.Context) Result { return imsListRow(ctx, cfg, o, id, source) })
 	}
 	return []Result{spiffe, imsRow}
 }
 
 // spiffeRow gets the JWT-SVID for IMS as the agent does (agent.SPIFFECLI
-// and svid.JWTSource); it returns the row and "<SPIFFE ID> from <source>".
-func spiffeRow(ctx context.Context, cfg *config.Config, o Options) (Result, string) {
+// and svid.JWTSource); it returns the row, the SVID's SPIFFE ID and the
+// source that gave it (cli or workload-api).
+func spiffeRow(ctx context.Context, cfg *config.Config, o Options) (_ Result, id, source string) {
 	r := Result{Name: RowSPIFFE}
 	if cfg.IMSAuth != "spiffe" {
 		r.Status, r.Detail = OK, "no JWT-SVID used (IMS_AUTH="+cfg.IMSAuth+")"
 		if cfg.NATSSPIFFE && len(cfg.NATSURL) > 0 {
 			r.Detail += "; the X.509-SVID for NATS_SPIFFE is checked with NATS"
 		}
-		return r, ""
+		return r, "", ""
 	}
 	source, why, err := svid.Resolve(cfg.SPIFFESource, cfg.SpireAgentPath)
 	if err != nil {
 		r.Status, r.Detail, r.Fix = Fail, errText(err), setKey(cfg, "SPIFFE_SOURCE", "auto")
-		return r, ""
+		return r, "", ""
 	}
 	link := "ln /usr/bin/spire-agent " + orDefault(cfg.SpireAgentPath, svid.DefaultAgentPath)
 	registered := "spiffe://shasta/ncn/workload/sbps-marshal is issued only to the hard link of spire-agent at " + orDefault(cfg.SpireAgentPath, svid.DefaultAgentPath) + " (SPIRE_AGENT_PATH, selector unix:path, as cray-spire registers it)"
@@ -61,13 +62,13 @@ func spiffeRow(ctx context.Context, cfg *config.Config, o Options) (Result, stri
 			r.Status = Fail
 			r.Detail = fmt.Sprintf("SPIFFE_SOURCE=%s: the SPIRE agent CLI %s: %s", cfg.SPIFFESource, cfg.SpireAgentPath, err)
 			r.Fix = registered + ": create it (" + link + "), or " + setKey(cfg, "SPIRE_AGENT_PATH", "<path of that hard link>")
-			return r, ""
+			return r, "", ""
 		}
 	}
 	cli, err := agent.SPIFFECLI(cfg, o.Logger, "IMS")
 	if err != nil {
 		r.Status, r.Detail, r.Fix = Fail, errText(err), setKey(cfg, "SPIFFE_SOURCE", "auto")
-		return r, ""
+		return r, "", ""
 	}
 	xname, _ := svid.ReadXName(cfg.XNameFile)
 	src := svid.NewJWTSource(svid.JWTConfig{Socket: cfg.SpireAgentSock, Audience: cfg.SpireJWTAudience, XName: xname, Logger: o.Logger, CLI: cli, FetchTimeout: o.Timeout})
@@ -80,9 +81,9 @@ func spiffeRow(ctx context.Context, cfg *config.Config, o Options) (Result, stri
 		} else {
 			r.Fix = fmt.Sprintf("%s: create it (%s) so that SPIFFE_SOURCE=auto runs it, or register this binary's path in SPIRE; check that the SPIRE agent runs (socket %s, SPIRE_AGENT_SOCK_PATH)", registered, link, cfg.SpireAgentSock)
 		}
-		return r, ""
+		return r, "", ""
 	}
-	id := "a JWT-SVID"
+	id = "a JWT-SVID"
 	detail := ""
 	if sv, err := jwtsvid.ParseInsecure(token, []string{cfg.SpireJWTAudience}); err == nil {
 		id = sv.ID.String()
@@ -90,12 +91,12 @@ func spiffeRow(ctx context.Context, cfg *config.Config, o Options) (Result, stri
 	}
 	r.Status = OK
 	r.Detail = fmt.Sprintf("JWT-SVID %s for audience %s%s, from %s: %s", id, cfg.SpireJWTAudience, detail, source, why)
-	return r, id + " from " + source
+	return r, id, source
 }
 
 // imsListRow lists IMS's images once through the client the agent builds
 // (agent.NewIMSClient: API_GATEWAY, IMS_URI, IMS_AUTH, TLS, IMS_TIMEOUT).
-func imsListRow(ctx context.Context, cfg *config.Config, o Options, who string) Result {
+func imsListRow(ctx context.Context, cfg *config.Config, o Options, id, source string) Result {
 	r := Result{Name: RowIMS}
 	url := cfg.APIGateway + "/" + cfg.IMSURI
 	client, err := agent.NewIMSClient(cfg, o.Logger)
@@ -103,7 +104,7 @@ func imsListRow(ctx context.Context, cfg *config.Config, o Options, who string) 
 		r.Status, r.Detail, r.Fix = Fail, errText(err), "check SBPS_MARSHAL_API_GATEWAY, SBPS_MARSHAL_IMS_URI and SBPS_MARSHAL_IMS_AUTH in "+envFile(cfg)
 		return r
 	}
-	as := who
+	as := id + " from " + source
 	switch cfg.IMSAuth {
 	case "token-file":
 		as = "the token in " + cfg.IMSTokenFile
@@ -121,7 +122,7 @@ func imsListRow(ctx context.Context, cfg *config.Config, o Options, who string) 
 		case errors.Is(err, ims.ErrUnauthorized) && cfg.IMSAuth == "token-file":
 			r.Fix = "IMS refused the token: put a valid one into " + cfg.IMSTokenFile + " (IMS_TOKEN_FILE)"
 		case errors.Is(err, ims.ErrUnauthorized):
-			r.Fix = fmt.Sprintf("IMS refused the JWT-SVID: the API gateway must accept %s for audience %s; check SBPS_MARSHAL_SPIRE_JWT_AUDIENCE (CSM: system-compute) in %s and the gateway's policy for the sbps-marshal SPIFFE ID", orDefault(who, "the SVID"), cfg.SpireJWTAudience, envFile(cfg))
+			r.Fix = fmt.Sprintf("IMS refused the JWT-SVID: the API gateway must accept %s for audience %s; check SBPS_MARSHAL_SPIRE_JWT_AUDIENCE (CSM: system-compute) in %s and the gateway's policy for the sbps-marshal SPIFFE ID", orDefault(id, "the SVID"), cfg.SpireJWTAudience, envFile(cfg))
 		case errors.Is(err, ims.ErrNoRoute):
 			r.Fix = "the API gateway has no route to IMS (IMS redeploying?): check IMS (kubectl -n services get pods -l app.kubernetes.io/name=cray-ims) and SBPS_MARSHAL_IMS_URI (" + cfg.IMSURI + ")"
 		case errors.As(err, &se) && se.Status >= http.StatusInternalServerError:

@@ -163,7 +163,7 @@ func saveconfigRow(cfg *config.Config) (*lio.Config, Result) {
 		r.Fix = "run doctor as root, as the service runs"
 	default:
 		r.Status = Fail
-		r.Detail = fmt.Sprintf("%s is not valid: %s; target.service cannot restore it at boot", cfg.LIOSaveFile, errText(err))
+		r.Detail = fmt.Sprintf("not valid (read again for a second): %s; target.service cannot restore it at boot", errText(err))
 		r.Fix = fmt.Sprintf("when LIO's live state holds %s the agent writes the file again at its next pass (`sbps-marshal sync`), keeping this one as %s.unreadable; otherwise restore a good copy (/etc/target/backup/) with `targetctl restore <file>`, then `targetcli saveconfig %s`",
 			cfg.TargetIQN, cfg.LIOSaveFile, cfg.LIOSaveFile)
 	}

@@ -146,12 +146,12 @@ func serving(mount string) Result {
 		}
 	}
 	if file == "" {
-		return Result{Name: RowMount, Status: OK, Detail: fmt.Sprintf("listing answers in %s (%d entries, no file to stat)", time.Since(start).Round(time.Millisecond), len(top))}
+		return Result{Name: RowMount, Status: OK, Detail: fmt.Sprintf("listing answers in %s (%d entries, no file to stat)", time.Since(start).Round(10*time.Microsecond), len(top))}
 	}
 	if _, err := os.Stat(file); err != nil {
 		return fail(err)
 	}
-	return Result{Name: RowMount, Status: OK, Detail: fmt.Sprintf("listing and stat of %s answer in %s", file, time.Since(start).Round(time.Millisecond))}
+	return Result{Name: RowMount, Status: OK, Detail: fmt.Sprintf("listing and stat of %s answer in %s", file, time.Since(start).Round(10*time.Microsecond))}
 }
 
 func readDir(dir string, n int) ([]os.DirEntry, error) {
