@@ -154,6 +154,9 @@ func TestNoLUNGoesForAnImageNotConfirmedGone(t *testing.T) {
 			if r := plan.Held[i].Reason; !strings.Contains(r, "not confirmed gone") || !strings.Contains(r, id) {
 				t.Errorf("held reason = %q, want it to name image %s and say it is not confirmed gone", r, id)
 			}
+			if c := plan.Held[i].Code; c != HeldUnconfirmed {
+				t.Errorf("held code = %q, want %q", c, HeldUnconfirmed)
+			}
 		}
 		// The status view shows them held, as other held deletes.
 		counts := StatusCounts(d, plan, f.actual, f.inv.Layout, testIQN, 1)

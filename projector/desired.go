@@ -40,6 +40,7 @@ type Problem struct {
 	Name   string     // backstore name, when the identity is known
 	Key    string     // S3 key, when known
 	Images []ImageRef // IMS images concerned (rootfs)
+	Code   Code       // the class of Reason; for Unconfirmed, HeldUnconfirmed
 	Reason string
 }
 

@@ -134,7 +134,7 @@ func (inv *Inventory) Desired(ctx context.Context, actual *lio.Config, prev *Des
 		d.RootfsComplete = false
 		d.RootfsIncompleteReason = fmt.Sprintf("%d IMS record(s) could not be read, first: %v", n, listing.Errors[0])
 		for _, re := range listing.Errors {
-			d.Rejected = append(d.Rejected, Problem{Kind: Rootfs, Images: []ImageRef{{ID: re.ID}}, Reason: re.Error()})
+			d.Rejected = append(d.Rejected, Problem{Kind: Rootfs, Images: []ImageRef{{ID: re.ID}}, Code: CodeBadRecord, Reason: re.Error()})
 		}
 	}
 	if why := inv.confirmVanished(ctx, d, prev, listing); why != "" {
@@ -227,7 +227,7 @@ func (inv *Inventory) confirmVanished(ctx context.Context, d *Desired, prev *Des
 		for i, r := range refs {
 			ids[i] = r.ID
 		}
-		p.Kind, p.Images = Rootfs, refs
+		p.Kind, p.Images, p.Code = Rootfs, refs, HeldUnconfirmed
 		p.Reason = fmt.Sprintf("kept: the IMS listing left out image %s, not confirmed gone yet (%d of %d left-out image(s) confirmed gone this pass, at most %d IMS GETs per pass; the next pass asks again)",
 			strings.Join(ids, ", "), len(gone), len(gone)+unconfirmed, maxConfirmations)
 		if prior, ok := d.Unconfirmed[p.Name]; ok {
@@ -270,8 +270,8 @@ func (inv *Inventory) addImage(ctx context.Context, d *Desired, served servedFil
 	switch {
 	case transient != nil:
 		return transient
-	case problem != "":
-		d.Rejected = append(d.Rejected, Problem{Kind: Rootfs, Key: p.Key, Images: []ImageRef{{ID: img.ID, Name: img.Name}}, Reason: problem})
+	case !problem.ok():
+		d.Rejected = append(d.Rejected, Problem{Kind: Rootfs, Key: p.Key, Images: []ImageRef{{ID: img.ID, Name: img.Name}}, Code: problem.code, Reason: problem.text})
 	default:
 		p = inv.oneProjectionPerFile(d, served, p)
 		if prev, ok := d.Projections[p.ID.Name]; ok {
@@ -344,57 +344,61 @@ func (inv *Inventory) oneProjectionPerFile(d *Desired, served servedFile, p Proj
 
 // rootfsOf follows an IMS image to its rootfs object. It returns either the
 // projection, a permanent problem, or a transient error.
-func (inv *Inventory) rootfsOf(ctx context.Context, img ims.Image, find lookup) (Projection, string, error) {
+func (inv *Inventory) rootfsOf(ctx context.Context, img ims.Image, find lookup) (Projection, why, error) {
 	p := Projection{Kind: Rootfs, Users: []ImageRef{{ID: img.ID, Name: img.Name}}}
 	if img.Link == nil {
-		return p, "IMS record has no manifest link (image still being built?)", nil
+		return p, why{CodeNoLink, "IMS record has no manifest link (image still being built?)"}, nil
 	}
 	if img.Link.Type != "s3" {
-		return p, fmt.Sprintf("manifest link type %q, want s3", img.Link.Type), nil
+		return p, why{CodeBadManifest, fmt.Sprintf("manifest link type %q, want s3", img.Link.Type)}, nil
 	}
 	b, mkey, err := ims.SplitS3Path(img.Link.Path)
 	if err != nil {
-		return p, "manifest link: " + err.Error(), nil
+		return p, why{CodeBadManifest, "manifest link: " + err.Error()}, nil
 	}
 	if b != inv.Layout.Bucket {
-		return p, fmt.Sprintf("manifest is in bucket %q, this agent serves %q", b, inv.Layout.Bucket), nil
+		return p, why{CodeOtherBucket, fmt.Sprintf("manifest is in bucket %q, this agent serves %q", b, inv.Layout.Bucket)}, nil
 	}
 	mobj, ok, err := find(ctx, mkey)
 	if err != nil {
-		return p, "", fmt.Errorf("image %s: looking up its manifest: %w", img.ID, err)
+		return p, why{}, fmt.Errorf("image %s: looking up its manifest: %w", img.ID, err)
 	}
 	if !ok {
-		return p, "manifest " + img.Link.Path + " is not in S3", nil
+		return p, why{CodeNotInS3, "manifest " + img.Link.Path + " is not in S3"}, nil
 	}
 	art, err := inv.manifest(ctx, mkey, mobj.ETag)
 	if err != nil {
 		var perm permanent
 		if errors.As(err, &perm) {
-			return p, "manifest " + img.Link.Path + ": " + err.Error(), nil
+			code := CodeBadManifest
+			if errors.Is(err, ims.ErrNoEtag) {
+				code = CodeNoEtag
+			}
+			return p, why{code, "manifest " + img.Link.Path + ": " + err.Error()}, nil
 		}
-		return p, "", fmt.Errorf("image %s: %w", img.ID, err)
+		return p, why{}, fmt.Errorf("image %s: %w", img.ID, err)
 	}
 	rb, rkey, _ := ims.SplitS3Path(art.Link.Path) // checked by Manifest.Rootfs
 	p.Key = rkey
 	if rb != inv.Layout.Bucket {
-		return p, fmt.Sprintf("rootfs is in bucket %q, this agent serves %q", rb, inv.Layout.Bucket), nil
+		return p, why{CodeOtherBucket, fmt.Sprintf("rootfs is in bucket %q, this agent serves %q", rb, inv.Layout.Bucket)}, nil
 	}
 	robj, ok, err := find(ctx, rkey)
 	if err != nil {
-		return p, "", fmt.Errorf("image %s: looking up its rootfs: %w", img.ID, err)
+		return p, why{}, fmt.Errorf("image %s: looking up its rootfs: %w", img.ID, err)
 	}
 	if !ok {
-		return p, "rootfs " + art.Link.Path + " is not in S3", nil
+		return p, why{CodeNotInS3, "rootfs " + art.Link.Path + " is not in S3"}, nil
 	}
 	if Unquote(robj.ETag) != Unquote(art.Link.Etag) {
-		return p, fmt.Sprintf("rootfs %s has S3 etag %s, the manifest says %s (re-uploaded without updating IMS?)", art.Link.Path, Unquote(robj.ETag), Unquote(art.Link.Etag)), nil
+		return p, why{CodeEtagMismatch, fmt.Sprintf("rootfs %s has S3 etag %s, the manifest says %s (re-uploaded without updating IMS?)", art.Link.Path, Unquote(robj.ETag), Unquote(art.Link.Etag))}, nil
 	}
 	// The identity hashes the etag exactly as the manifest has it, as the
 	// old agent did, so that names stay byte-identical.
 	p.ID = naming.For(naming.RootfsInput(art.Link.Path, art.Link.Etag))
 	p.ETag = Unquote(robj.ETag)
 	p.Size = robj.Size
-	return p, "", nil
+	return p, why{}, nil
 }
 
 type permanent struct{ error }
@@ -446,20 +450,21 @@ func (inv *Inventory) remember(key string, e manifestEntry) {
 // consider checks that an image can be served from the mount and files it
 // as a projection, pending or rejected.
 func (inv *Inventory) consider(d *Desired, served servedFile, p Projection) {
-	reject := func(reason string) {
-		d.Rejected = append(d.Rejected, Problem{Kind: p.Kind, Name: p.ID.Name, Key: p.Key, Images: p.Users, Reason: reason})
+	problem := func(w why) Problem {
+		return Problem{Kind: p.Kind, Name: p.ID.Name, Key: p.Key, Images: p.Users, Code: w.code, Reason: w.text}
 	}
-	if why := unsafeKey(p.Key); why != "" {
-		reject(why)
+	reject := func(w why) { d.Rejected = append(d.Rejected, problem(w)) }
+	if w := unsafeKey(p.Key); !w.ok() {
+		reject(w)
 		return
 	}
 	p.File = inv.Layout.FileFor(p.Key)
 	if err := lio.CheckPath(p.File); err != nil {
-		reject("cannot be given to targetcli: " + err.Error())
+		reject(why{CodeBadKey, "cannot be given to targetcli: " + err.Error()})
 		return
 	}
 	if p.Size <= 0 {
-		reject("S3 object is empty; a 0-byte LUN is never projected")
+		reject(why{CodeEmpty, "S3 object is empty; a 0-byte LUN is never projected"})
 		return
 	}
 	// A file already backing a correct backstore was checked when it was
@@ -468,11 +473,11 @@ func (inv *Inventory) consider(d *Desired, served servedFile, p Projection) {
 		d.Projections[p.ID.Name] = p
 		return
 	}
-	if why, pending := inv.checkFile(p); why != "" {
+	if w, pending := inv.checkFile(p); !w.ok() {
 		if pending {
-			d.Pending[p.ID.Name] = Problem{Kind: p.Kind, Name: p.ID.Name, Key: p.Key, Images: p.Users, Reason: why}
+			d.Pending[p.ID.Name] = problem(w)
 		} else {
-			reject(why)
+			reject(w)
 		}
 		return
 	}
@@ -482,7 +487,7 @@ func (inv *Inventory) consider(d *Desired, served servedFile, p Projection) {
 // checkFile looks at the file under the mount. pending means "try again
 // later" (s3fs has not caught up); otherwise the problem is permanent for
 // this object version.
-func (inv *Inventory) checkFile(p Projection) (why string, pending bool) {
+func (inv *Inventory) checkFile(p Projection) (w why, pending bool) {
 	lstat := inv.Lstat
 	if lstat == nil {
 		lstat = os.Lstat
@@ -493,21 +498,21 @@ func (inv *Inventory) checkFile(p Projection) (why string, pending bool) {
 	fi, err := lstat(p.File)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return "not visible under the s3fs mount yet: " + p.File, true
+		return why{CodeS3fsLag, "not visible under the s3fs mount yet: " + p.File}, true
 	case err != nil:
-		return "cannot stat " + p.File + ": " + err.Error(), true
+		return why{CodeOther, "cannot stat " + p.File + ": " + err.Error()}, true
 	case fi.Mode()&fs.ModeSymlink != 0:
-		return "is a symlink under the mount; refusing to export what it points to", false
+		return why{CodeUnsafeFile, "is a symlink under the mount; refusing to export what it points to"}, false
 	case !fi.Mode().IsRegular():
-		return "is not a regular file under the mount (" + fi.Mode().Type().String() + ")", false
+		return why{CodeUnsafeFile, "is not a regular file under the mount (" + fi.Mode().Type().String() + ")"}, false
 	case fi.Size() != p.Size:
-		return fmt.Sprintf("s3fs shows %d bytes, S3 says %d (fresh upload not visible yet?)", fi.Size(), p.Size), true
+		return why{CodeS3fsLag, fmt.Sprintf("s3fs shows %d bytes, S3 says %d (fresh upload not visible yet?)", fi.Size(), p.Size)}, true
 	}
 	// No directory on the way may be a symlink leading out of the mount.
 	if real, err := filepath.EvalSymlinks(p.File); err == nil {
 		mount, merr := filepath.EvalSymlinks(inv.Layout.Mount)
 		if merr != nil || !strings.HasPrefix(real, mount+"/") {
-			return "resolves outside the mount (" + real + "); refusing to export it", false
+			return why{CodeUnsafeFile, "resolves outside the mount (" + real + "); refusing to export it"}, false
 		}
 	}
 	access := inv.Access
@@ -515,9 +520,9 @@ func (inv *Inventory) checkFile(p Projection) (why string, pending bool) {
 		access = func(p string) error { return syscall.Access(p, 2 /* W_OK */) }
 	}
 	if err := access(p.File); errors.Is(err, syscall.EROFS) {
-		return ReadOnlyMountReason(p.File), true
+		return why{CodeReadOnly, ReadOnlyMountReason(p.File)}, true
 	}
-	return "", false
+	return why{}, false
 }
 
 // ReadOnlyMountReason is the status of an image whose file is on a
@@ -528,23 +533,23 @@ func ReadOnlyMountReason(file string) string {
 }
 
 // unsafeKey says why an S3 key cannot become a file path under the mount.
-func unsafeKey(key string) string {
+func unsafeKey(key string) why {
 	switch {
 	case key == "":
-		return "empty key"
+		return why{CodeBadKey, "empty key"}
 	case len(key) > 1024:
-		return "key longer than 1024 bytes"
+		return why{CodeBadKey, "key longer than 1024 bytes"}
 	case strings.HasPrefix(key, "/"):
-		return "key starts with /"
+		return why{CodeBadKey, "key starts with /"}
 	case strings.HasSuffix(key, "/"):
-		return "key is a directory marker"
+		return why{CodeBadKey, "key is a directory marker"}
 	}
 	for _, part := range strings.Split(key, "/") {
 		if part == "" || part == "." || part == ".." {
-			return fmt.Sprintf("key has an empty, . or .. path element (%q); it would leave or confuse the mount", key)
+			return why{CodeBadKey, fmt.Sprintf("key has an empty, . or .. path element (%q); it would leave or confuse the mount", key)}
 		}
 	}
-	return ""
+	return why{}
 }
 
 // servedFile gives the size of a file a managed fileio backstore serves,

@@ -179,24 +179,24 @@ func TestInventoryDesired(t *testing.T) {
 		t.Errorf("RootfsComplete = false (%s)", d.RootfsIncompleteReason)
 	}
 	wantPending := map[string]string{
-		naming.For("s3://boot-images/PE/fresh.squashfs").Name:   "s3fs shows 0 bytes, S3 says 100",
-		naming.For("s3://boot-images/PE/not-yet.squashfs").Name: "not visible under the s3fs mount yet",
+		naming.For("s3://boot-images/PE/fresh.squashfs").Name:   "s3fs_lag: s3fs shows 0 bytes, S3 says 100",
+		naming.For("s3://boot-images/PE/not-yet.squashfs").Name: "s3fs_lag: not visible under the s3fs mount yet",
 	}
 	for name, want := range wantPending {
-		if got := d.Pending[name].Reason; !strings.Contains(got, want) {
-			t.Errorf("pending %s reason = %q, want %q", name, got, want)
+		if got := string(d.Pending[name].Code) + ": " + d.Pending[name].Reason; !strings.HasPrefix(got, want) {
+			t.Errorf("pending %s = %q, want %q", name, got, want)
 		}
 	}
 	wantRejected := []string{
-		`PE/with space.squashfs: cannot be given to targetcli`,
-		`PE/empty.squashfs: S3 object is empty`,
-		id2 + `/rootfs: rootfs s3://boot-images/` + id2 + `/rootfs has S3 etag other-etag, the manifest says 4add976679c7e955c4b16d7e2cfa114e-32`,
-		`: manifest s3://boot-images/` + id3 + `/manifest.json: rootfs link has no etag`,
-		`: IMS record has no manifest link`,
+		`bad_key PE/with space.squashfs: cannot be given to targetcli`,
+		`empty PE/empty.squashfs: S3 object is empty`,
+		`etag_mismatch ` + id2 + `/rootfs: rootfs s3://boot-images/` + id2 + `/rootfs has S3 etag other-etag, the manifest says 4add976679c7e955c4b16d7e2cfa114e-32`,
+		`no_etag : manifest s3://boot-images/` + id3 + `/manifest.json: rootfs link has no etag`,
+		`no_link : IMS record has no manifest link`,
 	}
 	var got []string
 	for _, r := range d.Rejected {
-		got = append(got, r.Key+": "+r.Reason)
+		got = append(got, string(r.Code)+" "+r.Key+": "+r.Reason)
 	}
 	for _, want := range wantRejected {
 		if !containsPrefix(got, want) {
@@ -458,8 +458,8 @@ func TestInventoryReadOnlyMount(t *testing.T) {
 		t.Fatalf("pending = %v, want PE/ro/c.squashfs", d.Pending)
 	}
 	for _, pr := range d.Pending {
-		if pr.Key != "PE/ro/c.squashfs" || !strings.Contains(pr.Reason, "read-only mount") || !strings.Contains(pr.Reason, "read-write") {
-			t.Errorf("pending %s: %q, want the read-only mount and its fix", pr.Key, pr.Reason)
+		if pr.Key != "PE/ro/c.squashfs" || pr.Code != CodeReadOnly || !strings.Contains(pr.Reason, "read-only mount") || !strings.Contains(pr.Reason, "read-write") {
+			t.Errorf("pending %s: %s %q, want %s, the read-only mount and its fix", pr.Key, pr.Code, pr.Reason, CodeReadOnly)
 		}
 	}
 }

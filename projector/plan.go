@@ -29,6 +29,7 @@ type Change struct {
 	Dev        string      // existing backstore's file (recreate, delete)
 	LUN        int         // existing LUN index, or lio.AutoLUN when there is none; for renumber, the new index
 	OldLUN     int         // renumber: the index the LUN has now
+	Code       Code        // held deletes: why, as a class (HeldCodes)
 	Reason     string
 }
 
@@ -139,13 +140,13 @@ func MakePlan(d *Desired, actual *lio.Config, layout Layout, opts PlanOptions) (
 		ch := Change{Action: Delete, Name: name, Dev: so.Dev, LUN: lunOf(name), Reason: "no longer desired"}
 		switch {
 		case d.Pending[name].Reason != "":
-			ch.Reason = "kept while pending: " + d.Pending[name].Reason
+			ch.Code, ch.Reason = HeldPending, "kept while pending: "+d.Pending[name].Reason
 			p.Held = append(p.Held, ch)
 		case layout.KindOf(so.Name, so.Dev) == Rootfs && !d.RootfsComplete:
-			ch.Reason = "kept: IMS information is incomplete (" + d.RootfsIncompleteReason + ")"
+			ch.Code, ch.Reason = HeldIMSIncomplete, "kept: IMS information is incomplete ("+d.RootfsIncompleteReason+")"
 			p.Held = append(p.Held, ch)
 		case d.Unconfirmed[name].Reason != "":
-			ch.Reason = d.Unconfirmed[name].Reason
+			ch.Code, ch.Reason = HeldUnconfirmed, d.Unconfirmed[name].Reason
 			p.Held = append(p.Held, ch)
 		default:
 			deletes = append(deletes, ch)
@@ -156,7 +157,7 @@ func MakePlan(d *Desired, actual *lio.Config, layout Layout, opts PlanOptions) (
 		reason := fmt.Sprintf("kept: this pass would delete %d of %d managed projections, more than MAX_DELETE_FRACTION=%g allows (%d); if that is intended run `sbps-marshal sync --allow-mass-delete`",
 			len(deletes), p.Managed, opts.MaxDeleteFraction, int(math.Floor(limit)))
 		for _, ch := range deletes {
-			ch.Reason = reason
+			ch.Code, ch.Reason = HeldMassDelete, reason
 			p.Held = append(p.Held, ch)
 		}
 		deletes = nil
@@ -169,7 +170,7 @@ func MakePlan(d *Desired, actual *lio.Config, layout Layout, opts PlanOptions) (
 			// A recreate whose create is refused must not delete either.
 			for _, c := range creates {
 				if c.Action == Recreate {
-					c.Reason = "kept: " + p.Refused
+					c.Code, c.Reason = HeldRefused, "kept: "+p.Refused
 					p.Held = append(p.Held, c)
 				}
 			}

@@ -62,7 +62,7 @@ func summary(p *Plan) string {
 		parts = append(parts, fmt.Sprintf("%s %s lun%d", c.Action, c.Name, c.LUN))
 	}
 	for _, c := range p.Held {
-		parts = append(parts, "held "+c.Name)
+		parts = append(parts, fmt.Sprintf("held %s (%s)", c.Name, c.Code))
 	}
 	return strings.Join(parts, ", ")
 }
@@ -97,11 +97,11 @@ func TestMakePlan(t *testing.T) {
 			fmt.Sprintf("delete %s lun3", pe2.ID.Name)},
 		{"foreign backstores left alone", desiredOf(), node(nil, foreign, block), opts, ""},
 		{"IMS incomplete: rootfs kept, PE deleted", incomplete, node(nil, backstoreOf(pe), backstoreOf(rf), backstoreOf(pe2), backstoreOf(rf2), backstoreOf(peProjection("PE/a", 1)), backstoreOf(peProjection("PE/b", 1))), opts,
-			fmt.Sprintf("delete %s lun4, delete %s lun2, delete %s lun5, held %s, held %s", peProjection("PE/a", 1).ID.Name, pe2.ID.Name, peProjection("PE/b", 1).ID.Name, rf.ID.Name, rf2.ID.Name)},
+			fmt.Sprintf("delete %s lun4, delete %s lun2, delete %s lun5, held %s (ims_incomplete), held %s (ims_incomplete)", peProjection("PE/a", 1).ID.Name, pe2.ID.Name, peProjection("PE/b", 1).ID.Name, rf.ID.Name, rf2.ID.Name)},
 		{"pending re-upload keeps the old LUN", pending, node(nil, backstoreOf(pe), backstoreOf(pe2), backstoreOf(rf), backstoreOf(rf2)), opts,
-			"held " + pe.ID.Name},
+			"held " + pe.ID.Name + " (pending)"},
 		{"mass delete refused", desiredOf(pe), node(nil, backstoreOf(pe), backstoreOf(pe2), backstoreOf(rf), backstoreOf(rf2)), opts,
-			fmt.Sprintf("held %s, held %s, held %s", pe2.ID.Name, rf.ID.Name, rf2.ID.Name)},
+			fmt.Sprintf("held %s (mass_delete), held %s (mass_delete), held %s (mass_delete)", pe2.ID.Name, rf.ID.Name, rf2.ID.Name)},
 		{"mass delete allowed", desiredOf(pe), node(nil, backstoreOf(pe), backstoreOf(pe2), backstoreOf(rf), backstoreOf(rf2)), PlanOptions{Target: testIQN, MaxDeleteFraction: 0.5, AllowMassDelete: true},
 			fmt.Sprintf("delete %s lun1, delete %s lun2, delete %s lun3", pe2.ID.Name, rf.ID.Name, rf2.ID.Name)},
 		{"one delete is never mass", desiredOf(), node(nil, backstoreOf(pe)), opts, fmt.Sprintf("delete %s lun0", pe.ID.Name)},

@@ -39,6 +39,9 @@ type Entry struct {
 	Size        int64  `json:"size,omitempty"`
 	File        string `json:"file,omitempty"`
 	Reason      string `json:"reason,omitempty"`
+	// Code classes Reason for pending, rejected and held entries
+	// (ProblemCodes, HeldCodes).
+	Code Code `json:"reason_code,omitempty"`
 }
 
 // StatusOf builds the status view from a pass's inputs and outcome.
@@ -61,7 +64,7 @@ func StatusOf(d *Desired, plan *Plan, actual *lio.Config, layout Layout, target 
 func StatusCounts(d *Desired, plan *Plan, actual *lio.Config, layout Layout, target string, tag int) map[State]int {
 	counts := map[State]int{}
 	luns := lunNames(actual, target, tag)
-	held := heldReasons(plan)
+	held := heldChanges(plan)
 	if actual == nil {
 		actual = &lio.Config{}
 	}
@@ -74,7 +77,7 @@ func StatusCounts(d *Desired, plan *Plan, actual *lio.Config, layout Layout, tar
 		}
 		inLIO[so.Name] = true
 		_, hasLUN := luns[so.Name]
-		state, _ := classify(so, d, held, hasLUN, target)
+		state, _, _ := classify(so, d, held, hasLUN, target)
 		counts[state]++
 	}
 	for name := range d.Projections {
@@ -119,29 +122,29 @@ func lunNames(actual *lio.Config, target string, tag int) map[string]int {
 	return out
 }
 
-func heldReasons(plan *Plan) map[string]string {
-	held := map[string]string{}
+func heldChanges(plan *Plan) map[string]Change {
+	held := map[string]Change{}
 	for _, h := range plan.Held {
-		held[h.Name] = h.Reason
+		held[h.Name] = h
 	}
 	return held
 }
 
 // classify is the state of a managed backstore in the status view, and why.
-func classify(so *lio.StorageObject, d *Desired, held map[string]string, hasLUN bool, target string) (State, string) {
+func classify(so *lio.StorageObject, d *Desired, held map[string]Change, hasLUN bool, target string) (State, string, Code) {
 	if p, ok := d.Projections[so.Name]; ok {
 		switch {
 		case !serves(so, &p):
-			return Missing, "will be recreated: " + mismatch(so, &p)
+			return Missing, "will be recreated: " + mismatch(so, &p), ""
 		case !hasLUN:
-			return Missing, "backstore has no LUN in " + target
+			return Missing, "backstore has no LUN in " + target, ""
 		}
-		return Projected, ""
+		return Projected, "", ""
 	}
-	if why, ok := held[so.Name]; ok {
-		return Held, why
+	if h, ok := held[so.Name]; ok {
+		return Held, h.Reason, h.Code
 	}
-	return Stale, "no longer desired"
+	return Stale, "no longer desired", ""
 }
 
 // walkStatus hands each entry of the status view, unsorted, to emit.
@@ -162,7 +165,7 @@ func walkStatus(d *Desired, plan *Plan, actual *lio.Config, layout Layout, targe
 		}
 		return nil
 	}
-	held := heldReasons(plan)
+	held := heldChanges(plan)
 	if plan.Refused != "" {
 		inner := emit
 		emit = func(e Entry) {
@@ -187,7 +190,7 @@ func walkStatus(d *Desired, plan *Plan, actual *lio.Config, layout Layout, targe
 		e.WWID = naming.WWIDFromWWN(so.WWN)
 		e.Kind = layout.KindOf(so.Name, so.Dev)
 		e.Key = strings.TrimPrefix(so.Dev, layout.Mount+"/")
-		e.State, e.Reason = classify(&so, d, held, e.LUN != nil, target)
+		e.State, e.Reason, e.Code = classify(&so, d, held, e.LUN != nil, target)
 		if p, ok := d.Projections[so.Name]; ok {
 			e.Images = p.Users
 		}
@@ -226,7 +229,7 @@ func (r *Report) StatusCounts(layout Layout, target string, tag int) map[State]i
 }
 
 func problemEntry(s State, pr Problem) Entry {
-	return Entry{State: s, Kind: pr.Kind, Key: pr.Key, Images: pr.Images, Backstore: pr.Name, Reason: pr.Reason}
+	return Entry{State: s, Kind: pr.Kind, Key: pr.Key, Images: pr.Images, Backstore: pr.Name, Reason: pr.Reason, Code: pr.Code}
 }
 
 func stateOrder(s State) int {
