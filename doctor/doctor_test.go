@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -289,6 +290,23 @@ func TestDoctor(t *testing.T) {
 		{name: "mount not serving", env: []string{"SBPS_MARSHAL_SQUASHFS_S3FS_MOUNT=" + filepath.Join(n.dir, "crashed")},
 			o:   doctor.Options{Mountinfo: n.writeMountinfo(t, "crashed-s3fs", filepath.Join(n.dir, "crashed"))},
 			row: doctor.RowMount, want: doctor.Fail, fix: []string{"umount -l " + filepath.Join(n.dir, "crashed")}},
+		{name: "s3fs hung", env: []string{"SBPS_MARSHAL_SQUASHFS_S3FS_MOUNT=" + filepath.Join(n.dir, "hung")},
+			o: doctor.Options{Mountinfo: n.writeMountinfo(t, "hung-s3fs", filepath.Join(n.dir, "hung")), Timeout: time.Second},
+			setup: func(t *testing.T) {
+				// Opening a FIFO blocks in the kernel until a writer comes,
+				// as a listing of a hung s3fs does.
+				hung := filepath.Join(n.dir, "hung")
+				if err := syscall.Mkfifo(hung, 0o600); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() {
+					if w, err := os.OpenFile(hung, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+						w.Close() // lets the abandoned listing return
+					}
+					os.Remove(hung)
+				})
+			},
+			row: doctor.RowMount, want: doctor.Fail, fix: []string{"s3fs is hung", "umount -l " + filepath.Join(n.dir, "hung")}},
 		{name: "S3 down", env: []string{"SBPS_MARSHAL_S3_HOST=" + closedPort(t)},
 			row: doctor.RowS3, want: doctor.Fail, fix: []string{"SBPS_MARSHAL_S3_HOST"}},
 		{name: "S3 wrong credentials", env: []string{"SBPS_MARSHAL_S3_CREDENTIAL_FILE=" + wrongKey},
