@@ -1,24 +1,3 @@
-// Package doctor checks every dependency of the agent on this node and says,
-// for each one that is not right, what to run or change: `sbps-marshal
-// doctor`. Each row is OK, WARN (the agent runs, but something is off or
-// was not checked) or FAIL (the agent cannot do its job until it is fixed).
-//
-// The checks go through the agent's own code wherever it has one (the
-// configuration loader, the node gate, the systemctl and targetcli
-// drivers, the saveconfig.json guard, the S3 and IMS clients, the SPIFFE
-// sources, the NATS authentication), so that doctor and the agent cannot
-// disagree about the node.
-//
-// Concurrency and ordering: the checks run concurrently, in groups whose
-// rows depend on each other (kubectl then the label; targetcli then LIO's
-// state; the SVID then IMS; NATS then its stream and registry bucket) and
-// run in order within a group. Every step is bounded by Options.Timeout,
-// even one blocked in a system call (a hung s3fs mount): its row then says
-// it did not answer. Run returns the rows in the fixed order of Rows,
-// whatever order the checks finished in. Nothing is changed on the node,
-// except that checking LIO's live state saves it to the agent's staging
-// file beside saveconfig.json and removes it again, as `sbps-marshal
-// status` does.
 package doctor
 
 import (
@@ -238,20 +217,35 @@ func WriteJSON(w io.Writer, rows []Result) error {
 // error), a FAIL row for name saying so, with fix: a step blocked in a
 // system call (a hung s3fs) is abandoned, not waited for.
 func bounded(ctx context.Context, d time.Duration, name, fix string, f func(context.Context) Result) Result {
+	r, _ := boundedWith(ctx, d, name, fix, func(ctx context.Context) (Result, struct{}) { return f(ctx), struct{}{} })
+	return r
+}
+
+// boundedWith is bounded for a step that also yields a value; an
+// abandoned step yields the zero value.
+func boundedWith[T any](ctx context.Context, d time.Duration, name, fix string, f func(context.Context) (Result, T)) (Result, T) {
+	type out struct {
+		r Result
+		v T
+	}
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
-	ch := make(chan Result, 1)
-	go func() { ch <- f(ctx) }()
+	ch := make(chan out, 1)
+	go func() {
+		r, v := f(ctx)
+		ch <- out{r, v}
+	}()
 	select {
-	case r := <-ch:
-		return r
+	case o := <-ch:
+		return o.r, o.v
 	case <-ctx.Done():
 	}
 	select {
-	case r := <-ch:
-		return r
+	case o := <-ch:
+		return o.r, o.v
 	case <-time.After(time.Second):
-		return Result{Name: name, Status: Fail, Detail: fmt.Sprintf("no answer within %s", d), Fix: fix}
+		var zero T
+		return Result{Name: name, Status: Fail, Detail: fmt.Sprintf("no answer within %s", d), Fix: fix}, zero
 	}
 }
 

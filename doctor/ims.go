@@ -21,13 +21,12 @@ import (
 // SPIFFE_SOURCE chooses, then one authenticated listing of IMS's images
 // through the agent's IMS client.
 func checkIMS(ctx context.Context, cfg *config.Config, o Options) []Result {
-	var id, source string
-	spiffe := bounded(ctx, o.Timeout, RowSPIFFE, "the SPIRE agent does not answer: systemctl status spire-agent (socket "+cfg.SpireAgentSock+")",
-		func(ctx context.Context) Result {
-			var r Result
-			r, id, source = spiffeRow(ctx, cfg, o)
-			return r
+	spiffe, got := boundedWith(ctx, o.Timeout, RowSPIFFE, "the SPIRE agent does not answer: systemctl status spire-agent (socket "+cfg.SpireAgentSock+")",
+		func(ctx context.Context) (Result, [2]string) {
+			r, id, source := spiffeRow(ctx, cfg, o)
+			return r, [2]string{id, source}
 		})
+	id, source := got[0], got[1]
 	var imsRow Result
 	if cfg.IMSAuth == "spiffe" && spiffe.Status == Fail {
 		imsRow = skipped(RowIMS, "no JWT-SVID to present (the SPIFFE row)")

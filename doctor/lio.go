@@ -73,15 +73,13 @@ func targetcliRow(ctx context.Context, cfg *config.Config, o Options) (*lio.Driv
 	if err != nil {
 		return fail(errText(err), "check SBPS_MARSHAL_LIO_SAVE_FILE and SBPS_MARSHAL_TARGETCLI_* in "+envFile(cfg))
 	}
-	var version string
-	res := bounded(ctx, o.Timeout, RowTargetcli, "targetcli --version hangs: check for a stuck targetcli process holding /var/run/targetcli.lock",
-		func(ctx context.Context) Result {
+	res, version := boundedWith(ctx, o.Timeout, RowTargetcli, "targetcli --version hangs: check for a stuck targetcli process holding /var/run/targetcli.lock",
+		func(ctx context.Context) (Result, string) {
 			v, err := driver.Version(ctx)
 			if err != nil {
-				return Result{Name: RowTargetcli, Status: Fail, Detail: errText(err), Fix: install}
+				return Result{Name: RowTargetcli, Status: Fail, Detail: errText(err), Fix: install}, ""
 			}
-			version = v
-			return Result{Name: RowTargetcli, Status: OK}
+			return Result{Name: RowTargetcli, Status: OK}, v
 		})
 	if res.Status != OK {
 		driver.Close()

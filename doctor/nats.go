@@ -34,12 +34,10 @@ func checkNATS(ctx context.Context, cfg *config.Config, o Options) []Result {
 		}
 	}
 	urls := redact(cfg.NATSURL)
-	var nc *nats.Conn
-	conn := bounded(ctx, o.Timeout+agent.FirstSVIDWait, RowNATS, "check that NATS answers at "+urls,
-		func(ctx context.Context) Result {
-			var r Result
-			nc, r = connectNATS(ctx, cfg, o)
-			return r
+	conn, nc := boundedWith(ctx, o.Timeout+agent.FirstSVIDWait, RowNATS, "check that NATS answers at "+urls,
+		func(ctx context.Context) (Result, *nats.Conn) {
+			nc, r := connectNATS(ctx, cfg, o)
+			return r, nc
 		})
 	if nc == nil || conn.Status == Fail {
 		if nc != nil {
