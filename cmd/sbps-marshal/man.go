@@ -39,7 +39,7 @@ func writeMan(w io.Writer) {
 	p("%s", roff("Flags may come before or after the command: sbps-marshal --json status is sbps-marshal status --json. "+
 		"A flag a command does not take is refused, never ignored. Every command that reads the configuration takes every configuration key as a flag (see CONFIGURATION)."))
 	p(".PP")
-	p("%s", roff("Output goes to standard output; logs, warnings and errors to standard error. Nothing this command prints is coloured except the log (LOG_FORMAT=text or auto on a terminal), which honours NO_COLOR."))
+	p("%s", roff("Output goes to standard output; the log, warnings and errors to standard error. Nothing but the log is ever coloured, and the log only on a terminal without NO_COLOR (see ENVIRONMENT)."))
 
 	p(".SH COMMANDS")
 	for _, c := range commands {
@@ -121,7 +121,10 @@ func writeMan(w io.Writer) {
 	}
 
 	p(".SH ENVIRONMENT")
-	p("%s", roff(fmt.Sprintf("%s<KEY> for every key of CONFIGURATION, and %s. NO_COLOR (https://no-color.org), when set and not empty, turns colour off in the log.", config.EnvPrefix, ef.Env)))
+	p("%s", roff(fmt.Sprintf("%s<KEY> for every key of CONFIGURATION, and %s.", config.EnvPrefix, ef.Env)))
+	p(".PP")
+	p("%s", roff("NO_COLOR (https://no-color.org) set and not empty, or TERM=dumb, turns colour off in the log on a terminal; the log is never coloured elsewhere. "+
+		"JOURNAL_STREAM, which systemd sets, makes every log line start with its syslog priority for journald."))
 
 	p(".SH SEE ALSO")
 	p(`.BR targetcli (8),`)
