@@ -213,6 +213,7 @@ func TestDoctor(t *testing.T) {
 	if err := os.WriteFile(wrongKey, []byte(c.AccessKeyID+":not-the-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	noJS := rig.NATSForTest(t, rig.NATSOptions{NoJetStream: true})
 	saved, err := os.ReadFile(s.Node.SaveFile())
 	if err != nil {
 		t.Fatal(err)
@@ -323,6 +324,10 @@ func TestDoctor(t *testing.T) {
 			row: doctor.RowSPIFFE, want: doctor.Fail, fix: []string{"ln /usr/bin/spire-agent", "SPIFFE_SOURCE=auto"}},
 		{name: "NATS down", env: []string{"SBPS_MARSHAL_NATS_URL=nats://" + closedPort(t)},
 			row: doctor.RowNATS, want: doctor.Fail, fix: []string{"SBPS_MARSHAL_NATS_URL"}},
+		{name: "no JetStream", env: []string{"SBPS_MARSHAL_NATS_URL=" + noJS.ClientURL()},
+			row: doctor.RowStream, want: doctor.Fail, fix: []string{"enable JetStream", "SBPS_MARSHAL_NATS_STREAM"}},
+		{name: "no JetStream, no stream", env: []string{"SBPS_MARSHAL_NATS_URL=" + noJS.ClientURL(), "SBPS_MARSHAL_NATS_STREAM="},
+			row: doctor.RowRegistry, want: doctor.Warn, fix: []string{"enable JetStream", "SBPS_MARSHAL_LUN_REGISTRY=local"}},
 		{name: "stream missing", env: []string{"SBPS_MARSHAL_NATS_STREAM=NOSUCH"},
 			row: doctor.RowStream, want: doctor.Fail, fix: []string{"nats stream add NOSUCH", "sbps.s3.events,sbps.ims.events"}},
 		{name: "registry bucket missing", env: []string{"SBPS_MARSHAL_LUN_KV_BUCKET=nosuch"},
