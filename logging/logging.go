@@ -131,6 +131,17 @@ func Journal(w io.Writer, getenv func(string) string) bool {
 	return ok && uint64(st.Dev) == wantDev && uint64(st.Ino) == wantIno
 }
 
+// PriorityPrefix is "<N>", the syslog priority prefix of level l, when w
+// is the journal stream (Journal), else "": for lines written to stderr
+// without the logger (a command's fatal error) that must still reach
+// `journalctl -p err`.
+func PriorityPrefix(w io.Writer, l slog.Level, getenv func(string) string) string {
+	if !Journal(w, getenv) {
+		return ""
+	}
+	return fmt.Sprintf("<%d>", Priority(l))
+}
+
 // Priority is the syslog priority journald records for level l
 // (sd-daemon(3)): 3 error, 4 warning, 6 info, 7 debug.
 func Priority(l slog.Level) int {

@@ -238,3 +238,13 @@ func TestLevel(t *testing.T) {
 		t.Errorf("LOG_LEVEL=warn logged %q", got)
 	}
 }
+
+func TestPriorityPrefix(t *testing.T) {
+	f, js := tempFile(t)
+	if got := PriorityPrefix(f, slog.LevelError, env(map[string]string{"JOURNAL_STREAM": js})); got != "<3>" {
+		t.Errorf("PriorityPrefix(journal, error) = %q, want <3>", got)
+	}
+	if got := PriorityPrefix(f, slog.LevelError, env(nil)); got != "" {
+		t.Errorf("PriorityPrefix(not journal, error) = %q, want \"\"", got)
+	}
+}
