@@ -59,11 +59,12 @@
 //   - sbps_marshal_mass_delete_refusals_total (counter): passes whose
 //     deletes the mass-delete guard held back (a held delete whose reason
 //     starts with MassDeleteReasonPrefix; one per pass).
-//   - sbps_marshal_held_deletes{reason} (gauge): projections no longer
-//     desired that the latest pass with a plan kept, by reason (HeldReasonOf):
-//     mass_delete (needs `sbps-marshal sync --allow-mass-delete`),
-//     ims_incomplete, unconfirmed (left out of the IMS listing, not
-//     confirmed gone yet), pending, other. All reasons exist at 0 from the
+//   - sbps_marshal_held_deletes{reason} (gauge): projections the latest
+//     pass with a plan would remove (or recreate) but kept, by the held
+//     change's code (projector.HeldCodes): mass_delete (needs
+//     `sbps-marshal sync --allow-mass-delete`), ims_incomplete, unconfirmed
+//     (left out of the IMS listing, not confirmed gone yet), pending,
+//     refused; other for a change without a code. All exist at 0 from the
 //     start.
 //   - sbps_marshal_resync_interval_seconds (gauge): RESYNC_INTERVAL
 //     (SetResyncInterval); the resync-stale alert multiplies it.

@@ -1,7 +1,7 @@
 package metrics
 
 import (
-	"strings"
+	"slices"
 	"sync"
 	"time"
 
@@ -24,46 +24,22 @@ const (
 	GateUnknown GateState = "unknown" // not asked yet, or the gate could not answer
 )
 
-// HeldReason is the reason label of sbps_marshal_held_deletes: why a
-// projection that is no longer desired was kept.
-type HeldReason string
-
-const (
-	HeldMassDelete    HeldReason = "mass_delete"    // the mass-delete guard (MAX_DELETE_FRACTION): needs `sbps-marshal sync --allow-mass-delete`
-	HeldIMSIncomplete HeldReason = "ims_incomplete" // IMS listing or records unreadable: no rootfs projection is removed
-	HeldUnconfirmed   HeldReason = "unconfirmed"    // left out of the IMS listing, not confirmed gone by a GET yet
-	HeldPending       HeldReason = "pending"        // kept while its replacement is pending (s3fs lag, re-upload)
-	HeldOther         HeldReason = "other"
-)
-
-// Prefixes of the projector's held-delete reasons (projector.MakePlan,
-// projector.Inventory); MassDeleteReasonPrefix is the mass-delete guard's.
-const (
-	heldIMSIncompletePrefix = "kept: IMS information is incomplete"
-	heldUnconfirmedPrefix   = "kept: the IMS listing left out image"
-	heldPendingPrefix       = "kept while pending: "
-)
+// heldOther is the reason label of a held change without a code.
+const heldOther = "other"
 
 var (
 	passKinds    = []PassKind{FullPass, KeysPass, RepairPass}
 	passOutcomes = []string{"success", "error"}
 	gateStates   = []GateState{GateOpen, GateClosed, GateUnknown}
-	heldReasons  = []HeldReason{HeldMassDelete, HeldIMSIncomplete, HeldUnconfirmed, HeldPending, HeldOther}
+	heldReasons  = append(codeNames(projector.HeldCodes()), heldOther)
 )
 
-// HeldReasonOf classifies the reason of a held delete.
-func HeldReasonOf(reason string) HeldReason {
-	switch {
-	case strings.HasPrefix(reason, MassDeleteReasonPrefix):
-		return HeldMassDelete
-	case strings.HasPrefix(reason, heldIMSIncompletePrefix):
-		return HeldIMSIncomplete
-	case strings.HasPrefix(reason, heldUnconfirmedPrefix):
-		return HeldUnconfirmed
-	case strings.HasPrefix(reason, heldPendingPrefix):
-		return HeldPending
+func codeNames(codes []projector.Code) []string {
+	out := make([]string, len(codes))
+	for i, c := range codes {
+		out[i] = string(c)
 	}
-	return HeldOther
+	return out
 }
 
 // health holds the gauges the alerts read besides the pass counters.
@@ -92,7 +68,7 @@ func newHealth(m *Metrics) *health {
 		}),
 		heldDeletes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "held_deletes",
-			Help: "Projections no longer desired but kept by the latest pass, by reason: mass_delete (needs sync --allow-mass-delete), ims_incomplete, unconfirmed, pending, other.",
+			Help: "Projections the latest pass would remove (or recreate) but kept, by reason (projector.HeldCodes): mass_delete (needs sync --allow-mass-delete), ims_incomplete, unconfirmed, pending, refused; other without a code.",
 		}, []string{"reason"}),
 		failedInARow: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "consecutive_failed_passes",
@@ -103,7 +79,7 @@ func newHealth(m *Metrics) *health {
 		h.gate.WithLabelValues(string(s)).Set(b2f(s == GateUnknown))
 	}
 	for _, r := range heldReasons {
-		h.heldDeletes.WithLabelValues(string(r))
+		h.heldDeletes.WithLabelValues(r)
 	}
 	return h
 }
@@ -161,14 +137,16 @@ func (m *Metrics) observeHealth(rep *projector.Report, err error) {
 	if rep == nil || rep.Plan == nil {
 		return
 	}
-	counts := map[HeldReason]int{}
+	counts := map[string]int{}
 	for _, c := range rep.Plan.Held {
-		if c.Action == projector.Delete {
-			counts[HeldReasonOf(c.Reason)]++
+		code := string(c.Code)
+		if !slices.Contains(heldReasons, code) {
+			code = heldOther
 		}
+		counts[code]++
 	}
 	for _, r := range heldReasons {
-		m.heldDeletes.WithLabelValues(string(r)).Set(float64(counts[r]))
+		m.heldDeletes.WithLabelValues(r).Set(float64(counts[r]))
 	}
 }
 

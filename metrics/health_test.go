@@ -182,21 +182,27 @@ func TestHeldDeletes(t *testing.T) {
 	tests := []struct {
 		name string
 		plan func(t *testing.T) *projector.Plan
-		want map[HeldReason]float64
+		want map[projector.Code]float64
 	}{
-		{"mass delete", massDeletePlan, map[HeldReason]float64{HeldMassDelete: 2}},
+		{"mass delete", massDeletePlan, map[projector.Code]float64{projector.HeldMassDelete: 2}},
 		{"IMS incomplete", func(t *testing.T) *projector.Plan {
 			return heldPlan(t, &projector.Desired{RootfsIncompleteReason: "IMS listing failed: 503"}, rootfs)
-		}, map[HeldReason]float64{HeldIMSIncomplete: 1}},
+		}, map[projector.Code]float64{projector.HeldIMSIncomplete: 1}},
 		{"pending", func(t *testing.T) *projector.Plan {
 			return heldPlan(t, &projector.Desired{RootfsComplete: true,
 				Pending: map[string]projector.Problem{"r1": {Name: "r1", Reason: "s3fs shows 0 bytes, S3 says 10"}}}, rootfs)
-		}, map[HeldReason]float64{HeldPending: 1}},
+		}, map[projector.Code]float64{projector.HeldPending: 1}},
 		{"unconfirmed", func(t *testing.T) *projector.Plan {
 			// The reason projector.Inventory gives an image the IMS listing left out.
 			return heldPlan(t, &projector.Desired{RootfsComplete: true,
 				Unconfirmed: map[string]projector.Problem{"r1": {Name: "r1", Reason: "kept: the IMS listing left out image abc, not confirmed gone yet (0 of 1 left-out image(s) confirmed gone this pass, at most 16 IMS GETs per pass; the next pass asks again)"}}}, rootfs)
-		}, map[HeldReason]float64{HeldUnconfirmed: 1}},
+		}, map[projector.Code]float64{projector.HeldUnconfirmed: 1}},
+		{"refused recreate, and a change without a code", func(t *testing.T) *projector.Plan {
+			return &projector.Plan{Held: []projector.Change{
+				{Action: projector.Recreate, Name: "r1", Code: projector.HeldRefused},
+				{Action: projector.Delete, Name: "r2"},
+			}}
+		}, map[projector.Code]float64{projector.HeldRefused: 1, heldOther: 1}},
 		{"nothing held", func(t *testing.T) *projector.Plan { return &projector.Plan{} }, nil},
 	}
 	for _, tt := range tests {
@@ -206,8 +212,8 @@ func TestHeldDeletes(t *testing.T) {
 			m.ObservePass(FullPass, &projector.Report{Plan: massDeletePlan(t)}, nil, nil)
 			m.ObservePass(FullPass, &projector.Report{Desired: &projector.Desired{RootfsComplete: true}, Plan: tt.plan(t)}, nil, nil)
 			for _, r := range heldReasons {
-				if got := testutil.ToFloat64(m.heldDeletes.WithLabelValues(string(r))); got != tt.want[r] {
-					t.Errorf("held_deletes{reason=%q} = %v, want %v", r, got, tt.want[r])
+				if got, want := testutil.ToFloat64(m.heldDeletes.WithLabelValues(r)), tt.want[projector.Code(r)]; got != want {
+					t.Errorf("held_deletes{reason=%q} = %v, want %v", r, got, want)
 				}
 			}
 		})
@@ -216,7 +222,7 @@ func TestHeldDeletes(t *testing.T) {
 	m := newTest(t)
 	m.ObservePass(FullPass, &projector.Report{Plan: massDeletePlan(t)}, nil, nil)
 	m.ObservePass(FullPass, nil, errors.New("S3 listing failed"), nil)
-	if got := testutil.ToFloat64(m.heldDeletes.WithLabelValues(string(HeldMassDelete))); got != 2 {
+	if got := testutil.ToFloat64(m.heldDeletes.WithLabelValues(string(projector.HeldMassDelete))); got != 2 {
 		t.Errorf("after a failed pass without a plan: held_deletes{reason=mass_delete} = %v, want 2 (kept)", got)
 	}
 }
