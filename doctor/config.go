@@ -16,8 +16,8 @@ import (
 func configRow(cfg *config.Config, loadErr error) Result {
 	r := Result{Name: RowConfig}
 	if loadErr != nil {
-		r.Status, r.Detail = Fail, errText(loadErr)
-		r.Fix = configFix(loadErr)
+		r.Status, r.Detail = Fail, joined(loadErr)
+		r.Fix = configFix(loadErr, config.DefaultEnvFile)
 		return r
 	}
 	file := "env file " + cfg.EnvFile
@@ -34,8 +34,8 @@ func configRow(cfg *config.Config, loadErr error) Result {
 		file, cfg.NodeName, cfg.TargetIQN, cfg.Gate, spiffe, cfg.IMSAuth, cfg.LUNRegistry, cfg.TargetcliMode)
 	if err := cfg.CheckFiles(); err != nil {
 		r.Status = Fail
-		r.Detail = errText(err) + "; the agent refuses to start. " + r.Detail
-		r.Fix = configFix(err)
+		r.Detail = joined(err) + "; the agent refuses to start. " + r.Detail
+		r.Fix = configFix(err, envFile(cfg))
 		return r
 	}
 	if len(cfg.Notices) > 0 {
@@ -46,10 +46,16 @@ func configRow(cfg *config.Config, loadErr error) Result {
 	return r
 }
 
-// configFix names the keys an error names and where they are set.
-func configFix(err error) string {
+// configFix names the keys an error names and where they are set; file
+// is the env file the service reads.
+func configFix(err error, file string) string {
 	var keys []string
 	var sources []string
+	files := true // every error is a file the configuration names that is not there
+	for _, e := range leaves(err) {
+		var ce *config.Error
+		files = files && errors.As(e, &ce) && ce.Source == "check"
+	}
 	for _, e := range leaves(err) {
 		var ce *config.Error
 		if errors.As(e, &ce) {
@@ -67,11 +73,24 @@ func configFix(err error) string {
 		}
 		return "correct the configuration as the detail says; `sbps-marshal --help` lists every key"
 	}
-	where := config.DefaultEnvFile + " (the unit's EnvironmentFile), the environment or the flags"
+	if files {
+		return fmt.Sprintf("create what %s name (their rows below say how), or point the keys at where it is in %s", strings.Join(keys, ", "), file)
+	}
+	where := file + " (the unit's EnvironmentFile), the environment or the flags"
 	if len(sources) > 0 {
 		where = strings.Join(sources, ", ")
 	}
 	return fmt.Sprintf("correct %s (set in %s) as the detail says; `sbps-marshal --help` lists every key with its default", strings.Join(keys, ", "), where)
+}
+
+// joined is err's messages on one line, the errors of an errors.Join
+// separated by "; ".
+func joined(err error) string {
+	var msgs []string
+	for _, e := range leaves(err) {
+		msgs = append(msgs, errText(e))
+	}
+	return strings.Join(msgs, "; ")
 }
 
 // leaves flattens errors.Join trees.

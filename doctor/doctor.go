@@ -249,9 +249,9 @@ func boundedWith[T any](ctx context.Context, d time.Duration, name, fix string, 
 	}
 }
 
-// skipped is a row not checked because the row it needs failed.
-func skipped(name, because string) Result {
-	return Result{Name: name, Status: Warn, Detail: "not checked: " + because, Fix: "fix the row above first"}
+// skipped is a row not checked because the row it needs (needs) failed.
+func skipped(name, needs, because string) Result {
+	return Result{Name: name, Status: Warn, Detail: "not checked: " + because, Fix: "fix the " + needs + " row first"}
 }
 
 func oneLine(s string) string {

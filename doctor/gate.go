@@ -37,9 +37,9 @@ func checkGate(ctx context.Context, cfg *config.Config, o Options) []Result {
 	var g Result
 	switch {
 	case kubectl.Status == Fail:
-		g = skipped(RowGate, "kubectl is not usable")
+		g = skipped(RowGate, RowKubectl, "kubectl is not usable")
 	case kubeconfig.Status == Fail:
-		g = skipped(RowGate, "the kubeconfig is not readable")
+		g = skipped(RowGate, RowKubeconfig, "the kubeconfig is not readable")
 	default:
 		g = bounded(ctx, o.Timeout, RowGate, "check the Kubernetes API server (kubectl get node "+cfg.NodeName+" --kubeconfig="+cfg.Kubeconfig+")",
 			func(ctx context.Context) Result { return gateRow(ctx, cfg, o) })

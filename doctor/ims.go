@@ -29,7 +29,7 @@ func checkIMS(ctx context.Context, cfg *config.Config, o Options) []Result {
 	id, source := got[0], got[1]
 	var imsRow Result
 	if cfg.IMSAuth == "spiffe" && spiffe.Status == Fail {
-		imsRow = skipped(RowIMS, "no JWT-SVID to present (the SPIFFE row)")
+		imsRow = skipped(RowIMS, RowSPIFFE, "no JWT-SVID to present")
 	} else {
 		imsRow = bounded(ctx, o.Timeout+time.Second, RowIMS, "IMS does not answer: check "+cfg.APIGateway+" and IMS (kubectl -n services get pods -l app.kubernetes.io/name=cray-ims)",
 			func(ctx context.Context) Result { return imsListRow(ctx, cfg, o, id, source) })

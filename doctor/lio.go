@@ -29,12 +29,12 @@ func checkLIO(ctx context.Context, cfg *config.Config, o Options) []Result {
 	saved, save := saveconfigRow(cfg)
 	var restored Result
 	if driver == nil {
-		restored = skipped(RowLIORestored, "targetcli is not usable")
+		restored = skipped(RowLIORestored, RowTargetcli, "targetcli is not usable")
 	} else {
 		restored = bounded(ctx, o.Timeout, RowLIORestored, "check targetcli: `targetcli ls` should answer within seconds",
 			func(ctx context.Context) Result { return restoredRow(ctx, cfg, driver) })
 	}
-	target := skipped(RowLIOTarget, "saveconfig.json is not readable")
+	target := skipped(RowLIOTarget, RowSaveconfig, "saveconfig.json is not readable")
 	if saved != nil {
 		target = targetRow(cfg, saved)
 	}
@@ -120,6 +120,9 @@ func targetServiceRow(ctx context.Context, cfg *config.Config, o Options) Result
 	unit := systemctl.Unit{Bin: bin, Name: cfg.TargetService, Timeout: o.Timeout}
 	state, err := unit.IsActive(ctx)
 	switch {
+	case err != nil && strings.Contains(err.Error(), "not been booted with systemd"):
+		r.Status, r.Detail = Fail, "cannot ask systemd about "+cfg.TargetService+": "+errText(err)
+		r.Fix = "run doctor on the node itself: systemd is not running where it ran"
 	case err != nil:
 		r.Status, r.Detail = Fail, "cannot ask systemd about "+cfg.TargetService+": "+errText(err)
 		r.Fix = setKey(cfg, "SYSTEMCTL_BIN", "<path of systemctl, /usr/bin/systemctl>")

@@ -43,13 +43,13 @@ func checkNATS(ctx context.Context, cfg *config.Config, o Options) []Result {
 		if nc != nil {
 			nc.Close()
 		}
-		reg := skipped(RowRegistry, "NATS is not reachable")
+		reg := skipped(RowRegistry, RowNATS, "NATS is not reachable")
 		if cfg.LUNRegistry == "auto" || cfg.LUNRegistry == "nats" {
 			reg.Detail += " (the agent takes numbers from the local registry until it answers, then offers them to the fleet)"
 		} else {
 			reg = registryNotFleet(cfg)
 		}
-		stream := skipped(RowStream, "NATS is not reachable")
+		stream := skipped(RowStream, RowNATS, "NATS is not reachable")
 		if cfg.NATSStream == "" {
 			stream = Result{Name: RowStream, Status: OK, Detail: "not configured (NATS_STREAM is empty): plain subscriptions"}
 		}
