@@ -189,68 +189,122 @@ func (p *IMSPoller) PollOnce(ctx context.Context) (PollResult, error) {
 	defer p.mu.Unlock()
 	p.polls.Add(1)
 	var res PollResult
-	if !p.loaded {
-		snap, found, err := p.store.Load(ctx)
-		if err != nil {
-			p.storeErrors.Add(1)
-			return res, err
-		}
-		if snap == nil {
-			snap = map[string]ImageState{}
-		}
-		p.snap, p.haveSn, p.loaded = snap, found, true
-		p.nimages.Store(uint64(len(snap)))
+	if err := p.loadSnapshotLocked(ctx); err != nil {
+		return res, err
 	}
 	listing, err := p.images.List(ctx)
 	if err != nil {
 		p.listErrors.Add(1)
 		return res, fmt.Errorf("bridge: listing IMS images (nothing published; check IMS and the API gateway): %w", err)
 	}
-	cur, order := map[string]ImageState{}, []string{}
-	imgs := map[string]ims.Image{}
-	for _, img := range listing.Images {
-		id := strings.ToLower(img.ID)
-		if _, dup := cur[id]; dup {
-			continue
-		}
-		cur[id] = stateOf(img)
-		imgs[id] = img
-		order = append(order, id)
-	}
-	res.Listed = len(order)
-	unknown, anonymous := map[string]bool{}, false
-	for _, re := range listing.Errors {
-		if re.ID == "" || ims.ValidID(re.ID) != nil {
-			anonymous = true
-			continue
-		}
-		unknown[strings.ToLower(re.ID)] = true
-	}
+	l := indexListing(listing)
+	res.Listed = len(l.order)
 	if len(listing.Errors) > 0 {
 		res.Partial = true
 		p.log.Warn("IMS listing has records that do not decode; no deletes this poll for them", "bad_records", len(listing.Errors), "err", listing.Errors[0])
 	}
 
 	if !p.haveSn {
-		for _, id := range order {
-			p.snap[id] = cur[id]
-			p.unsaved[id] = true
-		}
-		if err := p.save(ctx); err != nil {
+		if err := p.recordBaselineLocked(ctx, l); err != nil {
 			return res, err
 		}
-		p.haveSn = true
 		res.Baseline = true
-		p.log.Info("first run: IMS snapshot recorded, nothing published", "images", len(order))
 		return res, nil
 	}
 
 	now := p.cfg.Now().UTC()
+	changes := p.upsertsLocked(l, now)
+	confirmed, deferred := p.confirmDeletes(ctx, p.missingLocked(l.cur), l.unknown, l.anonymous)
+	res.Deferred = deferred
+	if deferred > 0 {
+		res.Partial = true
+	}
+	for _, id := range confirmed {
+		changes = append(changes, change{ev: imsevent.Event{ID: id, Change: imsevent.Deleted, Digest: p.snap[id].Digest, Time: now, Source: p.cfg.Source}})
+	}
+	if res.Partial {
+		p.partial.Add(1)
+	}
+
+	perr := p.publishChangesLocked(ctx, changes, &res)
+	serr := p.save(ctx)
+	return res, errors.Join(perr, serr)
+}
+
+// loadSnapshotLocked reads the snapshot from the store on the first poll
+// only; later polls work on the copy in memory.
+func (p *IMSPoller) loadSnapshotLocked(ctx context.Context) error {
+	if p.loaded {
+		return nil
+	}
+	snap, found, err := p.store.Load(ctx)
+	if err != nil {
+		p.storeErrors.Add(1)
+		return err
+	}
+	if snap == nil {
+		snap = map[string]ImageState{}
+	}
+	p.snap, p.haveSn, p.loaded = snap, found, true
+	p.nimages.Store(uint64(len(snap)))
+	return nil
+}
+
+// listed is one IMS listing indexed by lower-case id.
+type listed struct {
+	cur       map[string]ImageState
+	imgs      map[string]ims.Image
+	order     []string        // ids in listing order, the first of duplicates only
+	unknown   map[string]bool // ids of records that did not decode
+	anonymous bool            // a record did not decode and has no valid id
+}
+
+// indexListing keys the listing by lower-case id, keeping the first record
+// of an id, and notes which records did not decode.
+func indexListing(listing ims.Listing) listed {
+	l := listed{cur: map[string]ImageState{}, imgs: map[string]ims.Image{}, order: []string{}, unknown: map[string]bool{}}
+	for _, img := range listing.Images {
+		id := strings.ToLower(img.ID)
+		if _, dup := l.cur[id]; dup {
+			continue
+		}
+		l.cur[id] = stateOf(img)
+		l.imgs[id] = img
+		l.order = append(l.order, id)
+	}
+	for _, re := range listing.Errors {
+		if re.ID == "" || ims.ValidID(re.ID) != nil {
+			l.anonymous = true
+			continue
+		}
+		l.unknown[strings.ToLower(re.ID)] = true
+	}
+	return l
+}
+
+// recordBaselineLocked saves the first listing as the snapshot without
+// publishing: on the first run there is no previous poll to compare with.
+func (p *IMSPoller) recordBaselineLocked(ctx context.Context, l listed) error {
+	for _, id := range l.order {
+		p.snap[id] = l.cur[id]
+		p.unsaved[id] = true
+	}
+	if err := p.save(ctx); err != nil {
+		return err
+	}
+	p.haveSn = true
+	p.log.Info("first run: IMS snapshot recorded, nothing published", "images", len(l.order))
+	return nil
+}
+
+// upsertsLocked returns a created or changed event, in listing order, for
+// every listed image that is new or differs from the snapshot.
+func (p *IMSPoller) upsertsLocked(l listed, now time.Time) []change {
 	var changes []change
-	for _, id := range order {
-		st := cur[id]
+	for _, id := range l.order {
+		st := l.cur[id]
 		prev, had := p.snap[id]
-		ev := imsevent.Event{ID: id, ETag: etagOf(imgs[id]), Digest: st.Digest, Time: now, Source: p.cfg.Source}
+		ev := imsevent.Event{ID: id, ETag: etagOf(l.imgs[id]), Digest: st.Digest, Time: now, Source: p.cfg.Source}
 		switch {
 		case !had:
 			ev.Change = imsevent.Created
@@ -264,6 +318,11 @@ func (p *IMSPoller) PollOnce(ctx context.Context) (PollResult, error) {
 		}
 		changes = append(changes, change{ev: ev, state: &st})
 	}
+	return changes
+}
+
+// missingLocked returns, sorted, the ids in the snapshot that are not in cur.
+func (p *IMSPoller) missingLocked(cur map[string]ImageState) []string {
 	var missing []string
 	for id := range p.snap {
 		if _, ok := cur[id]; !ok {
@@ -271,36 +330,18 @@ func (p *IMSPoller) PollOnce(ctx context.Context) (PollResult, error) {
 		}
 	}
 	sort.Strings(missing)
-	confirmed, deferred := p.confirmDeletes(ctx, missing, unknown, anonymous)
-	res.Deferred = deferred
-	if deferred > 0 {
-		res.Partial = true
-	}
-	for _, id := range confirmed {
-		changes = append(changes, change{ev: imsevent.Event{ID: id, Change: imsevent.Deleted, Digest: p.snap[id].Digest, Time: now, Source: p.cfg.Source}})
-	}
-	if res.Partial {
-		p.partial.Add(1)
-	}
+	return missing
+}
 
-	var perr error
+// publishChangesLocked publishes changes in order, counting each in res and
+// applying it to the snapshot; it stops at the first event NATS does not take.
+func (p *IMSPoller) publishChangesLocked(ctx context.Context, changes []change, res *PollResult) error {
 	for _, c := range changes {
 		if err := p.publish(ctx, c.ev); err != nil {
 			p.publishErrors.Add(1)
-			perr = err
-			break
+			return err
 		}
-		switch c.ev.Change {
-		case imsevent.Created:
-			res.Created++
-			p.created.Add(1)
-		case imsevent.Changed:
-			res.Changed++
-			p.changed.Add(1)
-		case imsevent.Deleted:
-			res.Deleted++
-			p.deleted.Add(1)
-		}
+		p.countPublished(c.ev.Change, res)
 		if c.state != nil {
 			p.snap[c.ev.ID] = *c.state
 		} else {
@@ -308,8 +349,22 @@ func (p *IMSPoller) PollOnce(ctx context.Context) (PollResult, error) {
 		}
 		p.unsaved[c.ev.ID] = true
 	}
-	serr := p.save(ctx)
-	return res, errors.Join(perr, serr)
+	return nil
+}
+
+// countPublished adds one published event of kind ch to res and the stats.
+func (p *IMSPoller) countPublished(ch imsevent.Change, res *PollResult) {
+	switch ch {
+	case imsevent.Created:
+		res.Created++
+		p.created.Add(1)
+	case imsevent.Changed:
+		res.Changed++
+		p.changed.Add(1)
+	case imsevent.Deleted:
+		res.Deleted++
+		p.deleted.Add(1)
+	}
 }
 
 // confirmDeletes decides which images missing from the listing are gone:

@@ -133,56 +133,90 @@ func (w *Webhook) Stats() WebhookStats {
 func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	w.received.Add(1)
 	log := w.log.With("remote", r.RemoteAddr)
+	if !w.admitted(rw, r, log) {
+		return
+	}
+	body, ok := w.readBody(rw, r, log)
+	if !ok {
+		return
+	}
+	n, ok := w.publishable(rw, log, body)
+	if !ok {
+		return
+	}
+	w.publishNotification(r.Context(), rw, log, body, n)
+}
+
+// admitted checks method, token and Content-Type, answering the request
+// itself when one is wrong.
+func (w *Webhook) admitted(rw http.ResponseWriter, r *http.Request, log *slog.Logger) bool {
 	if r.Method != http.MethodPost {
 		rw.Header().Set("Allow", http.MethodPost)
 		w.reject(rw, log, RejectMethod, http.StatusMethodNotAllowed, "only POST is accepted", nil)
-		return
+		return false
 	}
 	if !w.authorized(r) {
 		w.unauthorized.Add(1)
 		log.Warn("unauthorized request: missing or wrong token (see BRIDGE_TOKEN_FILE)")
 		rw.Header().Set("WWW-Authenticate", `Bearer realm="sbps-marshal bridge"`)
 		http.Error(rw, "unauthorized", http.StatusUnauthorized)
-		return
+		return false
 	}
 	if !jsonMediaType(r.Header.Get("Content-Type")) {
 		w.reject(rw, log, RejectContentType, http.StatusUnsupportedMediaType, "Content-Type must be application/json", nil)
-		return
+		return false
 	}
+	return true
+}
+
+// readBody reads at most MaxBody bytes, answering 413 beyond that.
+func (w *Webhook) readBody(rw http.ResponseWriter, r *http.Request, log *slog.Logger) ([]byte, bool) {
 	body, err := io.ReadAll(http.MaxBytesReader(rw, r.Body, w.cfg.MaxBody))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			w.reject(rw, log, RejectOversized, http.StatusRequestEntityTooLarge, fmt.Sprintf("notification larger than %d bytes", w.cfg.MaxBody), nil)
-			return
+			return nil, false
 		}
 		w.reject(rw, log, RejectBodyRead, http.StatusBadRequest, "reading the body failed", err)
-		return
+		return nil, false
 	}
+	return body, true
+}
+
+// publishable decodes body and says whether it is worth publishing; when
+// not (a test event, no records, nothing usable) it answers the request.
+func (w *Webhook) publishable(rw http.ResponseWriter, log *slog.Logger, body []byte) (s3event.Notification, bool) {
 	n, err := s3event.Decode(body)
 	switch {
 	case n.Test:
 		w.tests.Add(1)
 		log.Info("test event received; not published")
 		writeText(rw, http.StatusOK, "test event accepted")
-		return
+		return n, false
 	case err != nil && len(n.Records) == 0 && isRecordError(err):
 		w.reject(rw, log, RejectBadRecords, http.StatusBadRequest, "no usable record in the notification", err)
-		return
+		return n, false
 	case err != nil && len(n.Records) == 0:
 		w.reject(rw, log, RejectUndecodable, http.StatusBadRequest, "not an S3 bucket notification", err)
-		return
+		return n, false
 	case len(n.Records) == 0:
 		w.empty.Add(1)
 		writeText(rw, http.StatusOK, "notification without records; nothing to publish")
-		return
+		return n, false
 	case err != nil:
 		// Some records are usable: publish the message, the agents skip
 		// the others.
 		log.Warn("notification with unusable records published anyway", "records", len(n.Records), "err", err)
 	}
+	return n, true
+}
+
+// publishNotification publishes body as received and answers 200, or 503
+// so that RGW sends it again.
+func (w *Webhook) publishNotification(ctx context.Context, rw http.ResponseWriter, log *slog.Logger, body []byte, n s3event.Notification) {
 	id := NotificationID(n)
-	dup, err := w.pub.publish(r.Context(), w.cfg.Subject, body, id)
+	dup, err := w.pub.publish(ctx, w.cfg.Subject, body, id)
 	if err != nil {
 		w.unavailable.Add(1)
 		log.Warn("NATS did not take the notification; answering 503 so RGW retries", "subject", w.cfg.Subject, "err", err)
