@@ -2,6 +2,7 @@ package doctor_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"github.com/sbps-marshal/sbps-marshal/doctor"
 	"github.com/sbps-marshal/sbps-marshal/events"
 	"github.com/sbps-marshal/sbps-marshal/gate/kubectltest"
+	"github.com/sbps-marshal/sbps-marshal/internal/testutil"
 	"github.com/sbps-marshal/sbps-marshal/rig"
 	"github.com/sbps-marshal/sbps-marshal/systemctl/systemctltest"
 )
@@ -232,6 +234,7 @@ func TestDoctor(t *testing.T) {
 		want  doctor.Status
 		fix   []string // the fix names these
 		fails bool     // another row fails because of it (exit 1 though the row is not FAIL)
+		ok    []string // rows that stay OK
 	}{
 		{name: "configuration invalid", env: []string{"SBPS_MARSHAL_IMS_TAGGING=True"},
 			row: doctor.RowConfig, want: doctor.Fail, fix: []string{"SBPS_MARSHAL_IMS_TAGGING", "environment"}},
@@ -286,6 +289,30 @@ func TestDoctor(t *testing.T) {
 			row: doctor.RowTargetcli, want: doctor.Fail, fix: []string{"SBPS_MARSHAL_TARGETCLI_BIN", "targetcli-fb"}},
 		{name: "targetclid socket missing", env: []string{"SBPS_MARSHAL_TARGETCLI_MODE=daemon", "SBPS_MARSHAL_TARGETCLID_SOCKET=" + filepath.Join(n.dir, "targetclid.sock")},
 			row: doctor.RowTargetcli, want: doctor.Fail, fix: []string{"targetclid.socket", "SBPS_MARSHAL_TARGETCLI_MODE=batch"}},
+		{name: "targetclid running", env: []string{"SBPS_MARSHAL_TARGETCLI_MODE=daemon", "SBPS_MARSHAL_TARGETCLID_SOCKET=" + s.Node.SocketPath()},
+			setup: func(t *testing.T) {
+				ctx, cancel := context.WithCancel(t.Context())
+				done := make(chan error, 1)
+				go func() { done <- s.Node.ServeDaemon(ctx, s.Node.SocketPath()) }()
+				t.Cleanup(func() { cancel(); <-done })
+				testutil.WaitFor(t, 10*time.Second, "targetclid listening", func() error {
+					_, err := os.Stat(s.Node.SocketPath())
+					return err
+				})
+			},
+			row: doctor.RowTargetcli, want: doctor.OK, ok: []string{doctor.RowLIORestored}}, // saved through targetclid
+		{name: "targetclid gone", env: []string{"SBPS_MARSHAL_TARGETCLI_MODE=daemon", "SBPS_MARSHAL_TARGETCLID_SOCKET=" + filepath.Join(n.dir, "stale.sock")},
+			setup: func(t *testing.T) {
+				// The socket file of a targetclid that stopped.
+				ln, err := net.Listen("unix", filepath.Join(n.dir, "stale.sock"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				ln.(*net.UnixListener).SetUnlinkOnClose(false)
+				ln.Close()
+				t.Cleanup(func() { os.Remove(filepath.Join(n.dir, "stale.sock")) })
+			},
+			row: doctor.RowTargetcli, want: doctor.Fail, fix: []string{"systemctl restart targetclid.socket", "SBPS_MARSHAL_TARGETCLI_MODE=batch"}},
 		{name: "mount missing", o: doctor.Options{Mountinfo: n.writeMountinfo(t, "no-s3fs")},
 			row: doctor.RowMount, want: doctor.Fail, fix: []string{"mount " + s.Mount(), "s3fs boot-images"}},
 		{name: "mount not serving", env: []string{"SBPS_MARSHAL_SQUASHFS_S3FS_MOUNT=" + filepath.Join(n.dir, "crashed")},
@@ -351,7 +378,11 @@ func TestDoctor(t *testing.T) {
 			if failed, want := doctor.Failed(rows), tc.want == doctor.Fail || tc.fails; failed != want {
 				t.Errorf("Failed() = %v, want %v (exit %d):\n%s", failed, want, map[bool]int{true: 1}[want], table(rows))
 			}
-			// Only the rows the break explains are not OK.
+			for _, name := range tc.ok {
+				if r, _ := doctor.Find(rows, name); r.Status != doctor.OK {
+					t.Errorf("%s is %s: %s", name, r.Status, r.Detail)
+				}
+			}
 			for _, o := range rows {
 				if o.Status != doctor.OK && o.Fix == "" {
 					t.Errorf("%s is %s without a fix", o.Name, o.Status)

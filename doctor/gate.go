@@ -95,6 +95,9 @@ func gateRow(ctx context.Context, cfg *config.Config, o Options) Result {
 	}
 	open, why, err := g.Open(ctx)
 	switch {
+	case err != nil && strings.Contains(err.Error(), "(NotFound)"):
+		r.Status, r.Detail = Fail, errText(err)
+		r.Fix = fmt.Sprintf("the cluster has no node %s: %s (kubectl get nodes lists them)", cfg.NodeName, setKey(cfg, "NODE_NAME", "<this node's Kubernetes name>"))
 	case err != nil:
 		r.Status, r.Detail = Fail, errText(err)
 		r.Fix = "the agent keeps tpg1 as it is while the gate cannot be read: check the API server and SBPS_MARSHAL_KUBECONFIG (" + orDefault(cfg.Kubeconfig, "empty") + "), or choose another SBPS_MARSHAL_GATE in " + envFile(cfg)

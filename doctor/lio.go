@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -31,7 +32,9 @@ func checkLIO(ctx context.Context, cfg *config.Config, o Options) []Result {
 	if driver == nil {
 		restored = skipped(RowLIORestored, RowTargetcli, "targetcli is not usable")
 	} else {
-		restored = bounded(ctx, o.Timeout, RowLIORestored, "check targetcli: `targetcli ls` should answer within seconds",
+		// Saving LIO's live state takes what it takes the agent: bounded
+		// by TARGETCLI_TIMEOUT, as the agent's own saves are.
+		restored = bounded(ctx, cfg.TargetcliTimeout, RowLIORestored, "targetcli saveconfig took longer than TARGETCLI_TIMEOUT ("+cfg.TargetcliTimeout.String()+"), as the agent's saves would: check for a stuck targetcli process holding /var/run/targetcli.lock",
 			func(ctx context.Context) Result { return restoredRow(ctx, cfg, driver) })
 	}
 	target := skipped(RowLIOTarget, RowSaveconfig, "saveconfig.json is not readable")
@@ -68,7 +71,7 @@ func targetcliRow(ctx context.Context, cfg *config.Config, o Options) (*lio.Driv
 		Socket:   cfg.TargetclidSocket,
 		SaveFile: lio.StagingFile(cfg.LIOSaveFile),
 		Env:      o.TargetcliEnv,
-		Timeout:  min(cfg.TargetcliTimeout, o.Timeout),
+		Timeout:  cfg.TargetcliTimeout,
 	}, o.Logger)
 	if err != nil {
 		return fail(errText(err), "check SBPS_MARSHAL_LIO_SAVE_FILE and SBPS_MARSHAL_TARGETCLI_* in "+envFile(cfg))
@@ -104,6 +107,15 @@ func targetcliRow(ctx context.Context, cfg *config.Config, o Options) (*lio.Driv
 			return fail(fmt.Sprintf("TARGETCLID_SOCKET %s is not a socket", cfg.TargetclidSocket),
 				setKey(cfg, "TARGETCLID_SOCKET", "<targetclid's socket, /var/run/targetclid.sock>"))
 		}
+		dctx, cancel := context.WithTimeout(ctx, o.Timeout)
+		c, err := (&net.Dialer{}).DialContext(dctx, "unix", cfg.TargetclidSocket)
+		cancel()
+		if err != nil {
+			driver.Close()
+			return fail(fmt.Sprintf("TARGETCLI_MODE=daemon but targetclid does not answer at %s: %s", cfg.TargetclidSocket, errText(err)),
+				"systemctl restart targetclid.socket targetclid.service, or "+setKey(cfg, "TARGETCLI_MODE", "batch")+" (the default)")
+		}
+		c.Close()
 		r.Detail += " (requests to targetclid at " + cfg.TargetclidSocket + ")"
 	}
 	return driver, r

@@ -169,10 +169,16 @@ func registryRow(ctx context.Context, cfg *config.Config, js jetstream.JetStream
 	if jsErr != nil {
 		r.Detail = fmt.Sprintf("LUN_REGISTRY=%s but JetStream does not answer: %s", cfg.LUNRegistry, errText(jsErr))
 		r.Fix = "enable JetStream on the NATS server for the fleet registry"
-		if cfg.LUNRegistry == "auto" && noJetStream(jsErr) {
+		switch {
+		case cfg.LUNRegistry == "auto" && noJetStream(jsErr):
 			r.Status = Warn
 			r.Detail += "; the agent uses the local registry: LUN numbers are stable on this node only, a rebuilt worker renumbers and its sessions are reset"
 			r.Fix += ", or " + setKey(cfg, "LUN_REGISTRY", "local") + " to accept this"
+			return r
+		case cfg.LUNRegistry == "auto":
+			r.Status = Warn
+			r.Detail += "; the agent takes numbers from the local registry until it answers, then offers them to the fleet"
+			r.Fix = "check the NATS server's JetStream"
 			return r
 		}
 		r.Status = Fail
