@@ -310,12 +310,7 @@ func (k *KV) claim(ctx context.Context, kv jetstream.KeyValue, name string, meta
 			return 0, 0, err
 		}
 		now := k.now()
-		n := -1
-		if want >= 0 && want <= k.max && tries[want] < maxTries {
-			n = want
-		} else {
-			n = k.candidate(name, now, tries)
-		}
+		n := k.nextIndex(name, want, now, tries)
 		if n < 0 {
 			if reloaded {
 				return 0, 0, ErrExhausted
@@ -327,23 +322,8 @@ func (k *KV) claim(ctx context.Context, kv jetstream.KeyValue, name string, meta
 			continue
 		}
 		tries[n]++
-		k.mu.Lock()
-		s, cached := k.cache[n]
-		k.mu.Unlock()
-		rec := idxRecord{Name: name, Entry: Entry{Index: n, Image: meta.Image, FirstSeen: now, Node: k.cfg.Node}}
-		var rev uint64
-		switch {
-		case !cached:
-			rev = 0 // create-if-absent
-		case s.rec.Name == name: // our own claim: take it over, keep its history
-			rev = s.rev
-			rec.FirstSeen = s.rec.FirstSeen
-			if rec.Image == "" {
-				rec.Image = s.rec.Image
-			}
-		case s.rec.expired(now, k.cfg.Quarantine): // quarantine over: reuse
-			rev = s.rev
-		default: // held by another image (only reached for want)
+		rec, rev, free := k.claimRecord(name, meta, n, now)
+		if !free { // held by another image (only reached for want)
 			tries[n] = maxTries
 			continue
 		}
@@ -359,6 +339,39 @@ func (k *KV) claim(ctx context.Context, kv jetstream.KeyValue, name string, meta
 		if _, _, err := k.getIdx(ctx, kv, n); err != nil {
 			return 0, 0, err
 		}
+	}
+}
+
+// nextIndex is the index to try next: want while it has tries left (Adopt),
+// else the lowest claimable one; -1 when there is none.
+func (k *KV) nextIndex(name string, want int, now time.Time, tries map[int]int) int {
+	if want >= 0 && want <= k.max && tries[want] < maxTries {
+		return want
+	}
+	return k.candidate(name, now, tries)
+}
+
+// claimRecord builds the idx.<n> record that claims n for name, and the
+// revision to write it at (0: create-if-absent), from the cached claim.
+// free is false when another image holds n.
+func (k *KV) claimRecord(name string, meta Meta, n int, now time.Time) (rec idxRecord, rev uint64, free bool) {
+	k.mu.Lock()
+	s, cached := k.cache[n]
+	k.mu.Unlock()
+	rec = idxRecord{Name: name, Entry: Entry{Index: n, Image: meta.Image, FirstSeen: now, Node: k.cfg.Node}}
+	switch {
+	case !cached:
+		return rec, 0, true
+	case s.rec.Name == name: // our own claim: take it over, keep its history
+		rec.FirstSeen = s.rec.FirstSeen
+		if rec.Image == "" {
+			rec.Image = s.rec.Image
+		}
+		return rec, s.rev, true
+	case s.rec.expired(now, k.cfg.Quarantine): // quarantine over: reuse
+		return rec, s.rev, true
+	default:
+		return rec, 0, false
 	}
 }
 
@@ -388,16 +401,7 @@ func (k *KV) allocate(ctx context.Context, name string, meta Meta, want int) (in
 				return 0, k.wrap("allocating", name, err)
 			}
 			if ok && s.rec.Name == name {
-				if s.rec.ReleasedAt == nil {
-					return p, nil
-				}
-				rec := s.rec
-				rec.ReleasedAt = nil
-				rec.Node = k.cfg.Node
-				if meta.Image != "" {
-					rec.Image = meta.Image
-				}
-				_, err := k.writeIdx(ctx, kv, p, rec, s.rev)
+				err := k.reactivate(ctx, kv, p, s, meta)
 				if err == nil {
 					return p, nil
 				}
@@ -409,39 +413,79 @@ func (k *KV) allocate(ctx context.Context, name string, meta Meta, want int) (in
 			// Stale pointer: its index went to another image after the
 			// quarantine. Allocate anew and move the pointer by CAS.
 		}
-		// 2. Claim an index.
-		n, crev, err := k.claim(ctx, kv, name, meta, want)
-		if errors.Is(err, ErrExhausted) {
-			return 0, err
+		// 2. Claim an index. 3. Publish the pointer to it.
+		n, published, err := k.claimAndPublish(ctx, kv, name, meta, want, prev)
+		if err != nil || published {
+			return n, err
 		}
-		if err != nil {
-			return 0, k.wrap("allocating", name, err)
-		}
-		// 3. Publish the pointer: create-if-absent, or CAS over the stale
-		// one. Losing means another agent published first.
-		b, _ := json.Marshal(pointer{Index: n})
-		if prev == 0 {
-			_, err = kv.Create(ctx, nameKey(name), b)
-		} else {
-			_, err = kv.Update(ctx, nameKey(name), b, prev)
-		}
-		if err == nil {
-			return n, nil
-		}
-		if !lost(err) {
-			// Unknown outcome: keep the claim (at worst an index is
-			// parked for this name, and it is reused on its next
-			// allocation).
-			return 0, k.wrap("publishing index of", name, err)
-		}
-		// Lost the pointer race. Roll back our claim unless the winner's
-		// pointer names the same index (a racing agent joined our claim).
-		// The delete is a CAS on our claim's revision, so it can never
-		// remove a later write.
-		if cur, _, err := getPointer(ctx, kv, name); err == nil && cur != n {
-			if err := kv.Delete(ctx, idxKey(n), jetstream.LastRevision(crev)); err == nil {
-				k.forget(n)
-			}
+	}
+}
+
+// reactivate clears the release of name's own claim s on index p, taking
+// the node and (when given) the image of meta. Nothing is written when s is
+// not released.
+func (k *KV) reactivate(ctx context.Context, kv jetstream.KeyValue, p int, s slot, meta Meta) error {
+	if s.rec.ReleasedAt == nil {
+		return nil
+	}
+	rec := s.rec
+	rec.ReleasedAt = nil
+	rec.Node = k.cfg.Node
+	if meta.Image != "" {
+		rec.Image = meta.Image
+	}
+	_, err := k.writeIdx(ctx, kv, p, rec, s.rev)
+	return err
+}
+
+// claimAndPublish claims an index for name and points name.<name> at it
+// (prev is the pointer's revision, 0 when there is none). published is
+// false, with no error, when another agent published a pointer first: the
+// caller starts over.
+func (k *KV) claimAndPublish(ctx context.Context, kv jetstream.KeyValue, name string, meta Meta, want int, prev uint64) (n int, published bool, err error) {
+	n, crev, err := k.claim(ctx, kv, name, meta, want)
+	if errors.Is(err, ErrExhausted) {
+		return 0, false, err
+	}
+	if err != nil {
+		return 0, false, k.wrap("allocating", name, err)
+	}
+	err = publishPointer(ctx, kv, name, n, prev)
+	if err == nil {
+		return n, true, nil
+	}
+	if !lost(err) {
+		// Unknown outcome: keep the claim (at worst an index is
+		// parked for this name, and it is reused on its next
+		// allocation).
+		return 0, false, k.wrap("publishing index of", name, err)
+	}
+	k.rollBackClaim(ctx, kv, name, n, crev)
+	return 0, false, nil
+}
+
+// publishPointer writes name.<name> = n: create-if-absent when prev is 0,
+// else a CAS over the stale pointer at revision prev. Losing means another
+// agent published first.
+func publishPointer(ctx context.Context, kv jetstream.KeyValue, name string, n int, prev uint64) error {
+	b, _ := json.Marshal(pointer{Index: n})
+	var err error
+	if prev == 0 {
+		_, err = kv.Create(ctx, nameKey(name), b)
+	} else {
+		_, err = kv.Update(ctx, nameKey(name), b, prev)
+	}
+	return err
+}
+
+// rollBackClaim deletes our claim on n after losing the pointer race, unless
+// the winner's pointer names the same index (a racing agent joined our
+// claim). The delete is a CAS on our claim's revision crev, so it can never
+// remove a later write.
+func (k *KV) rollBackClaim(ctx context.Context, kv jetstream.KeyValue, name string, n int, crev uint64) {
+	if cur, _, err := getPointer(ctx, kv, name); err == nil && cur != n {
+		if err := kv.Delete(ctx, idxKey(n), jetstream.LastRevision(crev)); err == nil {
+			k.forget(n)
 		}
 	}
 }
