@@ -216,6 +216,11 @@ func TestDoctor(t *testing.T) {
 		t.Fatal(err)
 	}
 	noJS := rig.NATSForTest(t, rig.NATSOptions{NoJetStream: true})
+	spiffeNATS, err := rig.StartSPIFFENATS(t.TempDir(), s.SPIFFE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(spiffeNATS.Shutdown)
 	saved, err := os.ReadFile(s.Node.SaveFile())
 	if err != nil {
 		t.Fatal(err)
@@ -349,6 +354,12 @@ func TestDoctor(t *testing.T) {
 			row: doctor.RowSPIFFE, want: doctor.Fail, fix: []string{"ln /usr/bin/spire-agent " + filepath.Join(n.dir, "no", "sbps-marshal-spire-agent"), "SBPS_MARSHAL_SPIRE_AGENT_PATH"}},
 		{name: "SPIRE CLI absent, auto", env: []string{"SBPS_MARSHAL_SPIRE_AGENT_PATH=" + filepath.Join(n.dir, "no", "sbps-marshal-spire-agent")},
 			row: doctor.RowSPIFFE, want: doctor.Fail, fix: []string{"ln /usr/bin/spire-agent", "SPIFFE_SOURCE=auto"}},
+		{name: "NATS with the node's X.509-SVID", env: []string{"SBPS_MARSHAL_NATS_URL=" + spiffeNATS.ClientURL(), "SBPS_MARSHAL_NATS_SPIFFE=true", "SBPS_MARSHAL_NATS_STREAM=", "SBPS_MARSHAL_LUN_REGISTRY=local"},
+			row: doctor.RowNATS, want: doctor.OK},
+		{name: "NATS without an X.509-SVID", env: []string{"SBPS_MARSHAL_NATS_URL=" + spiffeNATS.ClientURL(), "SBPS_MARSHAL_NATS_SPIFFE=true", "SBPS_MARSHAL_NATS_STREAM=", "SBPS_MARSHAL_LUN_REGISTRY=local",
+			"SBPS_MARSHAL_SPIFFE_SOURCE=cli", "SBPS_MARSHAL_SPIRE_AGENT_PATH=" + filepath.Join(n.dir, "no", "sbps-marshal-spire-agent")},
+			o:   doctor.Options{Timeout: 2 * time.Second},
+			row: doctor.RowNATS, want: doctor.Fail, fix: []string{"SPIFFE row", "SPIRE_AGENT_PATH"}},
 		{name: "NATS down", env: []string{"SBPS_MARSHAL_NATS_URL=nats://" + closedPort(t)},
 			row: doctor.RowNATS, want: doctor.Fail, fix: []string{"SBPS_MARSHAL_NATS_URL"}},
 		{name: "no JetStream", env: []string{"SBPS_MARSHAL_NATS_URL=" + noJS.ClientURL()},

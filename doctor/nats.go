@@ -34,7 +34,7 @@ func checkNATS(ctx context.Context, cfg *config.Config, o Options) []Result {
 		}
 	}
 	urls := redact(cfg.NATSURL)
-	conn, nc := boundedWith(ctx, o.Timeout+agent.FirstSVIDWait, RowNATS, "check that NATS answers at "+urls,
+	conn, nc := boundedWith(ctx, o.Timeout, RowNATS, "check that NATS answers at "+urls,
 		func(ctx context.Context) (Result, *nats.Conn) {
 			nc, r := connectNATS(ctx, cfg, o)
 			return r, nc
@@ -114,6 +114,9 @@ func connectNATS(ctx context.Context, cfg *config.Config, o Options) (*nats.Conn
 	}
 	r.Status = OK
 	r.Detail = fmt.Sprintf("connected to %s (server %s %s)", nc.ConnectedUrlRedacted(), nc.ConnectedServerName(), nc.ConnectedServerVersion())
+	if cfg.NATSSPIFFE {
+		r.Detail += ", presenting the node's X.509-SVID (NATS_SPIFFE=true)"
+	}
 	return nc, r
 }
 
