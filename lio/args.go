@@ -237,68 +237,94 @@ func tpgPath(op Op) string { return "/iscsi/" + op.Target + "/tpg" + strconv.Ito
 // from a value that failed its check.
 func commandFor(op Op) (line, error) {
 	var l line
+	var err error
 	switch op.Kind {
 	case CreateBackstore:
-		if err := CheckName(op.Backstore); err != nil {
-			return line{}, err
-		}
-		if err := CheckPath(op.File); err != nil {
-			return line{}, err
-		}
-		if err := CheckWWN(op.WWN); err != nil {
-			return line{}, err
-		}
-		// No size: an existing file's real size is used, and a missing
-		// file fails instead of being created.
-		l = line{Path: "/backstores/fileio", Command: "create",
-			PParams: []string{op.Backstore, op.File},
-			KParams: []kparam{{"write_back", "false"}, {"wwn", op.WWN}}}
+		l, err = createBackstoreLine(op)
 	case DeleteBackstore:
-		if err := CheckName(op.Backstore); err != nil {
-			return line{}, err
-		}
-		l = line{Path: "/backstores/fileio", Command: "delete", PParams: []string{op.Backstore}}
+		l, err = deleteBackstoreLine(op)
 	case CreateLUN:
-		if err := CheckName(op.Backstore); err != nil {
-			return line{}, err
-		}
-		if err := checkTPG(op); err != nil {
-			return line{}, err
-		}
-		l = line{Path: tpgPath(op) + "/luns", Command: "create", PParams: []string{"/backstores/fileio/" + op.Backstore}}
-		switch {
-		case op.LUN == AutoLUN:
-		case op.LUN >= 0 && op.LUN <= MaxLUN:
-			l.KParams = append(l.KParams, kparam{"lun", strconv.Itoa(op.LUN)})
-		default:
-			return line{}, fmt.Errorf("refusing LUN index %d for %s: want 0–%d or AutoLUN", op.LUN, op.Backstore, MaxLUN)
-		}
-		l.KParams = append(l.KParams, kparam{"add_mapped_luns", "false"})
+		l, err = createLUNLine(op)
 	case DeleteLUN:
-		if err := checkTPG(op); err != nil {
-			return line{}, err
-		}
-		if op.LUN < 0 || op.LUN > MaxLUN {
-			return line{}, fmt.Errorf("refusing LUN index %d to delete in %s: want 0–%d", op.LUN, op.Target, MaxLUN)
-		}
-		l = line{Path: tpgPath(op) + "/luns", Command: "delete", KParams: []kparam{{"lun", strconv.Itoa(op.LUN)}}}
+		l, err = deleteLUNLine(op)
 	case EnableTPG, DisableTPG:
-		if err := checkTPG(op); err != nil {
-			return line{}, err
-		}
-		cmd := "enable"
-		if op.Kind == DisableTPG {
-			cmd = "disable"
-		}
-		l = line{Path: tpgPath(op), Command: cmd}
+		l, err = tpgEnableLine(op)
 	default:
 		return line{}, fmt.Errorf("unknown LIO operation kind %q", op.Kind)
+	}
+	if err != nil {
+		return line{}, err
 	}
 	// Defence in depth: targetcli must read back exactly these tokens.
 	if err := l.verify(); err != nil {
 		return line{}, err
 	}
 	return l, nil
+}
+
+func createBackstoreLine(op Op) (line, error) {
+	if err := CheckName(op.Backstore); err != nil {
+		return line{}, err
+	}
+	if err := CheckPath(op.File); err != nil {
+		return line{}, err
+	}
+	if err := CheckWWN(op.WWN); err != nil {
+		return line{}, err
+	}
+	// No size: an existing file's real size is used, and a missing
+	// file fails instead of being created.
+	return line{Path: "/backstores/fileio", Command: "create",
+		PParams: []string{op.Backstore, op.File},
+		KParams: []kparam{{"write_back", "false"}, {"wwn", op.WWN}}}, nil
+}
+
+func deleteBackstoreLine(op Op) (line, error) {
+	if err := CheckName(op.Backstore); err != nil {
+		return line{}, err
+	}
+	return line{Path: "/backstores/fileio", Command: "delete", PParams: []string{op.Backstore}}, nil
+}
+
+func createLUNLine(op Op) (line, error) {
+	if err := CheckName(op.Backstore); err != nil {
+		return line{}, err
+	}
+	if err := checkTPG(op); err != nil {
+		return line{}, err
+	}
+	l := line{Path: tpgPath(op) + "/luns", Command: "create", PParams: []string{"/backstores/fileio/" + op.Backstore}}
+	switch {
+	case op.LUN == AutoLUN:
+	case op.LUN >= 0 && op.LUN <= MaxLUN:
+		l.KParams = append(l.KParams, kparam{"lun", strconv.Itoa(op.LUN)})
+	default:
+		return line{}, fmt.Errorf("refusing LUN index %d for %s: want 0–%d or AutoLUN", op.LUN, op.Backstore, MaxLUN)
+	}
+	l.KParams = append(l.KParams, kparam{"add_mapped_luns", "false"})
+	return l, nil
+}
+
+func deleteLUNLine(op Op) (line, error) {
+	if err := checkTPG(op); err != nil {
+		return line{}, err
+	}
+	if op.LUN < 0 || op.LUN > MaxLUN {
+		return line{}, fmt.Errorf("refusing LUN index %d to delete in %s: want 0–%d", op.LUN, op.Target, MaxLUN)
+	}
+	return line{Path: tpgPath(op) + "/luns", Command: "delete", KParams: []kparam{{"lun", strconv.Itoa(op.LUN)}}}, nil
+}
+
+// tpgEnableLine builds "enable" or "disable" on the TPG, by op.Kind.
+func tpgEnableLine(op Op) (line, error) {
+	if err := checkTPG(op); err != nil {
+		return line{}, err
+	}
+	cmd := "enable"
+	if op.Kind == DisableTPG {
+		cmd = "disable"
+	}
+	return line{Path: tpgPath(op), Command: cmd}, nil
 }
 
 // saveCommand builds "saveconfig <file>".

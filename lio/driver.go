@@ -202,20 +202,7 @@ func (d *Driver) Apply(ctx context.Context, ops []Op) ([]Result, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 
-	results := make([]Result, len(ops))
-	lines := make([]line, len(ops))
-	var valid []int
-	for i, op := range ops {
-		results[i].Op = op
-		l, err := commandFor(op)
-		if err != nil {
-			results[i].Outcome = Failed
-			results[i].Err = fmt.Errorf("%s: %w", op, err)
-			continue
-		}
-		lines[i] = l
-		valid = append(valid, i)
-	}
+	results, lines, valid := linesFor(ops)
 	if len(valid) == 0 {
 		return results, nil
 	}
@@ -229,28 +216,7 @@ func (d *Driver) Apply(ctx context.Context, ops []Op) ([]Result, error) {
 		if err := ctx.Err(); err != nil {
 			return results, fmt.Errorf("apply LIO changes: stopped before %s: %w", ops[stage[0]], context.Cause(ctx))
 		}
-		stageLines := make([]line, len(stage))
-		for j, i := range stage {
-			stageLines[j] = lines[i]
-		}
-		start := time.Now()
-		said, saved, runErr := d.runStage(ctx, stageLines)
-		if !saved {
-			// Capture what the stage changed live, so that saveconfig.json
-			// explains the state the call leaves behind. If that save fails
-			// too, the call fails: the file does not hold what LIO does.
-			if err := d.save(context.WithoutCancel(ctx)); err != nil {
-				d.log.Warn("saving LIO state after an unfinished stage failed", "err", err)
-				if runErr == nil {
-					runErr = err
-				}
-			}
-		}
-		after, verr := d.readState(context.WithoutCancel(ctx))
-		for j, i := range stage {
-			results[i] = judge(ops[i], said[j], before, after, verr)
-		}
-		d.log.Debug("applied stage", "ops", len(stage), "elapsed", time.Since(start), "saved", saved, "err", runErr)
+		after, verr, runErr := d.applyStage(ctx, ops, lines, stage, before, results)
 		if runErr != nil {
 			return results, runErr
 		}
@@ -259,6 +225,56 @@ func (d *Driver) Apply(ctx context.Context, ops []Op) ([]Result, error) {
 		}
 	}
 	return results, nil
+}
+
+// linesFor builds the targetcli line of every op. An op whose values
+// fail the argument checks is Failed in results; the indexes of the others
+// are in valid.
+func linesFor(ops []Op) (results []Result, lines []line, valid []int) {
+	results = make([]Result, len(ops))
+	lines = make([]line, len(ops))
+	for i, op := range ops {
+		results[i].Op = op
+		l, err := commandFor(op)
+		if err != nil {
+			results[i].Outcome = Failed
+			results[i].Err = fmt.Errorf("%s: %w", op, err)
+			continue
+		}
+		lines[i] = l
+		valid = append(valid, i)
+	}
+	return results, lines, valid
+}
+
+// applyStage runs the ops of one stage (indexes into ops and lines) and
+// judges each into results from the state saved before and after it. It
+// returns that state after, the error reading it, and the error that
+// stops the call.
+func (d *Driver) applyStage(ctx context.Context, ops []Op, lines []line, stage []int, before *Config, results []Result) (after *Config, verr, runErr error) {
+	stageLines := make([]line, len(stage))
+	for j, i := range stage {
+		stageLines[j] = lines[i]
+	}
+	start := time.Now()
+	said, saved, runErr := d.runStage(ctx, stageLines)
+	if !saved {
+		// Capture what the stage changed live, so that saveconfig.json
+		// explains the state the call leaves behind. If that save fails
+		// too, the call fails: the file does not hold what LIO does.
+		if err := d.save(context.WithoutCancel(ctx)); err != nil {
+			d.log.Warn("saving LIO state after an unfinished stage failed", "err", err)
+			if runErr == nil {
+				runErr = err
+			}
+		}
+	}
+	after, verr = d.readState(context.WithoutCancel(ctx))
+	for j, i := range stage {
+		results[i] = judge(ops[i], said[j], before, after, verr)
+	}
+	d.log.Debug("applied stage", "ops", len(stage), "elapsed", time.Since(start), "saved", saved, "err", runErr)
+	return after, verr, runErr
 }
 
 // stages splits the valid op indexes wherever ops switch between removing
@@ -442,69 +458,88 @@ func succeeded(op Op, msg string) bool {
 
 // satisfied reports whether c holds what op asks for, and if not, why.
 func satisfied(op Op, c *Config) (bool, string) {
-	tpgOf := func() (*TPG, string) {
-		t, ok := c.Target(op.Target)
-		if !ok {
-			return nil, "target " + op.Target + " is not in saveconfig.json"
-		}
-		tpg, ok := t.TPG(op.TPGTag())
-		if !ok {
-			return nil, fmt.Sprintf("tpg%d of %s is not in saveconfig.json", op.TPGTag(), op.Target)
-		}
-		return tpg, ""
-	}
 	switch op.Kind {
 	case CreateBackstore:
-		so, ok := c.FileIO(op.Backstore)
-		switch {
-		case !ok:
-			return false, "fileio " + op.Backstore + " is not in saveconfig.json"
-		case so.Dev != op.File:
-			return false, fmt.Sprintf("fileio %s in saveconfig.json is over %s, not %s", op.Backstore, so.Dev, op.File)
-		case so.WWN != op.WWN:
-			return false, fmt.Sprintf("fileio %s in saveconfig.json has wwn %s, not %s", op.Backstore, so.WWN, op.WWN)
-		}
-		return true, ""
+		return backstoreCreated(op, c)
 	case DeleteBackstore:
 		if _, ok := c.FileIO(op.Backstore); ok {
 			return false, "fileio " + op.Backstore + " is still in saveconfig.json"
 		}
 		return true, ""
 	case CreateLUN:
-		tpg, why := tpgOf()
-		if tpg == nil {
-			return false, why
-		}
-		lun, ok := tpg.LUNFor("/backstores/fileio/" + op.Backstore)
-		switch {
-		case !ok:
-			return false, "no LUN for fileio " + op.Backstore + " in saveconfig.json"
-		case op.LUN != AutoLUN && lun.Index != op.LUN:
-			return false, fmt.Sprintf("fileio %s is lun%d in saveconfig.json, not lun%d", op.Backstore, lun.Index, op.LUN)
-		}
-		return true, ""
+		return lunCreated(op, c)
 	case DeleteLUN:
-		tpg, _ := tpgOf()
-		if tpg == nil {
-			return true, ""
-		}
-		for _, l := range tpg.LUNs {
-			if l.Index == op.LUN {
-				return false, fmt.Sprintf("lun%d (%s) is still in saveconfig.json", l.Index, l.StorageObject)
-			}
-		}
-		return true, ""
+		return lunDeleted(op, c)
 	case EnableTPG, DisableTPG:
-		tpg, why := tpgOf()
-		if tpg == nil {
-			return false, why
-		}
-		if want := op.Kind == EnableTPG; bool(tpg.Enable) != want {
-			return false, fmt.Sprintf("tpg%d of %s has enable=%v in saveconfig.json", op.TPGTag(), op.Target, bool(tpg.Enable))
-		}
-		return true, ""
+		return tpgEnabledAsAsked(op, c)
 	}
 	return false, "unknown operation"
+}
+
+// tpgOf returns the TPG op names in c, or nil and why it is not there.
+func tpgOf(op Op, c *Config) (*TPG, string) {
+	t, ok := c.Target(op.Target)
+	if !ok {
+		return nil, "target " + op.Target + " is not in saveconfig.json"
+	}
+	tpg, ok := t.TPG(op.TPGTag())
+	if !ok {
+		return nil, fmt.Sprintf("tpg%d of %s is not in saveconfig.json", op.TPGTag(), op.Target)
+	}
+	return tpg, ""
+}
+
+func backstoreCreated(op Op, c *Config) (bool, string) {
+	so, ok := c.FileIO(op.Backstore)
+	switch {
+	case !ok:
+		return false, "fileio " + op.Backstore + " is not in saveconfig.json"
+	case so.Dev != op.File:
+		return false, fmt.Sprintf("fileio %s in saveconfig.json is over %s, not %s", op.Backstore, so.Dev, op.File)
+	case so.WWN != op.WWN:
+		return false, fmt.Sprintf("fileio %s in saveconfig.json has wwn %s, not %s", op.Backstore, so.WWN, op.WWN)
+	}
+	return true, ""
+}
+
+func lunCreated(op Op, c *Config) (bool, string) {
+	tpg, why := tpgOf(op, c)
+	if tpg == nil {
+		return false, why
+	}
+	lun, ok := tpg.LUNFor("/backstores/fileio/" + op.Backstore)
+	switch {
+	case !ok:
+		return false, "no LUN for fileio " + op.Backstore + " in saveconfig.json"
+	case op.LUN != AutoLUN && lun.Index != op.LUN:
+		return false, fmt.Sprintf("fileio %s is lun%d in saveconfig.json, not lun%d", op.Backstore, lun.Index, op.LUN)
+	}
+	return true, ""
+}
+
+// lunDeleted holds when the LUN index is gone, also with its whole TPG.
+func lunDeleted(op Op, c *Config) (bool, string) {
+	tpg, _ := tpgOf(op, c)
+	if tpg == nil {
+		return true, ""
+	}
+	for _, l := range tpg.LUNs {
+		if l.Index == op.LUN {
+			return false, fmt.Sprintf("lun%d (%s) is still in saveconfig.json", l.Index, l.StorageObject)
+		}
+	}
+	return true, ""
+}
+
+func tpgEnabledAsAsked(op Op, c *Config) (bool, string) {
+	tpg, why := tpgOf(op, c)
+	if tpg == nil {
+		return false, why
+	}
+	if want := op.Kind == EnableTPG; bool(tpg.Enable) != want {
+		return false, fmt.Sprintf("tpg%d of %s has enable=%v in saveconfig.json", op.TPGTag(), op.Target, bool(tpg.Enable))
+	}
+	return true, ""
 }
 
 // gist is the line of targetcli's output that says what went wrong: the

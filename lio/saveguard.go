@@ -315,89 +315,141 @@ func Lost(had, live *Config, meant []Op) []string {
 	if had == nil {
 		return nil
 	}
-	goneSO := map[string]bool{}  // storage object path the ops remove
-	goneLUN := map[string]bool{} // "iqn/tag/index" the ops remove
+	gone := removedBy(meant)
+	lost := lostStorageObjects(had, live, gone)
+	for _, t := range had.Targets {
+		lost = append(lost, lostInTarget(t, live, gone)...)
+	}
+	slices.Sort(lost) // stable for tests and logs
+	return lost
+}
+
+// removals is what a list of ops removes on purpose.
+type removals struct {
+	so  map[string]bool // storage object paths
+	lun map[string]bool // lunKey of each LUN
+}
+
+// removedBy collects the storage objects and LUNs that meant deletes.
+func removedBy(meant []Op) removals {
+	gone := removals{so: map[string]bool{}, lun: map[string]bool{}}
 	for _, op := range meant {
 		switch op.Kind {
 		case DeleteBackstore:
-			goneSO["/backstores/fileio/"+op.Backstore] = true
+			gone.so["/backstores/fileio/"+op.Backstore] = true
 		case DeleteLUN:
-			goneLUN[lunKey(op.Target, op.TPGTag(), op.LUN)] = true
+			gone.lun[lunKey(op.Target, op.TPGTag(), op.LUN)] = true
 		}
 	}
+	return gone
+}
+
+func lostStorageObjects(had, live *Config, gone removals) []string {
 	var lost []string
 	for _, so := range had.StorageObjects {
-		if goneSO[so.Path()] {
+		if gone.so[so.Path()] {
 			continue
 		}
 		if !slices.ContainsFunc(live.StorageObjects, func(l StorageObject) bool { return l.Plugin == so.Plugin && l.Name == so.Name }) {
 			lost = append(lost, "storage object "+so.Path())
 		}
 	}
-	for _, t := range had.Targets {
-		lt, ok := live.Target(t.WWN)
+	return lost
+}
+
+// lostInTarget lists the target itself when live lacks it, else what each
+// of its TPGs lost.
+func lostInTarget(t Target, live *Config, gone removals) []string {
+	lt, ok := live.Target(t.WWN)
+	if !ok {
+		return []string{"target " + t.WWN}
+	}
+	var lost []string
+	for _, tpg := range t.TPGs {
+		where := fmt.Sprintf("%s/tpg%d", t.WWN, tpg.Tag)
+		ltpg, ok := lt.TPG(tpg.Tag)
 		if !ok {
-			lost = append(lost, "target "+t.WWN)
+			lost = append(lost, "TPG "+where)
 			continue
 		}
-		for _, tpg := range t.TPGs {
-			where := fmt.Sprintf("%s/tpg%d", t.WWN, tpg.Tag)
-			ltpg, ok := lt.TPG(tpg.Tag)
-			if !ok {
-				lost = append(lost, "TPG "+where)
+		lost = append(lost, lostPortals(tpg, ltpg, where)...)
+		lost = append(lost, lostSettings(tpg, ltpg, where)...)
+		luns, removed := lostLUNs(t.WWN, tpg, ltpg, where, gone)
+		lost = append(lost, luns...)
+		lost = append(lost, lostNodeACLs(tpg, ltpg, where, removed)...)
+	}
+	return lost
+}
+
+func lostPortals(had TPG, live *TPG, where string) []string {
+	livePortals := map[string]bool{}
+	for _, p := range live.Portals {
+		livePortals[portalKey(p)] = true
+	}
+	var lost []string
+	for _, p := range had.Portals {
+		if !livePortals[portalKey(p)] {
+			lost = append(lost, "portal "+portalKey(p)+" of "+where)
+		}
+	}
+	return lost
+}
+
+// lostSettings lists the attribute and parameter keys live lacks; their
+// values may differ.
+func lostSettings(had TPG, live *TPG, where string) []string {
+	var lost []string
+	for k := range had.Attributes {
+		if _, ok := live.Attributes[k]; !ok {
+			lost = append(lost, "attribute "+k+" of "+where)
+		}
+	}
+	for k := range had.Parameters {
+		if _, ok := live.Parameters[k]; !ok {
+			lost = append(lost, "parameter "+k+" of "+where)
+		}
+	}
+	return lost
+}
+
+// lostLUNs lists the LUNs live lacks or backs by another storage object,
+// and returns the indexes of the LUNs removed on purpose, whose mappings
+// are not lost either.
+func lostLUNs(wwn string, had TPG, live *TPG, where string, gone removals) (lost []string, removed map[int]bool) {
+	removed = map[int]bool{}
+	for _, l := range had.LUNs {
+		if gone.lun[lunKey(wwn, had.Tag, l.Index)] || gone.so[l.StorageObject] {
+			removed[l.Index] = true
+			continue
+		}
+		i := slices.IndexFunc(live.LUNs, func(x LUN) bool { return x.Index == l.Index })
+		switch {
+		case i < 0:
+			lost = append(lost, fmt.Sprintf("lun%d (%s) of %s", l.Index, l.StorageObject, where))
+		case live.LUNs[i].StorageObject != l.StorageObject:
+			lost = append(lost, fmt.Sprintf("lun%d (%s, now %s) of %s", l.Index, l.StorageObject, live.LUNs[i].StorageObject, where))
+		}
+	}
+	return lost, removed
+}
+
+func lostNodeACLs(had TPG, live *TPG, where string, removed map[int]bool) []string {
+	var lost []string
+	for _, acl := range had.NodeACLs {
+		i := slices.IndexFunc(live.NodeACLs, func(x NodeACL) bool { return x.NodeWWN == acl.NodeWWN })
+		if i < 0 {
+			lost = append(lost, "node ACL "+acl.NodeWWN+" of "+where)
+			continue
+		}
+		for _, m := range acl.MappedLUNs {
+			if removed[m.TPGLUN] {
 				continue
 			}
-			livePortals := map[string]bool{}
-			for _, p := range ltpg.Portals {
-				livePortals[portalKey(p)] = true
-			}
-			for _, p := range tpg.Portals {
-				if !livePortals[portalKey(p)] {
-					lost = append(lost, "portal "+portalKey(p)+" of "+where)
-				}
-			}
-			for k := range tpg.Attributes {
-				if _, ok := ltpg.Attributes[k]; !ok {
-					lost = append(lost, "attribute "+k+" of "+where)
-				}
-			}
-			for k := range tpg.Parameters {
-				if _, ok := ltpg.Parameters[k]; !ok {
-					lost = append(lost, "parameter "+k+" of "+where)
-				}
-			}
-			removed := map[int]bool{}
-			for _, l := range tpg.LUNs {
-				if goneLUN[lunKey(t.WWN, tpg.Tag, l.Index)] || goneSO[l.StorageObject] {
-					removed[l.Index] = true
-					continue
-				}
-				i := slices.IndexFunc(ltpg.LUNs, func(x LUN) bool { return x.Index == l.Index })
-				switch {
-				case i < 0:
-					lost = append(lost, fmt.Sprintf("lun%d (%s) of %s", l.Index, l.StorageObject, where))
-				case ltpg.LUNs[i].StorageObject != l.StorageObject:
-					lost = append(lost, fmt.Sprintf("lun%d (%s, now %s) of %s", l.Index, l.StorageObject, ltpg.LUNs[i].StorageObject, where))
-				}
-			}
-			for _, acl := range tpg.NodeACLs {
-				i := slices.IndexFunc(ltpg.NodeACLs, func(x NodeACL) bool { return x.NodeWWN == acl.NodeWWN })
-				if i < 0 {
-					lost = append(lost, "node ACL "+acl.NodeWWN+" of "+where)
-					continue
-				}
-				for _, m := range acl.MappedLUNs {
-					if removed[m.TPGLUN] {
-						continue
-					}
-					if !slices.ContainsFunc(ltpg.NodeACLs[i].MappedLUNs, func(x MappedLUN) bool { return x.Index == m.Index && x.TPGLUN == m.TPGLUN }) {
-						lost = append(lost, fmt.Sprintf("mapped lun%d of node ACL %s of %s", m.Index, acl.NodeWWN, where))
-					}
-				}
+			if !slices.ContainsFunc(live.NodeACLs[i].MappedLUNs, func(x MappedLUN) bool { return x.Index == m.Index && x.TPGLUN == m.TPGLUN }) {
+				lost = append(lost, fmt.Sprintf("mapped lun%d of node ACL %s of %s", m.Index, acl.NodeWWN, where))
 			}
 		}
 	}
-	slices.Sort(lost) // stable for tests and logs
 	return lost
 }
 
