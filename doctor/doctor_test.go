@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -429,5 +430,31 @@ func TestWriteJSON(t *testing.T) {
 	want := []map[string]string{{"name": "S3", "status": "FAIL", "detail": "d", "fix": "f"}, {"name": "IMS", "status": "OK", "detail": "ok", "fix": ""}}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("WriteJSON = %v, want %v", got, want)
+	}
+}
+
+// TestDoctorS3FS: the bucket mounted with real s3fs-fuse, found in this
+// process's own mount table, serving the image files.
+func TestDoctorS3FS(t *testing.T) {
+	n := startNode(t)
+	mnt := filepath.Join(t.TempDir(), "boot-images")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	unmount, err := rig.MountS3FS(t.Context(), n.s.S3, mnt)
+	if errors.Is(err, rig.ErrNoFUSE) && os.Getenv("SBPS_NO_FUSE") == "1" {
+		t.Skipf("SBPS_NO_FUSE=1: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("%v (install Debian's s3fs and run as root with /dev/fuse, or set SBPS_NO_FUSE=1 to skip this test)", err)
+	}
+	t.Cleanup(func() { unmount() })
+	rows := n.check(t, doctor.Options{Mountinfo: doctor.DefaultMountinfo}, "SBPS_MARSHAL_SQUASHFS_S3FS_MOUNT="+mnt)
+	r, _ := doctor.Find(rows, doctor.RowMount)
+	if r.Status != doctor.OK || !strings.Contains(r.Detail, "fuse.s3fs") || !strings.Contains(r.Detail, "stat of "+mnt+"/") {
+		t.Errorf("s3fs mount row = %s %q, want OK: fuse.s3fs, a file under %s stated", r.Status, r.Detail, mnt)
+	}
+	if doctor.Failed(rows) {
+		t.Errorf("doctor over a real s3fs mount failed:\n%s", table(rows))
 	}
 }
