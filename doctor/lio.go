@@ -22,20 +22,32 @@ import (
 // restored and LIO target rows.
 func checkLIO(ctx context.Context, cfg *config.Config, o Options) []Result {
 	driver, tcli := targetcliRow(ctx, cfg, o)
+	saving := make(chan struct{}) // closed when no save of driver runs
 	if driver != nil {
-		defer driver.Close()
+		defer func() {
+			select {
+			case <-saving:
+				driver.Close()
+			default: // an abandoned save holds the driver: Close would wait for it
+				go func() { <-saving; driver.Close() }()
+			}
+		}()
 	}
 	unit := bounded(ctx, o.Timeout, RowTargetService, "check systemd: systemctl status "+cfg.TargetService,
 		func(ctx context.Context) Result { return targetServiceRow(ctx, cfg, o) })
 	saved, save := saveconfigRow(cfg)
 	var restored Result
 	if driver == nil {
+		close(saving)
 		restored = skipped(RowLIORestored, RowTargetcli, "targetcli is not usable")
 	} else {
 		// Saving LIO's live state takes what it takes the agent: bounded
 		// by TARGETCLI_TIMEOUT, as the agent's own saves are.
 		restored = bounded(ctx, cfg.TargetcliTimeout, RowLIORestored, "targetcli saveconfig took longer than TARGETCLI_TIMEOUT ("+cfg.TargetcliTimeout.String()+"), as the agent's saves would: check for a stuck targetcli process holding /var/run/targetcli.lock",
-			func(ctx context.Context) Result { return restoredRow(ctx, cfg, driver) })
+			func(ctx context.Context) Result {
+				defer close(saving)
+				return restoredRow(ctx, cfg, driver)
+			})
 	}
 	target := skipped(RowLIOTarget, RowSaveconfig, "saveconfig.json is not readable")
 	if saved != nil {
