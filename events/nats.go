@@ -91,16 +91,33 @@ func NewNATS(cfg NATSConfig, logger *slog.Logger) (*NATSSource, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	cfg.URLs = nonEmptyURLs(cfg.URLs)
+	if len(cfg.URLs) == 0 {
+		return nil, errors.New("events: no NATS URL (NATS_URL); without a bus leave the NATS source out and rely on resyncs")
+	}
+	cfg.setDefaults()
+	if err := cfg.checkNames(); err != nil {
+		return nil, err
+	}
+	opts, err := cfg.Auth.Options()
+	if err != nil {
+		return nil, err
+	}
+	return &NATSSource{cfg: cfg, opts: opts, logger: logger.With("component", "events.nats")}, nil
+}
+
+// nonEmptyURLs trims the URLs and drops the empty ones; nil if none is left.
+func nonEmptyURLs(in []string) []string {
 	var urls []string
-	for _, u := range cfg.URLs {
+	for _, u := range in {
 		if u = strings.TrimSpace(u); u != "" {
 			urls = append(urls, u)
 		}
 	}
-	if len(urls) == 0 {
-		return nil, errors.New("events: no NATS URL (NATS_URL); without a bus leave the NATS source out and rely on resyncs")
-	}
-	cfg.URLs = urls
+	return urls
+}
+
+func (cfg *NATSConfig) setDefaults() {
 	if cfg.S3Subject == "" {
 		cfg.S3Subject = DefaultS3Subject
 	}
@@ -109,24 +126,6 @@ func NewNATS(cfg NATSConfig, logger *slog.Logger) (*NATSSource, error) {
 	}
 	if cfg.ResyncSubject == "" {
 		cfg.ResyncSubject = DefaultResyncSubject
-	}
-	for _, s := range []struct{ key, v string }{
-		{"NATS_S3_SUBJECT", cfg.S3Subject}, {"NATS_IMS_SUBJECT", cfg.IMSSubject}, {"resync subject", cfg.ResyncSubject},
-	} {
-		if !validSubject(s.v) {
-			return nil, fmt.Errorf("events: %s %q is not a NATS subject (dot-separated tokens, no spaces, no wildcards)", s.key, s.v)
-		}
-	}
-	if cfg.S3Subject == cfg.IMSSubject || cfg.S3Subject == cfg.ResyncSubject || cfg.IMSSubject == cfg.ResyncSubject {
-		return nil, fmt.Errorf("events: the S3 (%s), IMS (%s) and resync (%s) subjects must differ", cfg.S3Subject, cfg.IMSSubject, cfg.ResyncSubject)
-	}
-	if cfg.Stream != "" {
-		if !validName(cfg.Stream) {
-			return nil, fmt.Errorf("events: NATS_STREAM %q is not a stream name (no spaces, '.', '*', '>', '/' or '\\')", cfg.Stream)
-		}
-		if !validName(cfg.NodeName) {
-			return nil, fmt.Errorf("events: node name %q cannot name a JetStream consumer (empty, or has spaces, '.', '*', '>', '/' or '\\'); set the node name", cfg.NodeName)
-		}
 	}
 	if cfg.MaxMessage <= 0 {
 		cfg.MaxMessage = DefaultMaxMessage
@@ -143,12 +142,30 @@ func NewNATS(cfg NATSConfig, logger *slog.Logger) (*NATSSource, error) {
 	if cfg.MaxNakDelay <= 0 {
 		cfg.MaxNakDelay = time.Minute
 	}
+}
 
-	opts, err := cfg.Auth.Options()
-	if err != nil {
-		return nil, err
+// checkNames checks the subjects, and with a stream the stream and
+// consumer names, that NATS would otherwise refuse or misread.
+func (cfg *NATSConfig) checkNames() error {
+	for _, s := range []struct{ key, v string }{
+		{"NATS_S3_SUBJECT", cfg.S3Subject}, {"NATS_IMS_SUBJECT", cfg.IMSSubject}, {"resync subject", cfg.ResyncSubject},
+	} {
+		if !validSubject(s.v) {
+			return fmt.Errorf("events: %s %q is not a NATS subject (dot-separated tokens, no spaces, no wildcards)", s.key, s.v)
+		}
 	}
-	return &NATSSource{cfg: cfg, opts: opts, logger: logger.With("component", "events.nats")}, nil
+	if cfg.S3Subject == cfg.IMSSubject || cfg.S3Subject == cfg.ResyncSubject || cfg.IMSSubject == cfg.ResyncSubject {
+		return fmt.Errorf("events: the S3 (%s), IMS (%s) and resync (%s) subjects must differ", cfg.S3Subject, cfg.IMSSubject, cfg.ResyncSubject)
+	}
+	if cfg.Stream != "" {
+		if !validName(cfg.Stream) {
+			return fmt.Errorf("events: NATS_STREAM %q is not a stream name (no spaces, '.', '*', '>', '/' or '\\')", cfg.Stream)
+		}
+		if !validName(cfg.NodeName) {
+			return fmt.Errorf("events: node name %q cannot name a JetStream consumer (empty, or has spaces, '.', '*', '>', '/' or '\\'); set the node name", cfg.NodeName)
+		}
+	}
+	return nil
 }
 
 // Config returns the configuration with defaults filled in.
@@ -239,16 +256,41 @@ func (s *NATSSource) shutdown(nc *nats.Conn, closed <-chan struct{}) {
 // connect builds the connection with handlers. With RetryOnFailedConnect
 // it returns at once even if no server answers.
 func (s *NATSSource) connect(requestResync func(source, reason string)) (*nats.Conn, <-chan struct{}, error) {
-	closed := make(chan struct{})
-	var closeOnce sync.Once
+	cs := &connState{closed: make(chan struct{})}
+	opts := append(s.connOptions(cs, requestResync), s.opts...)
+	nc, err := nats.Connect(strings.Join(s.cfg.URLs, ","), opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("events: connect to NATS: %w", err)
+	}
+	cs.state.Store(1)
+	if nc.IsConnected() {
+		s.connected.Store(true)
+	} else {
+		cs.state.Store(2)
+		s.stats.inc("nats", OutcomeUnreachable)
+		s.logger.Warn("NATS not reachable; retrying in the background (projecting without events meanwhile)", "servers", len(s.cfg.URLs))
+	}
+	return nc, cs.closed, nil
+}
+
+// connState is what the handlers of one connection share.
+type connState struct {
+	closed    chan struct{} // closed when the connection is closed for good
+	closeOnce sync.Once
 	// state: 0 while nats.Connect runs, then 1 if it connected at once or
 	// 2 if it did not (the first connection then comes later and missed
 	// events, so it asks for a resync).
-	var state atomic.Int32
+	state atomic.Int32
 	// lastErr is the latest failed attempt's error logged, so that an
 	// outage logs its cause once, not at every retry; "" after connecting.
-	var lastErr atomic.Pointer[string]
-	opts := append([]nats.Option{
+	lastErr atomic.Pointer[string]
+}
+
+// connOptions makes the connection retry forever and keeps Connected, the
+// counters and the log current; every (re)connection that may have missed
+// events asks for a resync.
+func (s *NATSSource) connOptions(cs *connState, requestResync func(source, reason string)) []nats.Option {
+	return []nats.Option{
 		nats.Name("sbps-marshal " + s.cfg.NodeName),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
@@ -256,11 +298,11 @@ func (s *NATSSource) connect(requestResync func(source, reason string)) (*nats.C
 		nats.ReconnectWait(s.cfg.ReconnectWait),
 		nats.ReconnectJitter(s.cfg.ReconnectWait, s.cfg.ReconnectWait),
 		nats.ConnectHandler(func(nc *nats.Conn) {
-			lastErr.Store(nil)
+			cs.lastErr.Store(nil)
 			s.connected.Store(true)
 			s.stats.inc("nats", OutcomeConnect)
 			s.logger.Info("connected to NATS", "url", nc.ConnectedUrlRedacted())
-			if state.Load() == 2 {
+			if cs.state.Load() == 2 {
 				requestResync("nats reconnect", "connected to NATS after starting without it; events may have been missed")
 			}
 		}),
@@ -271,12 +313,12 @@ func (s *NATSSource) connect(requestResync func(source, reason string)) (*nats.C
 		}),
 		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
 			msg := err.Error()
-			if prev := lastErr.Swap(&msg); prev == nil || *prev != msg {
+			if prev := cs.lastErr.Swap(&msg); prev == nil || *prev != msg {
 				s.logger.Warn("NATS connection attempt failed; retrying (projecting without events meanwhile)", "err", err)
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			lastErr.Store(nil)
+			cs.lastErr.Store(nil)
 			s.connected.Store(true)
 			s.stats.inc("nats", OutcomeReconnect)
 			s.logger.Info("reconnected to NATS; resyncing", "url", nc.ConnectedUrlRedacted())
@@ -284,35 +326,28 @@ func (s *NATSSource) connect(requestResync func(source, reason string)) (*nats.C
 		}),
 		nats.ClosedHandler(func(*nats.Conn) {
 			s.connected.Store(false)
-			closeOnce.Do(func() { close(closed) })
+			cs.closeOnce.Do(func() { close(cs.closed) })
 		}),
-		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
-			subj := ""
-			if sub != nil {
-				subj = sub.Subject
-			}
-			if errors.Is(err, nats.ErrSlowConsumer) {
-				s.stats.inc("nats", OutcomeSlowConsumer)
-				s.logger.Warn("NATS dropped messages for a slow consumer; resyncing", "subject", subj)
-				requestResync("nats slow consumer", "NATS dropped messages on "+subj+" (slow consumer); events were missed")
-				return
-			}
-			s.logger.Warn("NATS asynchronous error", "subject", subj, "err", err)
-		}),
-	}, s.opts...)
-	nc, err := nats.Connect(strings.Join(s.cfg.URLs, ","), opts...)
-	if err != nil {
-		return nil, nil, fmt.Errorf("events: connect to NATS: %w", err)
+		nats.ErrorHandler(s.asyncErrorHandler(requestResync)),
 	}
-	state.Store(1)
-	if nc.IsConnected() {
-		s.connected.Store(true)
-	} else {
-		state.Store(2)
-		s.stats.inc("nats", OutcomeUnreachable)
-		s.logger.Warn("NATS not reachable; retrying in the background (projecting without events meanwhile)", "servers", len(s.cfg.URLs))
+}
+
+// asyncErrorHandler logs NATS's asynchronous errors; messages dropped for a
+// slow consumer were missed, so those ask for a resync.
+func (s *NATSSource) asyncErrorHandler(requestResync func(source, reason string)) nats.ErrHandler {
+	return func(nc *nats.Conn, sub *nats.Subscription, err error) {
+		subj := ""
+		if sub != nil {
+			subj = sub.Subject
+		}
+		if errors.Is(err, nats.ErrSlowConsumer) {
+			s.stats.inc("nats", OutcomeSlowConsumer)
+			s.logger.Warn("NATS dropped messages for a slow consumer; resyncing", "subject", subj)
+			requestResync("nats slow consumer", "NATS dropped messages on "+subj+" (slow consumer); events were missed")
+			return
+		}
+		s.logger.Warn("NATS asynchronous error", "subject", subj, "err", err)
 	}
-	return nc, closed, nil
 }
 
 // run subscribes and serves until ctx ends (nil) or the connection closes

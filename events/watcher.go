@@ -120,13 +120,25 @@ func (w *Watcher) Start(ctx context.Context, out chan<- Event) error {
 	}
 	defer fw.Close()
 	dir := filepath.Dir(w.cfg.Path)
+	if watching, err := w.watchDir(ctx, fw, dir); !watching {
+		return err
+	}
+	if d, ok := w.read(ctx); ok && !w.emit(ctx, out, d, "fsnotify (baseline)") {
+		return nil
+	}
+	return w.follow(ctx, fw, dir, out)
+}
+
+// watchDir adds dir to fw, waiting (polling every DirPoll) while it does
+// not exist. It returns false with a nil error when ctx ends first.
+func (w *Watcher) watchDir(ctx context.Context, fw *fsnotify.Watcher, dir string) (bool, error) {
 	for warned := false; ; {
 		err := fw.Add(dir)
 		if err == nil {
-			break
+			return true, nil
 		}
 		if !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("events: watch directory %s: %w; check permissions or raise fs.inotify.max_user_watches", dir, err)
+			return false, fmt.Errorf("events: watch directory %s: %w; check permissions or raise fs.inotify.max_user_watches", dir, err)
 		}
 		if !warned {
 			w.logger.Warn("directory of saveconfig.json missing; waiting for it", "dir", dir)
@@ -136,14 +148,15 @@ func (w *Watcher) Start(ctx context.Context, out chan<- Event) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil
+			return false, nil
 		case <-t.C:
 		}
 	}
-	if d, ok := w.read(ctx); ok && !w.emit(ctx, out, d, "fsnotify (baseline)") {
-		return nil
-	}
+}
 
+// follow emits the file's content after every burst of changes, once the
+// debounce has passed, until ctx ends (nil) or inotify gives up (an error).
+func (w *Watcher) follow(ctx context.Context, fw *fsnotify.Watcher, dir string, out chan<- Event) error {
 	debounce := time.NewTimer(time.Hour)
 	debounce.Stop()
 	defer debounce.Stop()
@@ -155,18 +168,10 @@ func (w *Watcher) Start(ctx context.Context, out chan<- Event) error {
 			if !ok {
 				return fmt.Errorf("events: inotify watch on %s closed", dir)
 			}
-			if filepath.Clean(ev.Name) != w.cfg.Path {
-				w.stats.inc("saveconfig", OutcomeIgnored)
+			if !w.concerns(ev) {
 				continue
 			}
-			if ev.Op == fsnotify.Chmod {
-				continue
-			}
-			if w.cfg.Saved != nil {
-				// The shared reader must look at the content again, even
-				// if the write left the file's times and size as they were.
-				w.cfg.Saved.Invalidate()
-			}
+			w.invalidateSaved()
 			debounce.Reset(w.cfg.Debounce)
 		case err, ok := <-fw.Errors:
 			if !ok {
@@ -174,9 +179,7 @@ func (w *Watcher) Start(ctx context.Context, out chan<- Event) error {
 			}
 			// An overflow may have hidden a change of the file: read it.
 			w.logger.Warn("inotify error; reading saveconfig.json again", "err", err)
-			if w.cfg.Saved != nil {
-				w.cfg.Saved.Invalidate()
-			}
+			w.invalidateSaved()
 			debounce.Reset(w.cfg.Debounce)
 		case <-debounce.C:
 			d, ok := w.read(ctx)
@@ -184,6 +187,24 @@ func (w *Watcher) Start(ctx context.Context, out chan<- Event) error {
 				return nil
 			}
 		}
+	}
+}
+
+// concerns reports whether ev may have changed the watched file's content.
+// Events of other files in the directory are counted as ignored.
+func (w *Watcher) concerns(ev fsnotify.Event) bool {
+	if filepath.Clean(ev.Name) != w.cfg.Path {
+		w.stats.inc("saveconfig", OutcomeIgnored)
+		return false
+	}
+	return ev.Op != fsnotify.Chmod
+}
+
+// invalidateSaved makes the shared reader look at the content again, even
+// if the write left the file's times and size as they were.
+func (w *Watcher) invalidateSaved() {
+	if w.cfg.Saved != nil {
+		w.cfg.Saved.Invalidate()
 	}
 }
 

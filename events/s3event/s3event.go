@@ -240,54 +240,22 @@ func recErr(field string, format string, args ...any) error {
 }
 
 func decodeRecord(raw json.RawMessage, minioWrapper bool) (Record, error) {
-	var w wireRecord
-	if err := json.Unmarshal(raw, &w); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) && te.Field != "" {
-			return Record{}, recErr(te.Field, "has JSON type %s, want %s", te.Value, te.Type)
-		}
-		return Record{}, recErr("(record)", "not a JSON object: %v", err)
-	}
-	if w.S3 == nil {
-		return Record{}, recErr("s3", "missing")
-	}
-	if w.S3.Bucket == nil || w.S3.Bucket.Name == "" {
-		return Record{}, recErr("s3.bucket.name", "missing or empty")
-	}
-	if w.S3.Object == nil || w.S3.Object.Key == nil || *w.S3.Object.Key == "" {
-		return Record{}, recErr("s3.object.key", "missing or empty")
+	w, err := unmarshalRecord(raw)
+	if err != nil {
+		return Record{}, err
 	}
 	obj := w.S3.Object
-	bucket := w.S3.Bucket.Name
-	if len(bucket) > MaxBucketLen || !utf8.ValidString(bucket) || strings.ContainsRune(bucket, 0) {
-		return Record{}, recErr("s3.bucket.name", "not a bucket name (over %d bytes, invalid UTF-8 or NUL)", MaxBucketLen)
-	}
-	if w.EventName == "" {
-		return Record{}, recErr("eventName", "missing or empty")
-	}
-
 	rec := Record{
 		Producer:  producer(&w, minioWrapper),
-		Bucket:    bucket,
+		Bucket:    w.S3.Bucket.Name,
 		EventName: w.EventName,
 		Kind:      kindOf(w.EventName),
 		Size:      -1,
 		Sequencer: obj.Sequencer,
 	}
-
-	key := *obj.Key
-	switch rec.Producer {
-	case ProducerAWS, ProducerMinIO:
-		k, err := url.QueryUnescape(key)
-		if err != nil {
-			return Record{}, recErr("s3.object.key", "%s sends URL-encoded keys but %q does not decode: %v", rec.Producer, truncate(key), err)
-		}
-		key = k
+	if rec.Key, err = objectKey(rec.Producer, *obj.Key); err != nil {
+		return Record{}, err
 	}
-	if key == "" || len(key) > MaxKeyLen || !utf8.ValidString(key) || strings.ContainsRune(key, 0) {
-		return Record{}, recErr("s3.object.key", "%q is not an object key (empty, over %d bytes, invalid UTF-8 or NUL)", truncate(key), MaxKeyLen)
-	}
-	rec.Key = key
 
 	if w.EventTime != "" {
 		t, err := time.Parse(time.RFC3339Nano, w.EventTime)
@@ -313,6 +281,53 @@ func decodeRecord(raw json.RawMessage, minioWrapper bool) (Record, error) {
 	}
 	rec.Size = size
 	return rec, nil
+}
+
+// unmarshalRecord parses one record and checks the fields every record
+// needs: s3.bucket.name, s3.object.key and eventName.
+func unmarshalRecord(raw json.RawMessage) (wireRecord, error) {
+	var w wireRecord
+	if err := json.Unmarshal(raw, &w); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return w, recErr(te.Field, "has JSON type %s, want %s", te.Value, te.Type)
+		}
+		return w, recErr("(record)", "not a JSON object: %v", err)
+	}
+	if w.S3 == nil {
+		return w, recErr("s3", "missing")
+	}
+	if w.S3.Bucket == nil || w.S3.Bucket.Name == "" {
+		return w, recErr("s3.bucket.name", "missing or empty")
+	}
+	if w.S3.Object == nil || w.S3.Object.Key == nil || *w.S3.Object.Key == "" {
+		return w, recErr("s3.object.key", "missing or empty")
+	}
+	bucket := w.S3.Bucket.Name
+	if len(bucket) > MaxBucketLen || !utf8.ValidString(bucket) || strings.ContainsRune(bucket, 0) {
+		return w, recErr("s3.bucket.name", "not a bucket name (over %d bytes, invalid UTF-8 or NUL)", MaxBucketLen)
+	}
+	if w.EventName == "" {
+		return w, recErr("eventName", "missing or empty")
+	}
+	return w, nil
+}
+
+// objectKey is the record's key as stored: AWS and MinIO URL-encode it in
+// notifications, the other producers send it as it is.
+func objectKey(producer, key string) (string, error) {
+	switch producer {
+	case ProducerAWS, ProducerMinIO:
+		k, err := url.QueryUnescape(key)
+		if err != nil {
+			return "", recErr("s3.object.key", "%s sends URL-encoded keys but %q does not decode: %v", producer, truncate(key), err)
+		}
+		key = k
+	}
+	if key == "" || len(key) > MaxKeyLen || !utf8.ValidString(key) || strings.ContainsRune(key, 0) {
+		return "", recErr("s3.object.key", "%q is not an object key (empty, over %d bytes, invalid UTF-8 or NUL)", truncate(key), MaxKeyLen)
+	}
+	return key, nil
 }
 
 func producer(w *wireRecord, minioWrapper bool) string {
