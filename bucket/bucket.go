@@ -116,13 +116,42 @@ type Client struct {
 // New checks cfg and builds a Client. It sends no request: a wrong endpoint
 // or credentials show up on the first call.
 func New(ctx context.Context, cfg Config) (*Client, error) {
-	if cfg.Endpoint == "" {
-		return nil, errors.New("bucket: no S3 endpoint configured: set it to S3_PROTO://S3_HOST, e.g. https://rgw-vip.nmn")
+	if err := checkEndpoint(cfg.Endpoint); err != nil {
+		return nil, err
 	}
-	u, err := url.Parse(cfg.Endpoint)
+	cfg.setDefaults()
+	if cfg.HTTPClient != nil && cfg.CAFile != "" {
+		return nil, errors.New("bucket: both HTTPClient and CAFile are set: configure the CA in the HTTP client's transport, or pass only CAFile")
+	}
+	httpClient, err := httpClientFor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	creds, err := credentialsFor(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{
+		s3:       newS3(cfg, httpClient, creds),
+		bucket:   cfg.Bucket,
+		endpoint: cfg.Endpoint,
+		timeout:  cfg.Timeout,
+		pageSize: cfg.PageSize,
+	}, nil
+}
+
+func checkEndpoint(endpoint string) error {
+	if endpoint == "" {
+		return errors.New("bucket: no S3 endpoint configured: set it to S3_PROTO://S3_HOST, e.g. https://rgw-vip.nmn")
+	}
+	u, err := url.Parse(endpoint)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("bucket: S3 endpoint %q is not an http:// or https:// URL with a host (expected S3_PROTO://S3_HOST, e.g. https://rgw-vip.nmn)", cfg.Endpoint)
+		return fmt.Errorf("bucket: S3 endpoint %q is not an http:// or https:// URL with a host (expected S3_PROTO://S3_HOST, e.g. https://rgw-vip.nmn)", endpoint)
 	}
+	return nil
+}
+
+func (cfg *Config) setDefaults() {
 	if cfg.Bucket == "" {
 		cfg.Bucket = DefaultBucket
 	}
@@ -138,36 +167,43 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = DefaultMaxAttempts
 	}
-	if cfg.HTTPClient != nil && cfg.CAFile != "" {
-		return nil, errors.New("bucket: both HTTPClient and CAFile are set: configure the CA in the HTTP client's transport, or pass only CAFile")
-	}
+}
 
-	var httpClient aws.HTTPClient = cfg.HTTPClient
-	if cfg.HTTPClient == nil {
-		tlsConfig, err := tlsConfig(cfg.CAFile)
-		if err != nil {
-			return nil, err
-		}
-		httpClient = awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
-			tr.TLSClientConfig = tlsConfig
-		})
+// httpClientFor is cfg.HTTPClient, else the SDK's client trusting cfg.CAFile
+// (or the system roots).
+func httpClientFor(cfg Config) (aws.HTTPClient, error) {
+	if cfg.HTTPClient != nil {
+		return cfg.HTTPClient, nil
 	}
+	tlsConfig, err := tlsConfig(cfg.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	return awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+		tr.TLSClientConfig = tlsConfig
+	}), nil
+}
 
-	// With explicit keys nothing is read from the environment or shared
-	// config files; otherwise only the credential chain is taken from there.
-	var creds aws.CredentialsProvider
+// credentialsFor: with explicit keys nothing is read from the environment
+// or shared config files; otherwise only the credential chain is taken
+// from there.
+func credentialsFor(ctx context.Context, cfg Config) (aws.CredentialsProvider, error) {
 	if cfg.Credentials != nil {
 		c := *cfg.Credentials
-		creds = credentials.NewStaticCredentialsProvider(c.AccessKeyID, c.SecretAccessKey, c.SessionToken)
-	} else {
-		awsCfg, err := config.LoadDefaultConfig(ctx, config.WithRegion(cfg.Region))
-		if err != nil {
-			return nil, fmt.Errorf("bucket: load the AWS SDK's default credential chain (environment, shared config files); or set S3_CREDENTIAL_FILE: %w", err)
-		}
-		creds = awsCfg.Credentials
+		return credentials.NewStaticCredentialsProvider(c.AccessKeyID, c.SecretAccessKey, c.SessionToken), nil
 	}
+	awsCfg, err := config.LoadDefaultConfig(ctx, config.WithRegion(cfg.Region))
+	if err != nil {
+		return nil, fmt.Errorf("bucket: load the AWS SDK's default credential chain (environment, shared config files); or set S3_CREDENTIAL_FILE: %w", err)
+	}
+	return awsCfg.Credentials, nil
+}
+
+// newS3 builds the SDK client: path-style requests to the endpoint, and
+// retries without the SDK's retry quota.
+func newS3(cfg Config, httpClient aws.HTTPClient, creds aws.CredentialsProvider) *s3.Client {
 	maxAttempts := cfg.MaxAttempts
-	client := s3.New(s3.Options{
+	return s3.New(s3.Options{
 		BaseEndpoint: aws.String(strings.TrimSuffix(cfg.Endpoint, "/")),
 		Region:       cfg.Region,
 		UsePathStyle: true,
@@ -184,13 +220,6 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
 		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
 	})
-	return &Client{
-		s3:       client,
-		bucket:   cfg.Bucket,
-		endpoint: cfg.Endpoint,
-		timeout:  cfg.Timeout,
-		pageSize: cfg.PageSize,
-	}, nil
 }
 
 func tlsConfig(caFile string) (*tls.Config, error) {
