@@ -505,29 +505,12 @@ func (a *Agent) applyGate(ctx context.Context, full bool) (bool, error) {
 			return false, err
 		}
 	}
-	saved, err := a.Reconciler.StateOrResave(ctx)
-	if err != nil {
-		return false, err
-	}
-	tgt, ok := saved.Target(a.cfg.TargetIQN)
-	if !ok {
-		return open, nil // the planner explains a missing target
-	}
-	tpg, ok := tgt.TPG(1)
-	if !ok || bool(tpg.Enable) == open {
-		if !open {
-			a.log.Info("node gate closed; projecting nothing", "why", why)
-		}
-		return open, nil
-	}
-	op := lio.Op{Kind: lio.EnableTPG, Target: a.cfg.TargetIQN, TPG: 1}
-	if !open {
-		op.Kind = lio.DisableTPG
-	}
-	a.log.Warn("node gate changed; switching tpg1", "open", open, "why", why, "op", op.Kind)
-	res, err := a.Reconciler.LIO.Apply(ctx, []lio.Op{op})
-	if err == nil && len(res) == 1 && !res[0].OK() {
-		err = fmt.Errorf("%s: %s", op, firstNonEmpty(res[0].Message, errText(res[0].Err)))
+	rep, err := a.Reconciler.Gate(ctx, open, why)
+	if rep != nil && !rep.Plan.Empty() {
+		a.log.Warn("node gate changed; switching tpg1", "open", open, "why", why)
+		a.metrics.ObserveChanges(rep)
+	} else if err == nil && !open {
+		a.log.Info("node gate closed; projecting nothing", "why", why)
 	}
 	return open, err
 }

@@ -152,6 +152,9 @@ func TestOperations(t *testing.T) {
 		`sbps_marshal_projections{kind="pe",state="projected"} 1`,
 		`sbps_marshal_lio_operations_total{op="create-backstore",outcome="applied"} 1`,
 		`sbps_marshal_lio_operations_total{op="create-lun",outcome="applied"} 1`,
+		// The gate's changes of tpg1 are planned and counted as every other.
+		`sbps_marshal_lio_operations_total{op="disable-tpg",outcome="applied"} 1`,
+		`sbps_marshal_lio_operations_total{op="enable-tpg",outcome="applied"} 1`,
 		`sbps_marshal_passes_total{kind="full",outcome="success"}`,
 		`sbps_marshal_targetcli_processes_total`,
 		`sbps_marshal_build_info{`,

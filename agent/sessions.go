@@ -16,6 +16,7 @@ import (
 
 	"github.com/sbps-marshal/sbps-marshal/lio"
 	"github.com/sbps-marshal/sbps-marshal/metrics"
+	"github.com/sbps-marshal/sbps-marshal/projector"
 )
 
 // LUNMapFile is the file in STATE_DIR that records, for tpg1, every LUN
@@ -104,9 +105,11 @@ type sessionGuard struct {
 	iqn   string
 	fleet func() bool // LUN numbers come from the fleet registry (a rebuilt worker gets the old map back)
 	state func(ctx context.Context) (*lio.Config, error)
-	apply lio.Applier
-	log   *slog.Logger
-	m     *metrics.Metrics
+	// resetTPG disables and enables tpg1 through the reconciler, the only
+	// writer to LIO (projector.Reconciler.ResetSessions).
+	resetTPG func(ctx context.Context, why string) (*projector.Report, error)
+	log      *slog.Logger
+	m        *metrics.Metrics
 	// localUses counts LUN numbers the fleet registry's local fallback
 	// handed out (nil without the fleet registry): a worker that trusted
 	// the fleet for its map but got local numbers owes a reset.
@@ -258,15 +261,12 @@ func (g *sessionGuard) reset(ctx context.Context, why string, now map[int]string
 	}
 	g.log.Warn("resetting tpg1's iSCSI sessions so that initiators log in again to the final LUN map (as the old agent's target.service restart)",
 		"target", g.iqn, "why", why, "luns", len(now))
-	ops := []lio.Op{{Kind: lio.DisableTPG, Target: g.iqn, TPG: 1}, {Kind: lio.EnableTPG, Target: g.iqn, TPG: 1}}
-	res, err := g.apply.Apply(ctx, ops)
-	for _, r := range res {
-		if err == nil && !r.OK() {
-			err = fmt.Errorf("%s: %s", r.Op, firstNonEmpty(r.Message, errText(r.Err)))
-		}
+	rep, err := g.resetTPG(ctx, why)
+	if rep != nil {
+		g.m.ObserveChanges(rep)
 	}
-	if err == nil && len(res) != len(ops) {
-		err = fmt.Errorf("LIO answered %d of the %d operations", len(res), len(ops))
+	if err == nil && len(rep.Results) != 2 {
+		err = fmt.Errorf("LIO answered %d of the 2 operations (disable, enable)", len(rep.Results))
 	}
 	if err != nil {
 		g.m.SessionReset("failed")
@@ -278,13 +278,13 @@ func (g *sessionGuard) reset(ctx context.Context, why string, now map[int]string
 
 func newSessionGuard(a *Agent) *sessionGuard {
 	g := &sessionGuard{
-		path:  filepath.Join(a.cfg.StateDir, LUNMapFile),
-		iqn:   a.cfg.TargetIQN,
-		fleet: a.regChoice.Fleet,
-		state: a.Reconciler.StateOrResave,
-		apply: a.Reconciler.LIO,
-		log:   a.log.With("component", "sessions"),
-		m:     a.metrics,
+		path:     filepath.Join(a.cfg.StateDir, LUNMapFile),
+		iqn:      a.cfg.TargetIQN,
+		fleet:    a.regChoice.Fleet,
+		state:    a.Reconciler.StateOrResave,
+		resetTPG: a.Reconciler.ResetSessions,
+		log:      a.log.With("component", "sessions"),
+		m:        a.metrics,
 	}
 	if a.fallback != nil {
 		g.localUses = a.fallback.LocalUses

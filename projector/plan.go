@@ -19,9 +19,15 @@ const (
 	Map      Action = "map"      // backstore is right, its LUN is missing
 	Renumber Action = "renumber" // LUN index differs from the registry; moved on request only
 	Delete   Action = "delete"   // backstore no longer desired
+
+	// The TPG's own changes, planned by GatePlan and SessionResetPlan.
+	EnableTPG     Action = "enable-tpg"     // the node gate opened: serve the TPG's LUNs again
+	DisableTPG    Action = "disable-tpg"    // the node gate closed: LIO closes every session of the TPG
+	ResetSessions Action = "reset-sessions" // disable, then enable: initiators log in again to the LUN map LIO holds
 )
 
-// Change is one projection-level change.
+// Change is one projection-level change, or one change of the TPG itself
+// (EnableTPG, DisableTPG, ResetSessions: Name is empty).
 type Change struct {
 	Action     Action
 	Name       string      // backstore name
@@ -247,10 +253,16 @@ func writable(tpg *lio.TPG) string {
 	return ""
 }
 
-// Ops turns the plan into LIO operations. Deletes come first; LIO removes a
-// backstore's LUNs with it.
+// Ops turns the plan into LIO operations: a TPG disable first, then
+// deletes (LIO removes a backstore's LUNs with it), creates, and a TPG
+// enable last.
 func (p *Plan) Ops(target string, tpg int) []lio.Op {
 	var ops []lio.Op
+	for _, c := range p.Changes {
+		if c.Action == DisableTPG || c.Action == ResetSessions {
+			ops = append(ops, lio.Op{Kind: lio.DisableTPG, Target: target, TPG: tpg})
+		}
+	}
 	for _, c := range p.Changes {
 		switch c.Action {
 		case Delete, Recreate:
@@ -268,7 +280,41 @@ func (p *Plan) Ops(target string, tpg int) []lio.Op {
 			ops = append(ops, lio.Op{Kind: lio.CreateLUN, Backstore: c.Name, Target: target, TPG: tpg, LUN: c.LUN})
 		}
 	}
+	for _, c := range p.Changes {
+		if c.Action == EnableTPG || c.Action == ResetSessions {
+			ops = append(ops, lio.Op{Kind: lio.EnableTPG, Target: target, TPG: tpg})
+		}
+	}
 	return ops
+}
+
+// GatePlan makes the TPG follow the node gate: open, a disabled TPG is
+// enabled; closed, an enabled one is disabled. why is the gate's answer.
+// A target or TPG that LIO does not hold plans nothing: the next pass's
+// MakePlan says what to provision.
+func GatePlan(actual *lio.Config, target string, tag int, open bool, why string) *Plan {
+	tpg, ok := actual.TPG(target, tagOr1(tag))
+	if !ok || bool(tpg.Enable) == open {
+		return &Plan{}
+	}
+	c := Change{Action: EnableTPG, Reason: "node gate open: " + why}
+	if !open {
+		c = Change{Action: DisableTPG, Reason: "node gate closed: " + why}
+	}
+	return &Plan{Changes: []Change{c}}
+}
+
+// SessionResetPlan disables and enables the TPG so that every initiator
+// logs in again, to the LUN map LIO holds now; why says what changed.
+func SessionResetPlan(why string) *Plan {
+	return &Plan{Changes: []Change{{Action: ResetSessions, Reason: why}}}
+}
+
+func tagOr1(tag int) int {
+	if tag == 0 {
+		return 1
+	}
+	return tag
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -177,3 +177,53 @@ func TestPlanOps(t *testing.T) {
 		t.Errorf("ops =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// TestTPGPlans: the node gate and the session reset are planned changes of
+// the TPG, carried out by the same Ops as every other change.
+func TestTPGPlans(t *testing.T) {
+	enabled := node(nil)
+	disabled := node(nil)
+	disabled.Targets[0].TPGs[0].Enable = false
+	ops := func(p *Plan) string {
+		var s []string
+		for _, op := range p.Ops(testIQN, 1) {
+			s = append(s, string(op.Kind))
+		}
+		return strings.Join(s, ", ")
+	}
+	tests := []struct {
+		name       string
+		plan       *Plan
+		wantAction Action
+		wantOps    string
+	}{
+		{"gate open, tpg enabled", GatePlan(enabled, testIQN, 0, true, "labelled"), "", ""},
+		{"gate closed, tpg disabled", GatePlan(disabled, testIQN, 1, false, "not labelled"), "", ""},
+		{"gate closes", GatePlan(enabled, testIQN, 1, false, "not labelled"), DisableTPG, "disable-tpg"},
+		{"gate opens", GatePlan(disabled, testIQN, 0, true, "labelled"), EnableTPG, "enable-tpg"},
+		{"target not provisioned", GatePlan(enabled, "iqn.2026-01.example:other", 1, false, "x"), "", ""},
+		{"session reset", SessionResetPlan("lun3 changed"), ResetSessions, "disable-tpg, enable-tpg"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got Action
+			if len(tt.plan.Changes) > 1 {
+				t.Fatalf("changes = %+v, want at most one", tt.plan.Changes)
+			}
+			if len(tt.plan.Changes) == 1 {
+				got = tt.plan.Changes[0].Action
+				if tt.plan.Changes[0].Reason == "" {
+					t.Errorf("change %s has no reason", got)
+				}
+			}
+			if got != tt.wantAction || ops(tt.plan) != tt.wantOps {
+				t.Errorf("plan %q, ops %q; want %q, %q", got, ops(tt.plan), tt.wantAction, tt.wantOps)
+			}
+		})
+	}
+	// Around projection changes, a disable comes first and an enable last.
+	p := &Plan{Changes: []Change{{Action: EnableTPG}, {Action: Delete, Name: "a"}, {Action: DisableTPG}}}
+	if got, want := ops(p), "disable-tpg, delete-backstore, enable-tpg"; got != want {
+		t.Errorf("ops = %q, want %q", got, want)
+	}
+}

@@ -16,7 +16,9 @@ import (
 )
 
 // Reconciler makes LIO match the desired state. It is the only writer to
-// LIO: passes never overlap.
+// LIO (every write goes through apply, with the change it is for), and
+// passes never overlap: the node gate's and the session reset's changes
+// of the TPG are passes too (Gate, ResetSessions).
 type Reconciler struct {
 	Inventory *Inventory
 	LIO       lio.Applier
@@ -117,11 +119,26 @@ func (r *Reconciler) ImagesUsing(key string) []string {
 }
 
 // pass plans against the desired state compute returns, or a fresh
-// inventory when compute is nil.
+// inventory when compute is nil, and applies the plan.
 func (r *Reconciler) pass(ctx context.Context, o SyncOptions, compute func(before *lio.Config) (*Desired, error)) (*Report, error) {
 	start := time.Now()
 	log := r.logger().With("trigger", o.Trigger)
+	rep, err := r.plan(ctx, log, o, compute)
+	if err != nil {
+		return nil, err
+	}
+	if o.DryRun || rep.Plan.Empty() {
+		rep.After = rep.Before
+		rep.Duration = time.Since(start)
+		return rep, nil
+	}
+	err = r.apply(ctx, log, rep)
+	rep.Duration = time.Since(start)
+	return rep, err
+}
 
+// plan reads LIO's state, computes the desired state and plans the pass.
+func (r *Reconciler) plan(ctx context.Context, log *slog.Logger, o SyncOptions, compute func(before *lio.Config) (*Desired, error)) (*Report, error) {
 	read := r.state
 	if !o.DryRun {
 		read = r.stateOrResave
@@ -170,60 +187,106 @@ func (r *Reconciler) pass(ctx context.Context, o SyncOptions, compute func(befor
 	if plan.Refused != "" {
 		log.Error(plan.Refused)
 	}
-	if o.DryRun || plan.Empty() {
-		rep.After = before
-		rep.Duration = time.Since(start)
-		return rep, nil
-	}
-	ops := plan.Ops(opts.Target, opts.TPG)
+	return rep, nil
+}
+
+// apply carries out rep.Plan: the only place that writes to LIO. It logs
+// every operation with its change's reason, gives removed backstores'
+// indexes back to the registry, and reads LIO's state back into rep.After.
+func (r *Reconciler) apply(ctx context.Context, log *slog.Logger, rep *Report) error {
+	ops := rep.Plan.Ops(r.Plan.Target, r.Plan.TPG)
 	results, applyErr := r.LIO.Apply(ctx, ops)
 	rep.Results = results
-	changes := make(map[string]*Change, len(plan.Changes))
-	for i := range plan.Changes {
-		changes[plan.Changes[i].Name] = &plan.Changes[i]
+	changes := make(map[string]*Change, len(rep.Plan.Changes))
+	for i := range rep.Plan.Changes {
+		changes[rep.Plan.Changes[i].Name] = &rep.Plan.Changes[i] // TPG changes under ""
 	}
 	for _, res := range results {
-		attrs := []any{"op", res.Op.Kind, "backstore", res.Op.Backstore, "outcome", res.Outcome.String()}
-		if res.Op.Kind == lio.CreateLUN {
-			attrs = append(attrs, "lun", res.Op.LUN)
-		}
-		if c, ok := changes[res.Op.Backstore]; ok {
-			attrs = append(attrs, "action", c.Action, "reason", c.Reason)
-			if c.Projection != nil {
-				attrs = append(attrs, "key", c.Projection.Key)
-				if len(c.Projection.Users) > 0 {
-					attrs = append(attrs, "image", c.Projection.Users[0].ID, "image_name", c.Projection.Users[0].Name)
-				}
-			}
-		}
-		if res.OK() {
-			log.Info("applied", attrs...)
-		} else {
-			log.Error("apply failed", append(attrs, "message", res.Message, "err", res.Err)...)
-		}
+		logResult(log, res, changes[res.Op.Backstore])
 	}
 	if r.Registry != nil {
-		for _, res := range results {
-			if c, ok := changes[res.Op.Backstore]; ok && c.Action == Delete && res.Op.Kind == lio.DeleteBackstore && res.OK() {
-				if err := r.Registry.Release(ctx, res.Op.Backstore); err != nil {
-					log.Warn("could not release LUN index to the registry; it stays reserved", "backstore", res.Op.Backstore, "err", err)
-				}
-				delete(r.indexes, res.Op.Backstore)
-			}
-		}
+		r.release(ctx, log, results, changes)
 	}
 	after, afterDigest, err := r.stateOrResave(ctx)
 	if err != nil {
 		err = fmt.Errorf("reading LIO's state back after applying: %w", err)
 	}
 	rep.After, rep.AfterDigest = after, afterDigest
-	rep.Duration = time.Since(start)
 	if applyErr != nil {
-		return rep, fmt.Errorf("applying %d operation(s): %w", len(ops), applyErr)
+		return fmt.Errorf("applying %d operation(s): %w", len(ops), applyErr)
 	}
 	if failed := rep.Failed(); len(failed) > 0 {
-		return rep, fmt.Errorf("%d of %d operation(s) failed, first: %s: %s", len(failed), len(ops), failed[0].Op, firstNonEmpty(failed[0].Message, errString(failed[0].Err)))
+		return fmt.Errorf("%d of %d operation(s) failed, first: %s: %s", len(failed), len(ops), failed[0].Op, firstNonEmpty(failed[0].Message, errString(failed[0].Err)))
 	}
+	return err
+}
+
+// logResult logs one operation's outcome with what the change was for.
+func logResult(log *slog.Logger, res lio.Result, c *Change) {
+	attrs := []any{"op", res.Op.Kind, "backstore", res.Op.Backstore, "outcome", res.Outcome.String()}
+	if res.Op.Kind == lio.CreateLUN {
+		attrs = append(attrs, "lun", res.Op.LUN)
+	}
+	if c != nil {
+		attrs = append(attrs, "action", c.Action, "reason", c.Reason)
+		if c.Projection != nil {
+			attrs = append(attrs, "key", c.Projection.Key)
+			if len(c.Projection.Users) > 0 {
+				attrs = append(attrs, "image", c.Projection.Users[0].ID, "image_name", c.Projection.Users[0].Name)
+			}
+		}
+	}
+	if res.OK() {
+		log.Info("applied", attrs...)
+	} else {
+		log.Error("apply failed", append(attrs, "message", res.Message, "err", res.Err)...)
+	}
+}
+
+// release gives the registry back the index of every backstore deleted
+// because it is no longer desired.
+func (r *Reconciler) release(ctx context.Context, log *slog.Logger, results []lio.Result, changes map[string]*Change) {
+	for _, res := range results {
+		if c, ok := changes[res.Op.Backstore]; ok && c.Action == Delete && res.Op.Kind == lio.DeleteBackstore && res.OK() {
+			if err := r.Registry.Release(ctx, res.Op.Backstore); err != nil {
+				log.Warn("could not release LUN index to the registry; it stays reserved", "backstore", res.Op.Backstore, "err", err)
+			}
+			delete(r.indexes, res.Op.Backstore)
+		}
+	}
+}
+
+// Gate makes the TPG follow the node gate (GatePlan): a pass of its own,
+// between the other passes, of one change at most.
+func (r *Reconciler) Gate(ctx context.Context, open bool, why string) (*Report, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.applyTPG(ctx, "node gate", func(before *lio.Config) *Plan {
+		return GatePlan(before, r.Plan.Target, r.Plan.TPG, open, why)
+	})
+}
+
+// ResetSessions disables and enables the TPG (SessionResetPlan), so that
+// initiators log in again to the LUN map LIO holds; why says what changed.
+func (r *Reconciler) ResetSessions(ctx context.Context, why string) (*Report, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.applyTPG(ctx, "session reset", func(*lio.Config) *Plan { return SessionResetPlan(why) })
+}
+
+// applyTPG plans a change of the TPG itself against LIO's state and
+// applies it as a pass does.
+func (r *Reconciler) applyTPG(ctx context.Context, trigger string, plan func(before *lio.Config) *Plan) (*Report, error) {
+	start := time.Now()
+	before, digest, err := r.stateOrResave(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{Trigger: trigger, Before: before, Plan: plan(before), After: before, AfterDigest: digest}
+	if !rep.Plan.Empty() {
+		err = r.apply(ctx, r.logger().With("trigger", trigger), rep)
+	}
+	rep.Duration = time.Since(start)
 	return rep, err
 }
 
