@@ -67,8 +67,8 @@ func (c *statusCollector) set(entries []projector.Entry) {
 	}
 	prob := map[[2]string]int{}
 	for _, s := range problemStates {
-		for _, r := range reasonClasses {
-			prob[[2]string{string(s), r}] = 0
+		for _, c := range projector.ProblemCodes() {
+			prob[[2]string{string(s), string(c)}] = 0
 		}
 	}
 	mismatch := 0
@@ -82,7 +82,11 @@ func (c *statusCollector) set(entries []projector.Entry) {
 		}
 		proj[[2]string{kind, string(e.State)}]++
 		if e.State == projector.Pending || e.State == projector.Rejected {
-			prob[[2]string{string(e.State), ReasonClass(e.Reason)}]++
+			code := e.Code
+			if code == "" {
+				code = projector.CodeOther
+			}
+			prob[[2]string{string(e.State), string(code)}]++
 		}
 	}
 	c.mu.Lock()

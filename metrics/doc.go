@@ -28,9 +28,10 @@
 //     projected|missing|pending|rejected|held|stale|foreign. Absent until the
 //     first SetStatus; a state that vanished reads 0.
 //   - sbps_marshal_image_problems{state,reason} (gauge): pending and rejected
-//     images of the latest status view by reason class (ReasonClass):
-//     s3fs_lag, not_in_s3, no_etag, etag_mismatch, empty, bad_key,
-//     unsafe_file, bad_manifest, no_link, other_bucket, bad_record, other.
+//     images of the latest status view by their code
+//     (projector.ProblemCodes): s3fs_lag, read_only_mount, not_in_s3,
+//     no_etag, etag_mismatch, empty, bad_key, unsafe_file, bad_manifest,
+//     no_link, other_bucket, bad_record, other.
 //   - sbps_marshal_lun_registry_mismatches (gauge): LUNs of the latest status
 //     view whose index differs from the LUN registry's; they are moved only
 //     by `sbps-marshal sync --renumber`.
@@ -57,8 +58,8 @@
 //     records), manifest (manifest.json fetch), lio (saveconfig.json read or
 //     apply).
 //   - sbps_marshal_mass_delete_refusals_total (counter): passes whose
-//     deletes the mass-delete guard held back (a held delete whose reason
-//     starts with MassDeleteReasonPrefix; one per pass).
+//     deletes the mass-delete guard held back (a held delete with code
+//     projector.HeldMassDelete; one per pass).
 //   - sbps_marshal_held_deletes{reason} (gauge): projections the latest
 //     pass with a plan would remove (or recreate) but kept, by the held
 //     change's code (projector.HeldCodes): mass_delete (needs

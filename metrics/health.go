@@ -28,7 +28,7 @@ const (
 const heldOther = "other"
 
 var (
-	passKinds    = []PassKind{FullPass, KeysPass, RepairPass}
+	passKinds    = []PassKind{FullPass, KeysPass}
 	passOutcomes = []string{"success", "error"}
 	gateStates   = []GateState{GateOpen, GateClosed, GateUnknown}
 	heldReasons  = append(codeNames(projector.HeldCodes()), heldOther)

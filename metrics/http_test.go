@@ -114,9 +114,9 @@ func TestScrape(t *testing.T) {
 	}, nil, func() []projector.Entry {
 		return []projector.Entry{
 			entry(projector.Projected, projector.PE, ""),
-			entry(projector.Held, projector.PE, MassDeleteReasonPrefix+"2 of 2"),
-			entry(projector.Held, projector.PE, MassDeleteReasonPrefix+"2 of 2"),
-			entry(projector.Rejected, projector.Rootfs, "manifest s3://boot-images/x/manifest.json: rootfs link has no etag (path s3://boot-images/x/rootfs)"),
+			entry(projector.Held, projector.PE, projector.HeldMassDelete),
+			entry(projector.Held, projector.PE, projector.HeldMassDelete),
+			entry(projector.Rejected, projector.Rootfs, projector.CodeNoEtag),
 		}
 	})
 	m.ObserveEvents([]events.Event{ev, ev, ev}, nil)

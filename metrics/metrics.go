@@ -24,14 +24,14 @@ const namespace = "sbps_marshal"
 type PassKind string
 
 const (
-	// FullPass reads S3 and IMS afresh (start, resync timer, SIGHUP, fleet
-	// resync, S3/IMS events). Only a successful full pass sets
-	// sbps_marshal_last_full_resync_timestamp_seconds.
+	// FullPass reads S3 and IMS afresh: at start, on the resync timer,
+	// SIGHUP or `sbps-marshal resync`, a fleet resync, a NATS
+	// (re)connection, and when a failed pass is retried. Only a successful
+	// full pass sets sbps_marshal_last_full_resync_timestamp_seconds.
 	FullPass PassKind = "full"
-	// KeysPass re-reads only the keys and images events named.
+	// KeysPass re-reads only the S3 keys and IMS images events named, and
+	// repairs LIO after an outside change of saveconfig.json.
 	KeysPass PassKind = "keys"
-	// RepairPass re-applies the cached desired state after an outside LIO change.
-	RepairPass PassKind = "repair"
 )
 
 // InventorySource is where an inventory error came from: the source label
@@ -43,19 +43,6 @@ const (
 	SourceIMS      InventorySource = "ims"      // listing IMS, or an IMS record that does not decode
 	SourceManifest InventorySource = "manifest" // fetching a manifest.json
 	SourceLIO      InventorySource = "lio"      // reading saveconfig.json or applying to LIO
-)
-
-// MassDeleteReasonPrefix starts the reason of every delete the projector
-// held back because of the mass-delete guard (MAX_DELETE_FRACTION). A pass
-// whose plan holds at least one such delete counts as one refusal.
-const MassDeleteReasonPrefix = "kept: this pass would delete "
-
-// Prefixes of projector texts that tell where an inventory error came from
-// (see ObservePass).
-const (
-	s3ListingPrefix  = "S3 listing failed"               // Inventory.Desired's error
-	imsListingPrefix = "IMS listing failed"              // RootfsIncompleteReason
-	imsRecordsText   = "IMS record(s) could not be read" // RootfsIncompleteReason
 )
 
 var (
@@ -193,15 +180,16 @@ func (m *Metrics) SetStatusFunc(f func() []projector.Entry) { m.status.setLazy(f
 //
 // It observes the pass duration (when rep is not nil), counts the pass by
 // outcome, counts rep.Results by op kind and outcome, counts a mass-delete
-// refusal when rep.Plan.Held has a delete whose reason starts with
-// MassDeleteReasonPrefix, counts inventory errors (see below), sets the last
-// full resync time after a successful FullPass, and calls SetStatusFunc(status).
+// refusal when rep.Plan.Held has a delete held by the mass-delete guard
+// (projector.HeldMassDelete), counts inventory errors (see below), sets the
+// last full resync time after a successful FullPass, and calls
+// SetStatusFunc(status).
 //
-// Inventory errors are attributed as follows: an error with no report is s3
-// when it says "S3 listing failed", else lio (saveconfig.json could not be
-// read); an error with a report is lio (applying failed); a report whose
-// rootfs information is incomplete adds ims (IMS listing or records) or
-// manifest (a manifest could not be fetched).
+// Inventory errors are attributed as follows: an error with no report is
+// the source a projector.SourceError names (s3: the listing failed), else
+// lio (saveconfig.json could not be read); an error with a report is lio
+// (applying failed); a report whose rootfs information is incomplete adds
+// its projector.Desired.RootfsIncompleteSource (ims or manifest).
 func (m *Metrics) ObservePass(kind PassKind, rep *projector.Report, err error, status func() []projector.Entry) {
 	outcome := "success"
 	if err != nil {
@@ -212,31 +200,30 @@ func (m *Metrics) ObservePass(kind PassKind, rep *projector.Report, err error, s
 	m.observeHealth(rep, err)
 	if rep != nil {
 		m.passDuration.WithLabelValues(k, outcome).Observe(rep.Duration.Seconds())
-		for _, r := range rep.Results {
-			m.lioOps.WithLabelValues(string(r.Op.Kind), outcomeLabel(r.Outcome)).Inc()
-		}
+		m.ObserveChanges(rep)
 		if rep.Plan != nil {
 			for _, h := range rep.Plan.Held {
-				if h.Action == projector.Delete && strings.HasPrefix(h.Reason, MassDeleteReasonPrefix) {
+				if h.Action == projector.Delete && h.Code == projector.HeldMassDelete {
 					m.massDelete.Inc()
 					break
 				}
 			}
 		}
 		if d := rep.Desired; d != nil && !d.RootfsComplete {
-			src := SourceManifest
-			if strings.HasPrefix(d.RootfsIncompleteReason, imsListingPrefix) || strings.Contains(d.RootfsIncompleteReason, imsRecordsText) {
-				src = SourceIMS
+			src := InventorySource(d.RootfsIncompleteSource)
+			if src == "" {
+				src = SourceManifest
 			}
 			m.InventoryError(src)
 		}
 	}
+	var se *projector.SourceError
 	switch {
 	case err == nil:
 	case rep != nil:
 		m.InventoryError(SourceLIO)
-	case strings.Contains(err.Error(), s3ListingPrefix):
-		m.InventoryError(SourceS3)
+	case errors.As(err, &se):
+		m.InventoryError(InventorySource(se.Source))
 	case errorsIsContext(err):
 		// Shutting down is not an inventory error.
 	default:

@@ -100,12 +100,12 @@ func TestObservePass(t *testing.T) {
 		{
 			name: "failed ops make a lio error",
 			passes: func(*testing.T) []pass {
-				return []pass{{RepairPass, &projector.Report{Desired: complete, Plan: &projector.Plan{}, Duration: time.Second, Results: []lio.Result{
+				return []pass{{KeysPass, &projector.Report{Desired: complete, Plan: &projector.Plan{}, Duration: time.Second, Results: []lio.Result{
 					result(lio.CreateBackstore, lio.Failed), result(lio.CreateLUN, lio.NotAttempted),
 				}}, errors.New("1 of 2 operation(s) failed")}}
 			},
 			ops:        map[[2]string]float64{{"create-backstore", "failed"}: 1, {"create-lun", "not_attempted"}: 1},
-			passCounts: map[[2]string]float64{{"repair", "error"}: 1},
+			passCounts: map[[2]string]float64{{"keys", "error"}: 1},
 			durations:  1,
 			invErrs:    map[InventorySource]float64{SourceLIO: 1},
 		},
@@ -136,7 +136,8 @@ func TestObservePass(t *testing.T) {
 		{
 			name: "S3 listing failure",
 			passes: func(*testing.T) []pass {
-				return []pass{{FullPass, nil, fmt.Errorf("S3 listing failed, nothing changes this pass: %w", errors.New("503"))}}
+				err := &projector.SourceError{Source: projector.SourceS3, Err: errors.New("S3 listing failed, nothing changes this pass: 503")}
+				return []pass{{FullPass, nil, fmt.Errorf("pass: %w", err)}}
 			},
 			passCounts: map[[2]string]float64{{"full", "error"}: 1},
 			invErrs:    map[InventorySource]float64{SourceS3: 1},
@@ -144,9 +145,9 @@ func TestObservePass(t *testing.T) {
 		{
 			name: "saveconfig unreadable",
 			passes: func(*testing.T) []pass {
-				return []pass{{RepairPass, nil, fmt.Errorf("reading /etc/target/saveconfig.json: %w", lio.ErrIncomplete)}}
+				return []pass{{KeysPass, nil, fmt.Errorf("reading /etc/target/saveconfig.json: %w", lio.ErrIncomplete)}}
 			},
-			passCounts: map[[2]string]float64{{"repair", "error"}: 1},
+			passCounts: map[[2]string]float64{{"keys", "error"}: 1},
 			invErrs:    map[InventorySource]float64{SourceLIO: 1},
 		},
 		{
@@ -159,9 +160,9 @@ func TestObservePass(t *testing.T) {
 		{
 			name: "IMS and manifest gaps",
 			passes: func(*testing.T) []pass {
-				ims := &projector.Desired{RootfsIncompleteReason: "IMS listing failed: ims: GET x: 503"}
-				recs := &projector.Desired{RootfsIncompleteReason: "2 IMS record(s) could not be read, first: ims: image record 3"}
-				man := &projector.Desired{RootfsIncompleteReason: "image 1: fetching manifest 1/manifest.json: timeout"}
+				ims := &projector.Desired{RootfsIncompleteSource: projector.SourceIMS, RootfsIncompleteReason: "IMS listing failed: ims: GET x: 503"}
+				recs := &projector.Desired{RootfsIncompleteSource: projector.SourceIMS, RootfsIncompleteReason: "2 IMS record(s) could not be read, first: ims: image record 3"}
+				man := &projector.Desired{RootfsIncompleteSource: projector.SourceManifest, RootfsIncompleteReason: "image 1: fetching manifest 1/manifest.json: timeout"}
 				return []pass{
 					{FullPass, &projector.Report{Desired: ims, Plan: &projector.Plan{}}, nil},
 					{FullPass, &projector.Report{Desired: recs, Plan: &projector.Plan{}}, nil},
@@ -176,9 +177,9 @@ func TestObservePass(t *testing.T) {
 		{
 			name: "a successful repair pass does not set the resync time",
 			passes: func(*testing.T) []pass {
-				return []pass{{RepairPass, &projector.Report{Desired: complete, Plan: &projector.Plan{}}, nil}}
+				return []pass{{KeysPass, &projector.Report{Desired: complete, Plan: &projector.Plan{}}, nil}}
 			},
-			passCounts: map[[2]string]float64{{"repair", "success"}: 1},
+			passCounts: map[[2]string]float64{{"keys", "success"}: 1},
 			durations:  1,
 		},
 	}
@@ -236,7 +237,7 @@ func TestPassDurationHistogram(t *testing.T) {
 	for _, d := range []time.Duration{200 * time.Millisecond, 3 * time.Second, 3 * time.Second} {
 		m.ObservePass(FullPass, &projector.Report{Desired: &projector.Desired{RootfsComplete: true}, Plan: &projector.Plan{}, Duration: d}, nil, nil)
 	}
-	m.ObservePass(RepairPass, &projector.Report{Plan: &projector.Plan{}, Duration: 40 * time.Millisecond}, errors.New("apply"), nil)
+	m.ObservePass(KeysPass, &projector.Report{Plan: &projector.Plan{}, Duration: 40 * time.Millisecond}, errors.New("apply"), nil)
 	want := `
 # HELP sbps_marshal_pass_duration_seconds Duration of reconcile passes (inventory, plan, apply), by kind and outcome.
 # TYPE sbps_marshal_pass_duration_seconds histogram
@@ -256,30 +257,32 @@ sbps_marshal_pass_duration_seconds_bucket{kind="full",outcome="success",le="600"
 sbps_marshal_pass_duration_seconds_bucket{kind="full",outcome="success",le="+Inf"} 3
 sbps_marshal_pass_duration_seconds_sum{kind="full",outcome="success"} 6.2
 sbps_marshal_pass_duration_seconds_count{kind="full",outcome="success"} 3
-sbps_marshal_pass_duration_seconds_bucket{kind="repair",outcome="error",le="0.05"} 1
-sbps_marshal_pass_duration_seconds_bucket{kind="repair",outcome="error",le="0.1"} 1
-sbps_marshal_pass_duration_seconds_bucket{kind="repair",outcome="error",le="0.25"} 1
-sbps_marshal_pass_duration_seconds_bucket{kind="repair",outcome="error",le="0.5"} 1
-sbps_marshal_pass_duration_seconds_bucket{kind="repair",outcome="error",le="1"} 1
-sbps_marshal_pass_duration_seconds_bucket{kind="repair",outcome="error",le="2.5"} 1
-sbps_marshal_pass_duration_seconds_bucket{kind="repair",outcome="error",le="5"} 1
-sbps_marshal_pass_duration_seconds_bucket{kind="repair",outcome="error",le="10"} 1
-sbps_marshal_pass_duration_seconds_bucket{kind="repair",outcome="error",le="30"} 1
-sbps_marshal_pass_duration_seconds_bucket{kind="repair",outcome="error",le="60"} 1
-sbps_marshal_pass_duration_seconds_bucket{kind="repair",outcome="error",le="120"} 1
-sbps_marshal_pass_duration_seconds_bucket{kind="repair",outcome="error",le="300"} 1
-sbps_marshal_pass_duration_seconds_bucket{kind="repair",outcome="error",le="600"} 1
-sbps_marshal_pass_duration_seconds_bucket{kind="repair",outcome="error",le="+Inf"} 1
-sbps_marshal_pass_duration_seconds_sum{kind="repair",outcome="error"} 0.04
-sbps_marshal_pass_duration_seconds_count{kind="repair",outcome="error"} 1
+sbps_marshal_pass_duration_seconds_bucket{kind="keys",outcome="error",le="0.05"} 1
+sbps_marshal_pass_duration_seconds_bucket{kind="keys",outcome="error",le="0.1"} 1
+sbps_marshal_pass_duration_seconds_bucket{kind="keys",outcome="error",le="0.25"} 1
+sbps_marshal_pass_duration_seconds_bucket{kind="keys",outcome="error",le="0.5"} 1
+sbps_marshal_pass_duration_seconds_bucket{kind="keys",outcome="error",le="1"} 1
+sbps_marshal_pass_duration_seconds_bucket{kind="keys",outcome="error",le="2.5"} 1
+sbps_marshal_pass_duration_seconds_bucket{kind="keys",outcome="error",le="5"} 1
+sbps_marshal_pass_duration_seconds_bucket{kind="keys",outcome="error",le="10"} 1
+sbps_marshal_pass_duration_seconds_bucket{kind="keys",outcome="error",le="30"} 1
+sbps_marshal_pass_duration_seconds_bucket{kind="keys",outcome="error",le="60"} 1
+sbps_marshal_pass_duration_seconds_bucket{kind="keys",outcome="error",le="120"} 1
+sbps_marshal_pass_duration_seconds_bucket{kind="keys",outcome="error",le="300"} 1
+sbps_marshal_pass_duration_seconds_bucket{kind="keys",outcome="error",le="600"} 1
+sbps_marshal_pass_duration_seconds_bucket{kind="keys",outcome="error",le="+Inf"} 1
+sbps_marshal_pass_duration_seconds_sum{kind="keys",outcome="error"} 0.04
+sbps_marshal_pass_duration_seconds_count{kind="keys",outcome="error"} 1
 `
 	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), "sbps_marshal_pass_duration_seconds"); err != nil {
 		t.Error(err)
 	}
 }
 
-func entry(s projector.State, k projector.Kind, reason string) projector.Entry {
-	return projector.Entry{State: s, Kind: k, Reason: reason}
+// entry is a status entry; code classes its reason (the text is for people
+// and never read by metrics).
+func entry(s projector.State, k projector.Kind, code projector.Code) projector.Entry {
+	return projector.Entry{State: s, Kind: k, Code: code, Reason: "text beside " + string(code)}
 }
 
 func TestSetStatus(t *testing.T) {
@@ -291,13 +294,13 @@ func TestSetStatus(t *testing.T) {
 		entry(projector.Projected, projector.PE, ""),
 		entry(projector.Projected, projector.PE, ""),
 		entry(projector.Projected, projector.Rootfs, ""),
-		entry(projector.Missing, projector.Rootfs, "not projected yet"),
-		entry(projector.Pending, projector.PE, "s3fs shows 0 bytes, S3 says 10 (fresh upload not visible yet?)"),
-		entry(projector.Rejected, projector.Rootfs, "IMS record has no manifest link (image still being built?)"),
-		entry(projector.Rejected, projector.Rootfs, "IMS record has no manifest link (image still being built?)"),
-		entry(projector.Rejected, projector.PE, "S3 object is empty; a 0-byte LUN is never projected"),
-		entry(projector.Held, projector.Rootfs, "kept: IMS information is incomplete (x)"),
-		entry(projector.Stale, projector.PE, "no longer desired"),
+		entry(projector.Missing, projector.Rootfs, ""),
+		entry(projector.Pending, projector.PE, projector.CodeS3fsLag),
+		entry(projector.Rejected, projector.Rootfs, projector.CodeNoLink),
+		entry(projector.Rejected, projector.Rootfs, projector.CodeNoLink),
+		entry(projector.Rejected, projector.PE, projector.CodeEmpty),
+		entry(projector.Held, projector.Rootfs, projector.HeldIMSIncomplete),
+		entry(projector.Stale, projector.PE, ""),
 		entry(projector.Foreign, "", ""),
 	})
 	want := `
@@ -356,7 +359,7 @@ sbps_marshal_projections{kind="rootfs",state="stale"} 0
 	checkProblems(t, m, nil)
 	m.ObservePass(FullPass, &projector.Report{Plan: &projector.Plan{}, Desired: &projector.Desired{RootfsComplete: true}}, nil,
 		func() []projector.Entry {
-			return []projector.Entry{entry(projector.Pending, projector.Rootfs, "not visible under the s3fs mount yet: /mnt/x")}
+			return []projector.Entry{entry(projector.Pending, projector.Rootfs, projector.CodeS3fsLag)}
 		})
 	checkProblems(t, m, map[string]float64{"pending/s3fs_lag": 1})
 }
@@ -383,7 +386,7 @@ func checkProblems(t *testing.T, m *Metrics, want map[string]float64) {
 			got[l["state"]+"/"+l["reason"]] = mt.GetGauge().GetValue()
 		}
 	}
-	if n, wantN := len(got), 2*len(ReasonClasses()); n != wantN {
+	if n, wantN := len(got), 2*len(projector.ProblemCodes()); n != wantN {
 		t.Errorf("sbps_marshal_image_problems has %d series, want %d", n, wantN)
 	}
 	for k, v := range got {
@@ -630,9 +633,9 @@ func feedAll(t *testing.T, m *Metrics) {
 	}, nil, func() []projector.Entry {
 		return []projector.Entry{
 			entry(projector.Projected, projector.PE, ""),
-			entry(projector.Pending, projector.Rootfs, "not visible under the s3fs mount yet: /mnt/x"),
-			entry(projector.Rejected, projector.Rootfs, "rootfs s3://boot-images/1/rootfs is not in S3"),
-			entry(projector.Held, projector.PE, MassDeleteReasonPrefix+"2 of 2"),
+			entry(projector.Pending, projector.Rootfs, projector.CodeS3fsLag),
+			entry(projector.Rejected, projector.Rootfs, projector.CodeNotInS3),
+			entry(projector.Held, projector.PE, projector.HeldMassDelete),
 		}
 	})
 	m.ObserveEvents([]events.Event{{Kind: events.S3Object, Received: time.Now().Add(-time.Second)}}, nil)
@@ -718,7 +721,7 @@ func TestStatusBuiltAtScrape(t *testing.T) {
 	calls := 0
 	view := func() []projector.Entry {
 		calls++
-		return []projector.Entry{entry(projector.Projected, projector.PE, ""), entry(projector.Pending, projector.PE, "s3fs shows 0 bytes")}
+		return []projector.Entry{entry(projector.Projected, projector.PE, ""), entry(projector.Pending, projector.PE, projector.CodeS3fsLag)}
 	}
 	for range 3 {
 		m.ObservePass(KeysPass, &projector.Report{Plan: &projector.Plan{}, Desired: &projector.Desired{RootfsComplete: true}}, nil, view)

@@ -61,8 +61,10 @@ type Desired struct {
 	// RootfsComplete is false when IMS, or a manifest, could not be read:
 	// then no rootfs projection may be deleted.
 	RootfsComplete bool
-	// RootfsIncompleteReason says what was missing.
+	// RootfsIncompleteReason says what was missing, and
+	// RootfsIncompleteSource where it should have come from.
 	RootfsIncompleteReason string
+	RootfsIncompleteSource Source
 	// ImagesByKey maps the S3 keys of manifests and rootfs objects to the
 	// IMS images that use them, so an S3 event finds the images it touches.
 	ImagesByKey map[string][]string
@@ -178,3 +180,9 @@ func (l Layout) KindOf(name, dev string) Kind {
 
 // FileFor is the path of an S3 key under the mount.
 func (l Layout) FileFor(key string) string { return l.Mount + "/" + key }
+
+// incomplete records that rootfs information from src is missing: no
+// rootfs projection may be removed this pass.
+func (d *Desired) incomplete(src Source, why string) {
+	d.RootfsComplete, d.RootfsIncompleteReason, d.RootfsIncompleteSource = false, why, src
+}

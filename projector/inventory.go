@@ -107,7 +107,7 @@ func (inv *Inventory) Stats() InventoryStats {
 func (inv *Inventory) Desired(ctx context.Context, actual *lio.Config, prev *Desired) (*Desired, error) {
 	objs, err := inv.Objects.List(ctx, "")
 	if err != nil {
-		return nil, fmt.Errorf("S3 listing failed, nothing changes this pass: %w", err)
+		return nil, &SourceError{SourceS3, fmt.Errorf("S3 listing failed, nothing changes this pass: %w", err)}
 	}
 	byKey := make(map[string]bucket.Object, len(objs))
 	for _, o := range objs {
@@ -127,24 +127,22 @@ func (inv *Inventory) Desired(ctx context.Context, actual *lio.Config, prev *Des
 	}
 	listing, err := inv.Images.List(ctx)
 	if err != nil {
-		d.RootfsComplete, d.RootfsIncompleteReason = false, "IMS listing failed: "+err.Error()
+		d.incomplete(SourceIMS, "IMS listing failed: "+err.Error())
 		return d, nil
 	}
 	if n := len(listing.Errors); n > 0 {
-		d.RootfsComplete = false
-		d.RootfsIncompleteReason = fmt.Sprintf("%d IMS record(s) could not be read, first: %v", n, listing.Errors[0])
+		d.incomplete(SourceIMS, fmt.Sprintf("%d IMS record(s) could not be read, first: %v", n, listing.Errors[0]))
 		for _, re := range listing.Errors {
 			d.Rejected = append(d.Rejected, Problem{Kind: Rootfs, Images: []ImageRef{{ID: re.ID}}, Code: CodeBadRecord, Reason: re.Error()})
 		}
 	}
 	if why := inv.confirmVanished(ctx, d, prev, listing); why != "" {
-		d.RootfsComplete, d.RootfsIncompleteReason = false, why
+		d.incomplete(SourceIMS, why)
 	}
 	find := fromListing(byKey)
 	for _, img := range listing.Images {
 		if err := inv.addImage(ctx, d, served, img, find); err != nil {
-			d.RootfsComplete = false
-			d.RootfsIncompleteReason = err.Error()
+			d.incomplete(SourceManifest, err.Error())
 		}
 	}
 	return d, nil

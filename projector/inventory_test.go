@@ -268,26 +268,30 @@ func TestInventoryPartialInformation(t *testing.T) {
 		if err == nil || d != nil || !strings.Contains(err.Error(), "nothing changes") {
 			t.Errorf("Desired = %v, %v; want an error saying nothing changes", d, err)
 		}
+		var se *SourceError
+		if !errors.As(err, &se) || se.Source != SourceS3 {
+			t.Errorf("error %v does not name source s3", err)
+		}
 	})
 	t.Run("IMS down: PE known, rootfs incomplete", func(t *testing.T) {
 		d, err := newInventory(b, &memIMS{err: errors.New("503")}).Desired(t.Context(), nil, nil)
-		if err != nil || len(d.Projections) != 1 || d.RootfsComplete || !strings.Contains(d.RootfsIncompleteReason, "503") {
-			t.Errorf("Desired = %+v, %v", d, err)
+		if err != nil || len(d.Projections) != 1 || d.RootfsComplete || !strings.Contains(d.RootfsIncompleteReason, "503") || d.RootfsIncompleteSource != SourceIMS {
+			t.Errorf("Desired = %+v, %v; want rootfs incomplete from ims", d, err)
 		}
 	})
 	t.Run("unreadable IMS record: incomplete", func(t *testing.T) {
 		m := &memIMS{listing: ims.Listing{Images: []ims.Image{image(id1, "ok", true)}, Errors: []ims.RecordError{{Index: 1, ID: id2, Err: errors.New("name is a number")}}}}
 		d, err := newInventory(b, m).Desired(t.Context(), nil, nil)
-		if err != nil || len(d.Projections) != 2 || d.RootfsComplete {
-			t.Errorf("Desired = %d projections, complete %v, err %v; want 2, false", len(d.Projections), d.RootfsComplete, err)
+		if err != nil || len(d.Projections) != 2 || d.RootfsComplete || d.RootfsIncompleteSource != SourceIMS {
+			t.Errorf("Desired = %d projections, complete %v from %q, err %v; want 2, false from ims", len(d.Projections), d.RootfsComplete, d.RootfsIncompleteSource, err)
 		}
 	})
 	t.Run("manifest GET fails: incomplete, retried next pass", func(t *testing.T) {
 		b.getErr = errors.New("timeout")
 		inv := newInventory(b, &memIMS{listing: ims.Listing{Images: []ims.Image{image(id1, "ok", true)}}})
 		d, err := inv.Desired(t.Context(), nil, nil)
-		if err != nil || d.RootfsComplete || len(d.Rejected) != 0 {
-			t.Errorf("Desired = %+v, %v; want incomplete and nothing rejected", d, err)
+		if err != nil || d.RootfsComplete || len(d.Rejected) != 0 || d.RootfsIncompleteSource != SourceManifest {
+			t.Errorf("Desired = %+v, %v; want incomplete from manifest and nothing rejected", d, err)
 		}
 		b.getErr = nil
 		d, err = inv.Desired(t.Context(), nil, nil)

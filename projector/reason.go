@@ -50,3 +50,22 @@ type why struct {
 }
 
 func (w why) ok() bool { return w.code == "" && w.text == "" }
+
+// Source is where a pass's information comes from: an inventory error and
+// incomplete rootfs information name theirs (metrics count them by it).
+type Source string
+
+const (
+	SourceS3       Source = "s3"       // listing the bucket
+	SourceIMS      Source = "ims"      // listing IMS, reading a record, confirming an image gone
+	SourceManifest Source = "manifest" // following an image to its manifest and rootfs objects
+)
+
+// SourceError is an inventory error with the source it came from.
+type SourceError struct {
+	Source Source
+	Err    error
+}
+
+func (e *SourceError) Error() string { return e.Err.Error() }
+func (e *SourceError) Unwrap() error { return e.Err }
