@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -133,28 +134,53 @@ func NewKubectl(node, bin string, logger *slog.Logger) (*Kubectl, error) {
 // Open runs `kubectl get node <node> -o jsonpath={.metadata.labels.iscsi}
 // --kubeconfig=<Kubeconfig>`.
 func (k *Kubectl) Open(ctx context.Context) (bool, string, error) {
-	// Checked again: the fields are exported and may have been set directly.
-	if err := CheckNodeName(k.Node); err != nil {
+	if err := k.check(); err != nil {
 		return false, "", err
+	}
+	label, err := k.nodeLabel(ctx)
+	if err != nil {
+		return false, "", err
+	}
+	switch label {
+	case Value:
+		return true, fmt.Sprintf("node %s is labelled %s=%s", k.Node, Label, Value), nil
+	case "":
+		return false, fmt.Sprintf("node %s has no %s label (label it: kubectl label node %s %s=%s)", k.Node, Label, k.Node, Label, Value), nil
+	}
+	return false, fmt.Sprintf("node %s is labelled %s=%q, not %s", k.Node, Label, label, Value), nil
+}
+
+// check checks the fields again at every Open: they are exported and may
+// have been set directly.
+func (k *Kubectl) check() error {
+	if err := CheckNodeName(k.Node); err != nil {
+		return err
 	}
 	if err := checkBin(k.Bin); err != nil {
-		return false, "", err
+		return err
 	}
 	if err := checkKubeconfig(k.Kubeconfig); err != nil {
-		return false, "", err
+		return err
 	}
-	if k.Kubeconfig != "" {
-		// The file can come and go (a node joining Kubernetes): checked
-		// at every call, so that its absence is named, not kubectl's
-		// fallback to localhost:8080.
-		fi, err := os.Stat(k.Kubeconfig)
-		switch {
-		case err != nil:
-			return false, "", fmt.Errorf("gate: kubeconfig %s: %w (kubectl needs it: a system service has no ~/.kube/config; set SBPS_MARSHAL_KUBECONFIG to this node's kubeconfig, or choose another SBPS_MARSHAL_GATE; the TPG state is left as it is)", k.Kubeconfig, underlying(err))
-		case !fi.Mode().IsRegular():
-			return false, "", fmt.Errorf("gate: kubeconfig %s is not a regular file (set SBPS_MARSHAL_KUBECONFIG to this node's kubeconfig; the TPG state is left as it is)", k.Kubeconfig)
-		}
+	if k.Kubeconfig == "" {
+		return nil
 	}
+	// The file can come and go (a node joining Kubernetes): checked at
+	// every call, so that its absence is named, not kubectl's fallback to
+	// localhost:8080.
+	fi, err := os.Stat(k.Kubeconfig)
+	switch {
+	case err != nil:
+		return fmt.Errorf("gate: kubeconfig %s: %w (kubectl needs it: a system service has no ~/.kube/config; set SBPS_MARSHAL_KUBECONFIG to this node's kubeconfig, or choose another SBPS_MARSHAL_GATE; the TPG state is left as it is)", k.Kubeconfig, underlying(err))
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("gate: kubeconfig %s is not a regular file (set SBPS_MARSHAL_KUBECONFIG to this node's kubeconfig; the TPG state is left as it is)", k.Kubeconfig)
+	}
+	return nil
+}
+
+// nodeLabel runs kubectl, within Timeout, for the node's label Label; ""
+// when the node has no such label.
+func (k *Kubectl) nodeLabel(ctx context.Context) (string, error) {
 	timeout := k.Timeout
 	if timeout <= 0 {
 		timeout = DefaultTimeout
@@ -168,14 +194,8 @@ func (k *Kubectl) Open(ctx context.Context) (bool, string, error) {
 		// One argument: the path can never be taken for another flag.
 		args = append(args, "--kubeconfig="+k.Kubeconfig)
 	}
-	cmd := exec.CommandContext(ctx, k.Bin, args...)
 	var stdout, stderr limitedBuffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	// Own process group, killed as a whole: a kubectl wrapper script's
-	// children must not outlive the timeout or hold the pipes open.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 2 * time.Second
+	cmd := k.command(ctx, args, &stdout, &stderr)
 
 	start := time.Now()
 	err := cmd.Run()
@@ -192,17 +212,22 @@ func (k *Kubectl) Open(ctx context.Context) (bool, string, error) {
 		if msg != "" {
 			msg = ": " + msg
 		}
-		return false, "", fmt.Errorf("gate: %s %s: %w%s (the TPG state is left as it is; check SBPS_MARSHAL_KUBECONFIG and the API server, or set SBPS_MARSHAL_GATE)",
+		return "", fmt.Errorf("gate: %s %s: %w%s (the TPG state is left as it is; check SBPS_MARSHAL_KUBECONFIG and the API server, or set SBPS_MARSHAL_GATE)",
 			k.Bin, strings.Join(args, " "), err, msg)
 	}
-	v := strings.TrimSpace(stdout.String())
-	switch v {
-	case Value:
-		return true, fmt.Sprintf("node %s is labelled %s=%s", k.Node, Label, Value), nil
-	case "":
-		return false, fmt.Sprintf("node %s has no %s label (label it: kubectl label node %s %s=%s)", k.Node, Label, k.Node, Label, Value), nil
-	}
-	return false, fmt.Sprintf("node %s is labelled %s=%q, not %s", k.Node, Label, v, Value), nil
+	return strings.TrimSpace(stdout.String()), nil
+}
+
+// command builds the kubectl process in its own process group, killed as a
+// whole when ctx ends: a kubectl wrapper script's children must not outlive
+// the timeout or hold the pipes open.
+func (k *Kubectl) command(ctx context.Context, args []string, stdout, stderr io.Writer) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, k.Bin, args...)
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 2 * time.Second
+	return cmd
 }
 
 // CheckNodeName reports whether name is a valid Kubernetes node name: an
