@@ -322,74 +322,31 @@ type Sources struct {
 // Load resolves and validates the configuration. It returns the remaining
 // (non-flag) arguments.
 func Load(src Sources, fs *flag.FlagSet) (*Config, []string, error) {
-	flags := map[string]*string{}
-	envFile := fs.String("env-file", "", envFileHelp+" (env "+EnvPrefix+"ENV_FILE)")
-	for _, k := range keys {
-		help := k.help + " (env " + k.env() + ")"
-		if k.def != "" {
-			help += fmt.Sprintf(" (default %q)", k.def)
-		}
-		flags[k.name] = fs.String(k.flag(), "", help)
-	}
+	flags, envFile := defineFlags(fs)
 	if err := fs.Parse(src.Args); err != nil {
 		return nil, nil, err
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	l := layers{flags: flags, set: map[string]bool{}, env: prefixedEnv(src.Environ)}
+	fs.Visit(func(f *flag.Flag) { l.set[f.Name] = true })
 
-	env := map[string]string{}
-	for _, kv := range src.Environ {
-		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, EnvPrefix) {
-			env[strings.TrimPrefix(k, EnvPrefix)] = v
-		}
+	path, origin, explicit := chooseEnvFile(src, l.env, l.set, *envFile)
+	path, fileVals, err := readSettingsFile(path, origin, explicit)
+	if err != nil {
+		return nil, nil, err
 	}
-	fileVals := map[string]string{}
-	path, origin, explicit := src.DefaultEnvFile, "the default, as the unit's EnvironmentFile", false
-	if v, ok := env["ENV_FILE"]; ok {
-		path, origin, explicit = v, EnvPrefix+"ENV_FILE", true
-	}
-	if set["env-file"] {
-		path, origin, explicit = *envFile, "--env-file", true
-	}
-	if path != "" {
-		vals, err := ReadEnvFile(path)
-		switch {
-		case err != nil && !explicit && errors.Is(err, os.ErrNotExist):
-			path = "" // no settings file: defaults, environment and flags
-		case err != nil:
-			return nil, nil, envFileError(path, origin, err)
-		}
-		for k, v := range vals {
-			if name, ok := strings.CutPrefix(k, EnvPrefix); ok {
-				fileVals[name] = v
-			}
-		}
-	}
+	l.file, l.filePath = fileVals, path
 
 	c := &Config{EnvFile: path, effective: map[string]string{}}
 	var errs []error
 	for _, k := range keys {
-		v, source := k.def, "default"
-		if fv, ok := fileVals[k.name]; ok {
-			v, source = fv, "env file "+path
-		}
-		if ev, ok := env[k.name]; ok {
-			v, source = ev, "environment"
-		}
-		if set[k.flag()] {
-			v, source = *flags[k.name], "flag --"+k.flag()
-		}
+		v, source := l.value(k)
 		v = strings.TrimSpace(v)
 		if err := k.apply(c, v); err != nil {
 			errs = append(errs, &Error{Key: k.name, Value: v, Want: err.Error(), Source: source})
 		}
 		c.effective[k.name] = v
 	}
-	for name := range env {
-		if name != "ENV_FILE" && !known(name) {
-			c.Notices = append(c.Notices, fmt.Sprintf("%s%s is not a known key and is ignored (typo?)", EnvPrefix, name))
-		}
-	}
+	c.Notices = append(c.Notices, unknownKeyNotices(l.env)...)
 	if len(errs) > 0 {
 		return nil, nil, errors.Join(errs...)
 	}
@@ -398,6 +355,107 @@ func Load(src Sources, fs *flag.FlagSet) (*Config, []string, error) {
 	}
 	slices.Sort(c.Notices)
 	return c, fs.Args(), nil
+}
+
+// defineFlags defines --env-file and one string flag per key on fs; a flag
+// left empty is told apart from one not given by fs.Visit.
+func defineFlags(fs *flag.FlagSet) (flags map[string]*string, envFile *string) {
+	flags = map[string]*string{}
+	envFile = fs.String("env-file", "", envFileHelp+" (env "+EnvPrefix+"ENV_FILE)")
+	for _, k := range keys {
+		help := k.help + " (env " + k.env() + ")"
+		if k.def != "" {
+			help += fmt.Sprintf(" (default %q)", k.def)
+		}
+		flags[k.name] = fs.String(k.flag(), "", help)
+	}
+	return flags, envFile
+}
+
+// prefixedEnv returns the SBPS_MARSHAL_ variables of environ by key name
+// (without the prefix).
+func prefixedEnv(environ []string) map[string]string {
+	env := map[string]string{}
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, EnvPrefix) {
+			env[strings.TrimPrefix(k, EnvPrefix)] = v
+		}
+	}
+	return env
+}
+
+// chooseEnvFile picks the env file: --env-file over SBPS_MARSHAL_ENV_FILE
+// over the default. origin names the choice for errors; explicit is false
+// for the default, which may be missing.
+func chooseEnvFile(src Sources, env map[string]string, set map[string]bool, flagValue string) (path, origin string, explicit bool) {
+	path, origin, explicit = src.DefaultEnvFile, "the default, as the unit's EnvironmentFile", false
+	if v, ok := env["ENV_FILE"]; ok {
+		path, origin, explicit = v, EnvPrefix+"ENV_FILE", true
+	}
+	if set["env-file"] {
+		path, origin, explicit = flagValue, "--env-file", true
+	}
+	return path, origin, explicit
+}
+
+// readSettingsFile reads the SBPS_MARSHAL_ keys of the env file at path by
+// key name. A missing default file is no error: path comes back "" (no
+// settings file: defaults, environment and flags).
+func readSettingsFile(path, origin string, explicit bool) (string, map[string]string, error) {
+	fileVals := map[string]string{}
+	if path == "" {
+		return path, fileVals, nil
+	}
+	vals, err := ReadEnvFile(path)
+	switch {
+	case err != nil && !explicit && errors.Is(err, os.ErrNotExist):
+		path = ""
+	case err != nil:
+		return "", nil, envFileError(path, origin, err)
+	}
+	for k, v := range vals {
+		if name, ok := strings.CutPrefix(k, EnvPrefix); ok {
+			fileVals[name] = v
+		}
+	}
+	return path, fileVals, nil
+}
+
+// layers are where a key's value comes from, by key name.
+type layers struct {
+	flags    map[string]*string
+	set      map[string]bool // flags given, by flag name
+	env      map[string]string
+	file     map[string]string
+	filePath string
+}
+
+// value is k's value and where it came from: a flag over the environment
+// over the env file over the default.
+func (l layers) value(k key) (v, source string) {
+	v, source = k.def, "default"
+	if fv, ok := l.file[k.name]; ok {
+		v, source = fv, "env file "+l.filePath
+	}
+	if ev, ok := l.env[k.name]; ok {
+		v, source = ev, "environment"
+	}
+	if l.set[k.flag()] {
+		v, source = *l.flags[k.name], "flag --"+k.flag()
+	}
+	return v, source
+}
+
+// unknownKeyNotices names the SBPS_MARSHAL_ variables that are no key,
+// probably typos.
+func unknownKeyNotices(env map[string]string) []string {
+	var notices []string
+	for name := range env {
+		if name != "ENV_FILE" && !known(name) {
+			notices = append(notices, fmt.Sprintf("%s%s is not a known key and is ignored (typo?)", EnvPrefix, name))
+		}
+	}
+	return notices
 }
 
 func known(name string) bool {
@@ -423,6 +481,24 @@ func (k key) apply(c *Config, v string) error {
 
 // finish fills derived defaults and checks combinations of keys.
 func (c *Config) finish(src Sources) error {
+	if err := c.deriveDefaults(src); err != nil {
+		return err
+	}
+	c.effective["RESYNC_INTERVAL"] = c.ResyncInterval.String()
+	c.effective["NODE_NAME"] = c.NodeName
+	c.effective["TARGET_IQN"] = c.TargetIQN
+	if c.TLSInsecure {
+		c.Notices = append(c.Notices, fmt.Sprintf("%sTLS_INSECURE_SKIP_VERIFY=true: TLS certificates are NOT verified for IMS (%s) and S3 (%s://%s), so anyone on the path can pose as them; trust their issuer with CA_FILE instead (or use S3_PROTO=http for S3, as the s3fs mount does)", EnvPrefix, c.APIGateway, c.S3Proto, c.S3Host))
+	}
+	if c.NATSSPIFFE && len(c.NATSURL) == 0 {
+		c.Notices = append(c.Notices, EnvPrefix+"NATS_SPIFFE=true has no effect without "+EnvPrefix+"NATS_URL")
+	}
+	return c.checkCombinations()
+}
+
+// deriveDefaults fills the keys whose default comes from another key or
+// from the host: RESYNC_INTERVAL, NODE_NAME and TARGET_IQN.
+func (c *Config) deriveDefaults(src Sources) error {
 	if c.ResyncInterval == 0 {
 		c.ResyncInterval = c.ScanFrequency
 	}
@@ -440,15 +516,12 @@ func (c *Config) finish(src Sources) error {
 	if c.TargetIQN == "" {
 		c.TargetIQN = "iqn.2023-06.csm.iscsi:" + c.NodeName
 	}
-	c.effective["RESYNC_INTERVAL"] = c.ResyncInterval.String()
-	c.effective["NODE_NAME"] = c.NodeName
-	c.effective["TARGET_IQN"] = c.TargetIQN
-	if c.TLSInsecure {
-		c.Notices = append(c.Notices, fmt.Sprintf("%sTLS_INSECURE_SKIP_VERIFY=true: TLS certificates are NOT verified for IMS (%s) and S3 (%s://%s), so anyone on the path can pose as them; trust their issuer with CA_FILE instead (or use S3_PROTO=http for S3, as the s3fs mount does)", EnvPrefix, c.APIGateway, c.S3Proto, c.S3Host))
-	}
-	if c.NATSSPIFFE && len(c.NATSURL) == 0 {
-		c.Notices = append(c.Notices, EnvPrefix+"NATS_SPIFFE=true has no effect without "+EnvPrefix+"NATS_URL")
-	}
+	return nil
+}
+
+// checkCombinations returns the first combination of keys that cannot work
+// together, naming the key to fix.
+func (c *Config) checkCombinations() error {
 	bad := func(key, value, want string) error {
 		return &Error{Key: key, Value: value, Want: want, Source: "combination"}
 	}
