@@ -1,11 +1,11 @@
 #!/bin/sh
-# sbps-marshal preinstall (rpm %pre: $1 = 1 install, >= 2 upgrade; deb
+# sbps-marshal preinstall (RPM %pre: $1 = 1 install, >= 2 upgrade; deb
 # preinst: $1 = install or upgrade).
 #
 # Over the Python agent (sbps-marshal 1.x: its unit runs
 # /usr/lib/sbps-marshal/bin/sbps-marshal) the service is held: masked, so
 # that nothing (re)starts it into this agent before an operator has checked
-# the node. The 1.x package's own scripts run after ours during `rpm -U` and
+# the node. The 1.x package's own scripts run after ours during an upgrade and
 # restart the service on upgrade (SUSE's %service_del_postun try-restart, or
 # a needs-restart mark the systemd package acts on at the end of the
 # transaction): systemd refuses to start or restart a masked unit, while a
