@@ -426,6 +426,18 @@ func TestUpgradeFromPythonAgent(t *testing.T) {
 		if log := r.takeLog(); !strings.Contains(log, "systemctl mask sbps-marshal.service") {
 			t.Errorf("forward again: not held; systemctl calls:\n%s", log)
 		}
+		// Back to 1.0.3 while held: the hold goes with it, the Python agent runs on.
+		out := r.rpmRun("--nodeps", "-U", "--oldpackage", old)
+		if log := r.takeLog(); !strings.Contains(log, "systemctl unmask sbps-marshal.service") || strings.Contains(log, "started") {
+			t.Errorf("a rollback while held must unmask and start nothing; systemctl calls:\n%s", log)
+		}
+		if r.exists("etc/systemd/system/sbps-marshal.service") || r.active() != oldExec {
+			t.Errorf("after a rollback while held: masked %v, %q runs; want unmasked, the Python agent running", r.exists("etc/systemd/system/sbps-marshal.service"), r.active())
+		}
+		if !strings.Contains(out, "back to the Python agent") {
+			t.Errorf("a rollback while held does not say so:\n%s", out)
+		}
+		r.rpmRun("--nodeps", "-U", v200)
 		r.systemctl("unmask", "sbps-marshal")
 		r.systemctl("restart", "sbps-marshal")
 		if err := os.Rename(r.path(sysconfigFile+".rpmsave"), r.path(sysconfigFile)); err != nil {
@@ -472,6 +484,9 @@ func TestUpgradeFromPythonAgent(t *testing.T) {
 			t.Errorf("sbps-marshal.service not masked without systemctl: %q, %v", l, err)
 		}
 		b.rpmRun("--nodeps", "-U", "--oldpackage", old)
+		if b.exists("etc/systemd/system/sbps-marshal.service") {
+			t.Error("still masked after the rollback to 1.0.3")
+		}
 		b.rpmRun("--nodeps", "-U", v201)
 		b.rpmRun("-e", "sbps-marshal")
 	})
