@@ -403,6 +403,7 @@ var lintAccepted = map[string]string{
 	"manpage-not-compressed":            "this rpmlint configuration wants bz2; SLES 15's man pages are gzip, as ours",
 	"no-manual-page-for-binary":         "follows from the bz2 setting above: sbps-marshal(8) is /usr/share/man/man8/sbps-marshal.8.gz",
 	"dangerous-command-in-%pre":         "preinstall.sh links the unit to /dev/null (a mask) only when systemctl cannot: an image build",
+	"dangerous-command-in-%postun":      "postremove.sh removes that link (unmask) only when systemctl is missing, on a rollback to the Python agent",
 	"statically-linked-binary":          "static on purpose (CGO_ENABLED=0): SLES 15 SP4/SP5 have glibc 2.31, older than the build machine's",
 	"unstripped-binary-or-object":       "make build keeps Go's symbol table (not this package's choice; tracebacks need only pclntab)",
 	"no-changelog":                      "the deb is for test rigs; CSM installs the RPM, whose changes are in CHANGELOG.md",
