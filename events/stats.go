@@ -6,6 +6,19 @@ import (
 	"sync"
 )
 
+// StatsSource is a Source that counts what it saw (NATSSource, Watcher);
+// the agent exports its counters as metrics.
+type StatsSource interface {
+	Source
+	Stats() []Stat
+}
+
+// ConnectedSource is a Source with a connection to report (NATSSource).
+type ConnectedSource interface {
+	Source
+	Connected() bool
+}
+
 // Stat is one counter: how many times Source saw Outcome. It maps directly
 // to a metric with two labels.
 type Stat struct {
@@ -73,3 +86,9 @@ func (c *counters) snapshot() []Stat {
 	})
 	return out
 }
+
+var (
+	_ StatsSource     = (*NATSSource)(nil)
+	_ StatsSource     = (*Watcher)(nil)
+	_ ConnectedSource = (*NATSSource)(nil)
+)

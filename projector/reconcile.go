@@ -37,6 +37,7 @@ type Reconciler struct {
 	last    *Desired       // desired state of the latest full pass, for repairs
 	adopted bool           // the node's LUNs were offered to the registry
 	indexes map[string]int // backstore name -> registry index, as learnt
+	own     string         // digest of the saveconfig.json content the latest pass read or wrote
 }
 
 // LUNRegistry keeps LUN numbers stable across the fleet; registry.Registry
@@ -67,11 +68,7 @@ type Report struct {
 	Plan     *Plan
 	Results  []lio.Result
 	After    *lio.Config // saved state after applying (nil on a dry run)
-	// AfterDigest is the SHA-256 of the saveconfig.json content After was
-	// read from, right after this pass's own save: what the watcher will
-	// report for the agent's own write (empty without the shared cache).
-	AfterDigest string
-	Duration    time.Duration
+	Duration time.Duration
 }
 
 // Failed returns the results that did not reach their desired state.
@@ -105,17 +102,6 @@ func (r *Reconciler) SyncKeys(ctx context.Context, o SyncOptions, peKeys, imageI
 	return r.pass(ctx, o, func(before *lio.Config) (*Desired, error) {
 		return r.Inventory.Update(ctx, r.last, before, peKeys, imageIDs)
 	})
-}
-
-// ImagesUsing returns the IMS images whose manifest or rootfs is the S3
-// key, as of the latest pass.
-func (r *Reconciler) ImagesUsing(key string) []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.last == nil {
-		return nil
-	}
-	return r.last.ImagesByKey[key]
 }
 
 // pass plans against the desired state compute returns, or a fresh
@@ -174,7 +160,10 @@ func (r *Reconciler) plan(ctx context.Context, log *slog.Logger, o SyncOptions, 
 	if err != nil {
 		return nil, err
 	}
-	rep := &Report{Trigger: o.Trigger, Desired: desired, Before: before, Plan: plan, AfterDigest: beforeDigest}
+	if !o.DryRun {
+		r.noteOwn(beforeDigest)
+	}
+	rep := &Report{Trigger: o.Trigger, Desired: desired, Before: before, Plan: plan}
 	switch {
 	case r.Registry != nil && o.DryRun:
 		rep.Registry = r.lookupRegistry(ctx, log, before)
@@ -211,7 +200,8 @@ func (r *Reconciler) apply(ctx context.Context, log *slog.Logger, rep *Report) e
 	if err != nil {
 		err = fmt.Errorf("reading LIO's state back after applying: %w", err)
 	}
-	rep.After, rep.AfterDigest = after, afterDigest
+	rep.After = after
+	r.noteOwn(afterDigest)
 	if applyErr != nil {
 		return fmt.Errorf("applying %d operation(s): %w", len(ops), applyErr)
 	}
@@ -282,7 +272,8 @@ func (r *Reconciler) applyTPG(ctx context.Context, trigger string, plan func(bef
 	if err != nil {
 		return nil, err
 	}
-	rep := &Report{Trigger: trigger, Before: before, Plan: plan(before), After: before, AfterDigest: digest}
+	r.noteOwn(digest)
+	rep := &Report{Trigger: trigger, Before: before, Plan: plan(before), After: before}
 	if !rep.Plan.Empty() {
 		err = r.apply(ctx, r.logger().With("trigger", trigger), rep)
 	}
