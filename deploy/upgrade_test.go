@@ -322,8 +322,9 @@ const (
 // restart on upgrade nor anything else starts the new agent before an
 // operator releases it; the operator's switch; a rollback to 1.0.3 with
 // rpm -U --oldpackage and forward again; an upgrade 2.0.0 -> 2.0.1, which
-// restarts the running agent and keeps the edited configuration; a fresh
-// install, which starts nothing; and all of it in a root without systemd,
+// restarts the running agent and keeps the edited configuration, unless
+// /etc/sysconfig/services says DISABLE_RESTART_ON_UPDATE=yes; a rollback
+// while held, which lifts the hold; a fresh install, which starts nothing; and all of it in a root without systemd,
 // where the scripts must simply succeed. Needs root (rpm --root chroots to
 // run package scripts); CI runs as root.
 func TestUpgradeFromPythonAgent(t *testing.T) {
@@ -458,6 +459,19 @@ func TestUpgradeFromPythonAgent(t *testing.T) {
 		}
 		if r.exists(sysconfigFile + ".rpmsave") {
 			t.Errorf("%s.rpmsave made by an upgrade", sysconfigFile)
+		}
+	})
+
+	t.Run("DISABLE_RESTART_ON_UPDATE=yes keeps the agent running", func(t *testing.T) {
+		r.t = t
+		writeFile(t, r.path("etc/sysconfig/services"), "DISABLE_RESTART_ON_UPDATE=\"yes\"\n")
+		t.Cleanup(func() { os.Remove(r.path("etc/sysconfig/services")) })
+		out := r.rpmRun("--nodeps", "-U", "--oldpackage", v200)
+		if log := r.takeLog(); strings.Contains(log, "started") || strings.Contains(log, "try-restart") {
+			t.Errorf("restarted despite DISABLE_RESTART_ON_UPDATE=yes; systemctl calls:\n%s", log)
+		}
+		if !strings.Contains(out, "not restarted (DISABLE_RESTART_ON_UPDATE=yes") {
+			t.Errorf("the upgrade does not say it did not restart:\n%s", out)
 		}
 	})
 
