@@ -108,7 +108,7 @@ $(TOOLS)/nfpm:
 ## bash completion, man page, docs.
 # The package version (deploy/scripts/pkg-version): v2.0.0 -> 2.0.0; 3 commits
 # later -> 2.0.0+git.3.gabc1234 (after 2.0.0, before 2.0.1 for rpm and dpkg);
-# no tag (a shallow clone) -> 0.0.0~git.abc1234, below every release, with a
+# no tag (a shallow clone) -> 0.0.0~git.gabc1234, below every release, with a
 # warning. Deferred (=) so that only the package targets run it.
 PKG_VERSION ?= $(shell deploy/scripts/pkg-version)
 DIST      := dist

@@ -354,7 +354,7 @@ func TestVersion(t *testing.T) {
 		steps = append(steps, step{pkg, v, v + "-1"})
 	}
 	h := commit()
-	add("0.0.0-git." + h)
+	add("0.0.0-git.g" + h)
 	steps = append(steps, step{"(Python agent)", "1.0.3", "1.0.3-1"})
 	git("tag", "-a", "v2.0.0", "-m", "2.0.0")
 	add("2.0.0")
