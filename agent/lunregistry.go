@@ -13,6 +13,7 @@ import (
 
 	"github.com/sbps-marshal/sbps-marshal/config"
 	"github.com/sbps-marshal/sbps-marshal/metrics"
+	"github.com/sbps-marshal/sbps-marshal/natsauth"
 	"github.com/sbps-marshal/sbps-marshal/projector"
 	"github.com/sbps-marshal/sbps-marshal/registry"
 )
@@ -41,7 +42,7 @@ func (a *Agent) RegistryChoice() RegistryChoice { return a.regChoice }
 // is taken as an outage, not as "no JetStream": the fleet registry is used
 // through its local fallback, so that the numbers handed out meanwhile are
 // offered back to the fleet once it answers.
-func lunRegistry(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metrics.Metrics, auth *NATSAuth) (projector.LUNRegistry, *registry.Fallback, func(), RegistryChoice, error) {
+func lunRegistry(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metrics.Metrics, auth *natsauth.Auth) (projector.LUNRegistry, *registry.Fallback, func(), RegistryChoice, error) {
 	nothing := func() {}
 	choice := RegistryChoice{Mode: cfg.LUNRegistry, Why: "LUN_REGISTRY=" + cfg.LUNRegistry}
 	if cfg.LUNRegistry == "auto" && len(cfg.NATSURL) == 0 {
@@ -65,54 +66,70 @@ func lunRegistry(ctx context.Context, cfg *config.Config, log *slog.Logger, m *m
 	if err != nil {
 		return nil, nil, nothing, choice, fmt.Errorf("LUN registry: %w", err)
 	}
-	nc, err := nats.Connect(strings.Join(cfg.NATSURL, ","), append(opts,
-		nats.Name("sbps-marshal registry "+cfg.NodeName), nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1))...)
+	nc, js, err := connectRegistry(cfg, opts)
 	if err != nil {
 		if choice.Mode == "auto" {
-			return autoLocal(log, m, local, fmt.Errorf("NATS: %w", err))
+			return autoLocal(log, m, local, err)
 		}
-		return nil, nil, nothing, choice, fmt.Errorf("LUN registry: NATS: %w", err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		if choice.Mode == "auto" {
-			return autoLocal(log, m, local, fmt.Errorf("JetStream: %w", err))
-		}
-		return nil, nil, nothing, choice, fmt.Errorf("LUN registry: JetStream: %w", err)
+		return nil, nil, nothing, choice, fmt.Errorf("LUN registry: %w", err)
 	}
 	if choice.Mode == "auto" {
-		pctx, cancel := context.WithTimeout(ctx, RegistryProbeTimeout)
-		_, err := js.AccountInfo(pctx)
-		cancel()
-		switch {
-		case err == nil:
-			choice = RegistryChoice{Mode: "nats", Why: "LUN_REGISTRY=auto and JetStream answers at " + nc.ConnectedUrlRedacted()}
-		case noJetStream(err):
+		var answered bool
+		if choice, answered = probeJetStream(ctx, cfg, log, js, nc); !answered {
 			nc.Close()
-			return autoLocal(log, m, local, err)
-		default:
-			choice = RegistryChoice{Mode: "nats", Why: fmt.Sprintf("LUN_REGISTRY=auto and NATS_URL set; JetStream did not answer within %s (%v), so the local registry serves until it does", RegistryProbeTimeout, err)}
-			log.Warn("fleet LUN registry not reachable at start; numbers come from the local registry until it answers, then are offered to it",
-				"nats_url", strings.Join(cfg.NATSURL, ","), "err", err)
+			return autoLocal(log, m, local, errors.New(choice.Why))
 		}
 	}
 	log.Info("LUN registry", "mode", choice.Mode, "why", choice.Why, "bucket", cfg.LUNKVBucket)
 	m.SetLUNRegistry(choice.Mode)
+	fb := fleetRegistry(cfg, log, m, js, local)
+	return fb, fb, nc.Close, choice, nil
+}
+
+// connectRegistry connects the registry's own NATS connection, which
+// retries in the background when no server answers yet.
+func connectRegistry(cfg *config.Config, opts []nats.Option) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := nats.Connect(strings.Join(cfg.NATSURL, ","), append(opts,
+		nats.Name("sbps-marshal registry "+cfg.NodeName), nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1))...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("NATS: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("JetStream: %w", err)
+	}
+	return nc, js, nil
+}
+
+// probeJetStream resolves LUN_REGISTRY=auto with NATS configured: nats when
+// JetStream answers, or does not answer within RegistryProbeTimeout (an
+// outage: the fallback serves meanwhile); answered=false when the server
+// says it has no JetStream, with the answer in the choice's Why.
+func probeJetStream(ctx context.Context, cfg *config.Config, log *slog.Logger, js jetstream.JetStream, nc *nats.Conn) (choice RegistryChoice, answered bool) {
+	pctx, cancel := context.WithTimeout(ctx, RegistryProbeTimeout)
+	_, err := js.AccountInfo(pctx)
+	cancel()
+	switch {
+	case err == nil:
+		return RegistryChoice{Mode: "nats", Why: "LUN_REGISTRY=auto and JetStream answers at " + nc.ConnectedUrlRedacted()}, true
+	case registry.NoJetStream(err):
+		return RegistryChoice{Why: err.Error()}, false
+	}
+	log.Warn("fleet LUN registry not reachable at start; numbers come from the local registry until it answers, then are offered to it",
+		"nats_url", strings.Join(cfg.NATSURL, ","), "err", err)
+	return RegistryChoice{Mode: "nats", Why: fmt.Sprintf("LUN_REGISTRY=auto and NATS_URL set; JetStream did not answer within %s (%v), so the local registry serves until it does", RegistryProbeTimeout, err)}, true
+}
+
+// fleetRegistry is the KV registry with the local one as its fallback
+// when it does not answer within LUN_REGISTRY_WAIT.
+func fleetRegistry(cfg *config.Config, log *slog.Logger, m *metrics.Metrics, js jetstream.JetStream, local *registry.Local) *registry.Fallback {
 	kv := registry.NewKV(js, registry.KVConfig{Bucket: cfg.LUNKVBucket, Quarantine: cfg.LUNQuarantine, Node: cfg.NodeName})
-	fb := registry.NewFallback(kv, local, registry.FallbackConfig{Timeout: cfg.LUNRegistryWait, OnLocal: func(op, name string, err error) {
+	return registry.NewFallback(kv, local, registry.FallbackConfig{Timeout: cfg.LUNRegistryWait, OnLocal: func(op, name string, err error) {
 		log.Warn("fleet LUN registry did not answer in time; used the local registry (reconciled when it is back)",
 			"op", op, "backstore", name, "timeout", cfg.LUNRegistryWait, "err", err)
 		m.RegistryFallback()
 	}})
-	return fb, fb, nc.Close, choice, nil
-}
-
-// noJetStream reports whether err says the NATS server (or the account)
-// has no JetStream: an answer, not an outage.
-func noJetStream(err error) bool {
-	return errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) ||
-		errors.Is(err, nats.ErrJetStreamNotEnabled) || errors.Is(err, nats.ErrJetStreamNotEnabledForAccount)
 }
 
 // autoLocal is LUN_REGISTRY=auto's answer when NATS is configured but has

@@ -23,6 +23,7 @@ import (
 	"github.com/sbps-marshal/sbps-marshal/events"
 	"github.com/sbps-marshal/sbps-marshal/events/imsevent"
 	"github.com/sbps-marshal/sbps-marshal/internal/testutil"
+	"github.com/sbps-marshal/sbps-marshal/natsauth"
 	"github.com/sbps-marshal/sbps-marshal/projector"
 	"github.com/sbps-marshal/sbps-marshal/rig"
 	"github.com/sbps-marshal/sbps-marshal/svid/svidtest"
@@ -118,11 +119,11 @@ func spiffeConfig(t *testing.T, url, socket string, env ...string) *config.Confi
 
 // startSource builds the NATS event source the way the agent does and
 // runs it until the test ends.
-func startSource(t *testing.T, cfg *config.Config, log *slog.Logger) (*events.NATSSource, *NATSAuth, chan events.Event) {
+func startSource(t *testing.T, cfg *config.Config, log *slog.Logger) (*events.NATSSource, *natsauth.Auth, chan events.Event) {
 	t.Helper()
-	auth, err := NewNATSAuth(t.Context(), cfg, log)
+	auth, err := natsauth.New(t.Context(), cfg, log)
 	if err != nil {
-		t.Fatalf("NewNATSAuth() error = %v", err)
+		t.Fatalf("natsauth.New() error = %v", err)
 	}
 	t.Cleanup(auth.Close)
 	src, err := natsSource(cfg, log, auth)
@@ -292,7 +293,7 @@ func TestNATSSPIFFERotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.WaitFor(t, 20*time.Second, "the rotated SVID reaching the agent", func() error {
-		c, err := auth.x509.GetClientCertificate(nil)
+		c, err := auth.Auth().TLSConfig.GetClientCertificate(nil)
 		if err != nil || c.Leaf.SerialNumber.Cmp(rotated.SerialNumber) != 0 {
 			return fmt.Errorf("still the old SVID (%v)", err)
 		}
@@ -329,8 +330,8 @@ func TestNATSSPIFFEWithoutSPIREAgent(t *testing.T) {
 	logs := &relLog{}
 	started := time.Now()
 	src, _, out := startSource(t, cfg, testLog(logs))
-	if d := time.Since(started); d > FirstSVIDWait+5*time.Second {
-		t.Errorf("building and starting the source took %s with the SPIRE agent down, want at most about FirstSVIDWait (%s)", d, FirstSVIDWait)
+	if d := time.Since(started); d > natsauth.FirstSVIDWait+5*time.Second {
+		t.Errorf("building and starting the source took %s with the SPIRE agent down, want at most about natsauth.FirstSVIDWait (%s)", d, natsauth.FirstSVIDWait)
 	}
 	testutil.WaitFor(t, 20*time.Second, "the missing SVID logged", func() error {
 		for _, want := range []string{"no X.509-SVID from the SPIRE agent yet", "NATS connection attempt failed"} {
@@ -424,40 +425,4 @@ func projected(t *testing.T, s *rig.Stack, name string) bool {
 	}
 	_, ok := c.FileIO(name)
 	return ok
-}
-
-// TestNATSAuthBadSeed: a seed file that holds no NKey seed fails every NATS
-// connection's options with an error naming NATS_NKEY_SEED and the file,
-// never the file's content (the registry, bridges and resync --all once
-// connected without the seed, unauthenticated).
-func TestNATSAuthBadSeed(t *testing.T) {
-	seed := filepath.Join(t.TempDir(), "node.nk")
-	if err := os.WriteFile(seed, []byte("SUnot-a-seed-secret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, _, err := config.Load(config.Sources{Environ: []string{
-		"SBPS_MARSHAL_NODE_NAME=ncn-w001",
-		"SBPS_MARSHAL_NATS_URL=nats://127.0.0.1:4222",
-		"SBPS_MARSHAL_NATS_NKEY_SEED=" + seed,
-	}}, flag.NewFlagSet("test", flag.ContinueOnError))
-	if err != nil {
-		t.Fatal(err)
-	}
-	auth, err := NewNATSAuth(t.Context(), cfg, testutil.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer auth.Close()
-	opts, err := auth.Options()
-	if err == nil {
-		t.Fatalf("Options() = %d options, nil error; want an error naming NATS_NKEY_SEED", len(opts))
-	}
-	for _, want := range []string{"NATS_NKEY_SEED", seed} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("Options() error %q does not name %q", err, want)
-		}
-	}
-	if strings.Contains(err.Error(), "not-a-seed-secret") {
-		t.Errorf("Options() error %q shows the file's content", err)
-	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/sbps-marshal/sbps-marshal/internal/tlsconf"
 	"github.com/sbps-marshal/sbps-marshal/lio"
 	"github.com/sbps-marshal/sbps-marshal/metrics"
+	"github.com/sbps-marshal/sbps-marshal/natsauth"
 	"github.com/sbps-marshal/sbps-marshal/projector"
 	"github.com/sbps-marshal/sbps-marshal/sdnotify"
 	"github.com/sbps-marshal/sbps-marshal/svid"
@@ -35,7 +36,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (
 	if err != nil {
 		return nil, err
 	}
-	auth, err := NewNATSAuth(ctx, cfg, log)
+	auth, err := natsauth.New(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -182,7 +183,7 @@ func getenvOr(getenv func(string) string) func(string) string {
 	return getenv
 }
 
-func eventSources(cfg *config.Config, log *slog.Logger, saved *lio.SavedFile, auth *NATSAuth) ([]events.Source, error) {
+func eventSources(cfg *config.Config, log *slog.Logger, saved *lio.SavedFile, auth *natsauth.Auth) ([]events.Source, error) {
 	w, err := events.NewWatcher(events.WatcherConfig{Path: cfg.LIOSaveFile, Saved: saved}, log)
 	if err != nil {
 		return nil, fmt.Errorf("saveconfig.json watcher: %w", err)
@@ -199,7 +200,7 @@ func eventSources(cfg *config.Config, log *slog.Logger, saved *lio.SavedFile, au
 }
 
 // natsSource is the NATS event source of the configuration.
-func natsSource(cfg *config.Config, log *slog.Logger, auth *NATSAuth) (*events.NATSSource, error) {
+func natsSource(cfg *config.Config, log *slog.Logger, auth *natsauth.Auth) (*events.NATSSource, error) {
 	nc := events.NATSConfig{
 		URLs:      cfg.NATSURL,
 		S3Subject: cfg.NATSS3Subject, IMSSubject: cfg.NATSIMSSubject, ResyncSubject: cfg.NATSResyncSubject, Stream: cfg.NATSStream,
@@ -243,42 +244,42 @@ func tokenSource(cfg *config.Config, log *slog.Logger) (ims.TokenSource, error) 
 	case "token-file":
 		return ims.TokenFile(cfg.IMSTokenFile), nil
 	}
+	jc, err := JWTConfig(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	return svid.NewJWTSource(jc), nil
+}
+
+// JWTConfig is how the agent gets its JWT-SVID for IMS (IMS_AUTH=spiffe):
+// the SPIFFE source SPIFFE_SOURCE chooses, the audience, and the node's
+// xname when it has one.
+func JWTConfig(cfg *config.Config, log *slog.Logger) (svid.JWTConfig, error) {
 	xname, err := svid.ReadXName(cfg.XNameFile)
 	if err != nil {
 		log.Warn("no xname; only the node-independent SPIFFE ID is accepted", "err", err)
 		xname = ""
 	}
-	cli, err := SPIFFECLI(cfg, log, "IMS")
+	cli, err := svid.ChooseCLI(cfg.SPIFFESource, cfg.SpireAgentPath, cfg.SpireAgentSock, log, "IMS")
 	if err != nil {
-		return nil, err
+		return svid.JWTConfig{}, err
 	}
-	return svid.NewJWTSource(svid.JWTConfig{Socket: cfg.SpireAgentSock, Audience: cfg.SpireJWTAudience, XName: xname, Logger: log, CLI: cli}), nil
+	return svid.JWTConfig{Socket: cfg.SpireAgentSock, Audience: cfg.SpireJWTAudience, XName: xname, Logger: log, CLI: cli}, nil
 }
 
-// SPIFFECLI is the SPIRE agent CLI the SVID sources run, or nil when they
-// call the Workload API themselves, as SPIFFE_SOURCE and SPIRE_AGENT_PATH
-// decide; the choice and its reason are logged (for names what the SVID
-// is for).
-func SPIFFECLI(cfg *config.Config, log *slog.Logger, what string) (*svid.CLI, error) {
-	source, why, err := svid.Resolve(cfg.SPIFFESource, cfg.SpireAgentPath)
-	if err != nil {
-		return nil, fmt.Errorf("SPIFFE_SOURCE: %w", err)
-	}
-	log.Info("SPIFFE source", "for", what, "source", source, "why", why)
-	if source != svid.SourceCLI {
-		return nil, nil
-	}
-	return &svid.CLI{Path: cfg.SpireAgentPath, Socket: cfg.SpireAgentSock}, nil
+// httpClientFor returns the HTTP client for IMS or S3 (TLSOptions).
+func httpClientFor(cfg *config.Config, service string) (*http.Client, error) {
+	return tlsconf.Client(TLSOptions(cfg, service))
 }
 
-// httpClientFor returns the HTTP client for IMS or S3: certificates
+// TLSOptions is how the agent verifies IMS or S3 (service): certificates
 // verified against the system pool plus CA_FILE, unless
 // TLS_INSECURE_SKIP_VERIFY=true; a verification failure names the host,
 // the certificate's issuer and the fix.
-func httpClientFor(cfg *config.Config, service string) (*http.Client, error) {
+func TLSOptions(cfg *config.Config, service string) tlsconf.Options {
 	o := tlsconf.Options{Service: service, CAFile: cfg.CAFile, InsecureSkipVerify: cfg.TLSInsecure}
 	if service == "S3" {
 		o.Alternative = "S3_PROTO=http, as the s3fs mount of " + cfg.S3Bucket + " itself uses (url=http://" + cfg.S3Host + ")"
 	}
-	return tlsconf.Client(o)
+	return o
 }

@@ -630,7 +630,7 @@ func (c *Config) PrintJSON(w io.Writer) error {
 // shown is k's effective value as Print and PrintJSON show it.
 func (c *Config) shown(k key) string {
 	if k.name == "NATS_URL" {
-		return strings.Join(redactURLs(c.NATSURL), ",") // may carry user:password
+		return strings.Join(RedactURLs(c.NATSURL), ",") // may carry user:password
 	}
 	return c.effective[k.name]
 }
@@ -762,8 +762,8 @@ func setURLs(dst *[]string, v string) error {
 	return nil
 }
 
-// redactURLs hides user:password in NATS URLs.
-func redactURLs(urls []string) []string {
+// RedactURLs hides the user and password of each URL (NATS_URL).
+func RedactURLs(urls []string) []string {
 	out := make([]string, len(urls))
 	for i, u := range urls {
 		scheme, rest, _ := strings.Cut(u, "://")

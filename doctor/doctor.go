@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sbps-marshal/sbps-marshal/config"
+	"github.com/sbps-marshal/sbps-marshal/internal/mountinfo"
 )
 
 // Status is a row's verdict.
@@ -63,7 +64,7 @@ func Rows() []string {
 }
 
 // DefaultMountinfo is where the s3fs mount is looked up.
-const DefaultMountinfo = "/proc/self/mountinfo"
+const DefaultMountinfo = mountinfo.Self
 
 // DefaultTimeout bounds each step of a check when Options.Timeout is zero.
 const DefaultTimeout = 10 * time.Second

@@ -37,7 +37,7 @@ func checkIMS(ctx context.Context, cfg *config.Config, o Options) []Result {
 	return []Result{spiffe, imsRow}
 }
 
-// spiffeRow gets the JWT-SVID for IMS as the agent does (agent.SPIFFECLI
+// spiffeRow gets the JWT-SVID for IMS as the agent does (agent.JWTConfig
 // and svid.JWTSource); it returns the row, the SVID's SPIFFE ID and the
 // source that gave it (cli or workload-api).
 func spiffeRow(ctx context.Context, cfg *config.Config, o Options) (_ Result, id, source string) {
@@ -64,13 +64,13 @@ func spiffeRow(ctx context.Context, cfg *config.Config, o Options) (_ Result, id
 			return r, "", ""
 		}
 	}
-	cli, err := agent.SPIFFECLI(cfg, o.Logger, "IMS")
+	jc, err := agent.JWTConfig(cfg, o.Logger)
 	if err != nil {
 		r.Status, r.Detail, r.Fix = Fail, errText(err), setKey(cfg, "SPIFFE_SOURCE", "auto")
 		return r, "", ""
 	}
-	xname, _ := svid.ReadXName(cfg.XNameFile)
-	src := svid.NewJWTSource(svid.JWTConfig{Socket: cfg.SpireAgentSock, Audience: cfg.SpireJWTAudience, XName: xname, Logger: o.Logger, CLI: cli, FetchTimeout: o.Timeout})
+	jc.FetchTimeout = o.Timeout
+	src := svid.NewJWTSource(jc)
 	token, err := src.Token(ctx)
 	if err != nil {
 		r.Status = Fail

@@ -108,29 +108,36 @@ func targetcliRow(ctx context.Context, cfg *config.Config, o Options) (*lio.Driv
 	case lio.OneShot:
 		r.Detail += " (one targetcli process per command)"
 	case lio.Daemon:
-		fi, err := os.Stat(cfg.TargetclidSocket)
-		switch {
-		case err != nil:
+		if detail, fix := targetclidAnswers(ctx, cfg, o.Timeout); detail != "" {
 			driver.Close()
-			return fail(fmt.Sprintf("TARGETCLI_MODE=daemon but the targetclid socket %s: %s", cfg.TargetclidSocket, reason(err)),
-				"systemctl enable --now targetclid.socket, or "+setKey(cfg, "TARGETCLI_MODE", "batch")+" (the default)")
-		case fi.Mode().Type() != fs.ModeSocket:
-			driver.Close()
-			return fail(fmt.Sprintf("TARGETCLID_SOCKET %s is not a socket", cfg.TargetclidSocket),
-				setKey(cfg, "TARGETCLID_SOCKET", "<targetclid's socket, /var/run/targetclid.sock>"))
+			return fail(detail, fix)
 		}
-		dctx, cancel := context.WithTimeout(ctx, o.Timeout)
-		c, err := (&net.Dialer{}).DialContext(dctx, "unix", cfg.TargetclidSocket)
-		cancel()
-		if err != nil {
-			driver.Close()
-			return fail(fmt.Sprintf("TARGETCLI_MODE=daemon but targetclid does not answer at %s: %s", cfg.TargetclidSocket, errText(err)),
-				"systemctl restart targetclid.socket targetclid.service, or "+setKey(cfg, "TARGETCLI_MODE", "batch")+" (the default)")
-		}
-		c.Close()
 		r.Detail += " (requests to targetclid at " + cfg.TargetclidSocket + ")"
 	}
 	return driver, r
+}
+
+// targetclidAnswers checks that TARGETCLID_SOCKET is a socket that accepts
+// a connection; otherwise it says what is wrong and the fix.
+func targetclidAnswers(ctx context.Context, cfg *config.Config, timeout time.Duration) (detail, fix string) {
+	fi, err := os.Stat(cfg.TargetclidSocket)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("TARGETCLI_MODE=daemon but the targetclid socket %s: %s", cfg.TargetclidSocket, reason(err)),
+			"systemctl enable --now targetclid.socket, or " + setKey(cfg, "TARGETCLI_MODE", "batch") + " (the default)"
+	case fi.Mode().Type() != fs.ModeSocket:
+		return fmt.Sprintf("TARGETCLID_SOCKET %s is not a socket", cfg.TargetclidSocket),
+			setKey(cfg, "TARGETCLID_SOCKET", "<targetclid's socket, /var/run/targetclid.sock>")
+	}
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c, err := (&net.Dialer{}).DialContext(dctx, "unix", cfg.TargetclidSocket)
+	if err != nil {
+		return fmt.Sprintf("TARGETCLI_MODE=daemon but targetclid does not answer at %s: %s", cfg.TargetclidSocket, errText(err)),
+			"systemctl restart targetclid.socket targetclid.service, or " + setKey(cfg, "TARGETCLI_MODE", "batch") + " (the default)"
+	}
+	c.Close()
+	return "", ""
 }
 
 // targetServiceRow asks `systemctl is-active TARGET_SERVICE` through the
@@ -223,7 +230,6 @@ func restoredRow(ctx context.Context, cfg *config.Config, driver *lio.Driver) Re
 // portals.
 func targetRow(cfg *config.Config, c *lio.Config) Result {
 	r := Result{Name: RowLIOTarget}
-	provision := "CSM provisions it (csm-config-management, config_sbps_iscsi_targets.yml): run that playbook for this node"
 	t, ok := c.Target(cfg.TargetIQN)
 	if !ok {
 		var have []string
@@ -241,12 +247,42 @@ func targetRow(cfg *config.Config, c *lio.Config) Result {
 		r.Fix = provision
 		return r
 	}
+	portals := portalsOf(tpg)
+	enabled := "enabled"
+	if !tpg.Enable {
+		enabled = "disabled"
+	}
+	r.Status = OK
+	r.Detail = fmt.Sprintf("%s/tpg1 %s, %d LUNs, portals %s, %s", cfg.TargetIQN, enabled, len(tpg.LUNs), orNone(portals), strings.Join(protectionAttrs(tpg), " "))
+	var f findings
+	f.tpg(cfg, tpg, len(portals) > 0)
+	if len(f.problems) > 0 {
+		r.Status = f.status
+		r.Detail = strings.Join(f.problems, "; ") + "; " + r.Detail
+		r.Fix = strings.Join(f.fixes, "; ")
+		if f.targetcliFix {
+			r.Fix += "; then `targetcli saveconfig " + cfg.LIOSaveFile + "`"
+		}
+	}
+	return r
+}
+
+// provision is how a CSM node gets its target.
+const provision = "CSM provisions it (csm-config-management, config_sbps_iscsi_targets.yml): run that playbook for this node"
+
+// protectionAttrs are the TPG's write-protection attributes, as name=value.
+func protectionAttrs(tpg *lio.TPG) []string {
 	var attrs []string
 	for _, a := range []string{"generate_node_acls", "demo_mode_write_protect", "prod_mode_write_protect"} {
 		if v, ok := tpg.Attr(a); ok {
 			attrs = append(attrs, a+"="+strconv.FormatInt(v, 10))
 		}
 	}
+	return attrs
+}
+
+// portalsOf lists the TPG's portals as ip:port.
+func portalsOf(tpg *lio.TPG) []string {
 	var portals []string
 	for _, raw := range tpg.Portals {
 		var p struct {
@@ -257,53 +293,48 @@ func targetRow(cfg *config.Config, c *lio.Config) Result {
 			portals = append(portals, fmt.Sprintf("%s:%d", p.IP, p.Port))
 		}
 	}
-	enabled := "enabled"
-	if !tpg.Enable {
-		enabled = "disabled"
+	return portals
+}
+
+// findings collects what is wrong with the node's TPG, the worst status,
+// and the fixes.
+type findings struct {
+	status       Status
+	problems     []string
+	fixes        []string
+	targetcliFix bool // a fix changes LIO: saving it follows
+}
+
+func (f *findings) add(s Status, problem, fix string, targetcli bool) {
+	if s == Fail || f.status == "" || f.status == OK {
+		f.status = s
 	}
-	r.Status = OK
-	r.Detail = fmt.Sprintf("%s/tpg1 %s, %d LUNs, portals %s, %s", cfg.TargetIQN, enabled, len(tpg.LUNs), orNone(portals), strings.Join(attrs, " "))
+	f.problems, f.fixes = append(f.problems, problem), append(f.fixes, fix)
+	f.targetcliFix = f.targetcliFix || targetcli
+}
+
+// tpg checks write protection, portals and whether tpg1 is enabled.
+func (f *findings) tpg(cfg *config.Config, tpg *lio.TPG, hasPortals bool) {
 	tpgPath := "/iscsi/" + cfg.TargetIQN + "/tpg1"
-	var problems, fixes []string
-	status, targetcliFix := OK, false
-	worse := func(s Status) {
-		if s == Fail || status == OK {
-			status = s
-		}
-	}
 	if why := projector.Writable(tpg); why != "" {
+		fix := "targetcli " + tpgPath + " set attribute demo_mode_write_protect=1 prod_mode_write_protect=1 generate_node_acls=1 (and map every ACL's LUNs read-only)"
 		if cfg.AllowWritableTPG {
-			worse(Warn)
-			problems = append(problems, "initiators may write: "+why+" (ALLOW_WRITABLE_TPG=true: projected anyway)")
+			f.add(Warn, "initiators may write: "+why+" (ALLOW_WRITABLE_TPG=true: projected anyway)", fix, true)
 		} else {
-			worse(Fail)
-			problems = append(problems, "initiators could write: "+why+"; the agent refuses to project into it")
+			f.add(Fail, "initiators could write: "+why+"; the agent refuses to project into it", fix, true)
 		}
-		fixes, targetcliFix = append(fixes, "targetcli "+tpgPath+" set attribute demo_mode_write_protect=1 prod_mode_write_protect=1 generate_node_acls=1 (and map every ACL's LUNs read-only)"), true
 	} else if v, ok := tpg.Attr("prod_mode_write_protect"); ok && v != 1 {
-		worse(Warn)
-		problems = append(problems, "prod_mode_write_protect is not 1 (CSM provisions 1): LUNs mapped through explicit ACLs later would be writable")
-		fixes, targetcliFix = append(fixes, "targetcli "+tpgPath+" set attribute prod_mode_write_protect=1"), true
+		f.add(Warn, "prod_mode_write_protect is not 1 (CSM provisions 1): LUNs mapped through explicit ACLs later would be writable",
+			"targetcli "+tpgPath+" set attribute prod_mode_write_protect=1", true)
 	}
-	if len(portals) == 0 {
-		worse(Fail)
-		problems = append(problems, "tpg1 has no portal: no initiator can log in")
-		fixes, targetcliFix = append(fixes, "targetcli "+tpgPath+"/portals create <this node's NMN or HSN address> ("+provision+")"), true
+	if !hasPortals {
+		f.add(Fail, "tpg1 has no portal: no initiator can log in",
+			"targetcli "+tpgPath+"/portals create <this node's NMN or HSN address> ("+provision+")", true)
 	}
 	if !tpg.Enable {
-		worse(Warn)
-		problems = append(problems, "tpg1 is disabled: the agent disables it on an unlabelled node and enables it on a labelled one at its next pass")
-		fixes = append(fixes, "label the node (node gate row), then `sbps-marshal resync`")
+		f.add(Warn, "tpg1 is disabled: the agent disables it on an unlabelled node and enables it on a labelled one at its next pass",
+			"label the node (node gate row), then `sbps-marshal resync`", false)
 	}
-	if len(problems) > 0 {
-		r.Status = status
-		r.Detail = strings.Join(problems, "; ") + "; " + r.Detail
-		r.Fix = strings.Join(fixes, "; ")
-		if targetcliFix {
-			r.Fix += "; then `targetcli saveconfig " + cfg.LIOSaveFile + "`"
-		}
-	}
-	return r
 }
 
 func orNone(s []string) string {

@@ -7,66 +7,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/sbps-marshal/sbps-marshal/config"
+	"github.com/sbps-marshal/sbps-marshal/internal/mountinfo"
 )
-
-// MountEntry is one line of a mountinfo file.
-type MountEntry struct {
-	MountPoint string // unescaped
-	FSType     string // e.g. fuse.s3fs
-	Source     string // e.g. s3fs
-}
-
-// ParseMountinfo reads the lines of /proc/<pid>/mountinfo
-// (proc(5)): "id parent major:minor root mountpoint options [optional...]
-// - fstype source superoptions". Lines it cannot read are skipped.
-func ParseMountinfo(data string) []MountEntry {
-	var out []MountEntry
-	for line := range strings.SplitSeq(data, "\n") {
-		fields := strings.Fields(line)
-		before, after, ok := strings.Cut(line, " - ")
-		if !ok || len(fields) < 5 {
-			continue
-		}
-		rest := strings.Fields(after)
-		if len(rest) < 2 || len(strings.Fields(before)) < 5 {
-			continue
-		}
-		out = append(out, MountEntry{MountPoint: unescapeMountinfo(fields[4]), FSType: rest[0], Source: rest[1]})
-	}
-	return out
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes (\040 for a space).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			v := 0
-			okOctal := true
-			for _, c := range s[i+1 : i+4] {
-				if c < '0' || c > '7' {
-					okOctal = false
-					break
-				}
-				v = v*8 + int(c-'0')
-			}
-			if okOctal && v < 256 {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
 
 // checkMount is the s3fs mount row: SQUASHFS_S3FS_MOUNT is a fuse.s3fs
 // mount point in the mount table, and it serves files: a listing and the
@@ -76,18 +21,13 @@ func checkMount(ctx context.Context, cfg *config.Config, o Options) Result {
 	r := Result{Name: RowMount}
 	remount := fmt.Sprintf("mount the bucket at %s (its /etc/fstab entry: `mount %s`; by hand: s3fs %s %s -o ro,url=%s://%s,passwd_file=%s,use_path_request_style)",
 		cfg.Mount, cfg.Mount, cfg.S3Bucket, cfg.Mount, cfg.S3Proto, cfg.S3Host, orDefault(cfg.S3CredentialFile, "/root/.ims.s3fs"))
-	data, err := os.ReadFile(o.Mountinfo)
+	mounts, err := mountinfo.Read(o.Mountinfo)
 	if err != nil {
 		r.Status, r.Detail, r.Fix = Fail, "cannot read the mount table: "+errText(err), "run doctor on the node itself (it reads "+o.Mountinfo+")"
 		return r
 	}
-	var found *MountEntry
-	for _, m := range ParseMountinfo(string(data)) {
-		if m.MountPoint == cfg.Mount {
-			found = &m // the last one is the mount on top
-		}
-	}
-	if found == nil {
+	found, ok := mountinfo.Find(mounts, cfg.Mount)
+	if !ok {
 		r.Status = Fail
 		r.Detail = fmt.Sprintf("%s (SQUASHFS_S3FS_MOUNT) is not a mount point (not in %s): the agent sees no image files and projects nothing new", cfg.Mount, o.Mountinfo)
 		r.Fix = remount + "; or, if the bucket is mounted elsewhere, " + setKey(cfg, "SQUASHFS_S3FS_MOUNT", "<its mount point>")

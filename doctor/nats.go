@@ -10,9 +10,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/sbps-marshal/sbps-marshal/agent"
 	"github.com/sbps-marshal/sbps-marshal/config"
 	"github.com/sbps-marshal/sbps-marshal/events"
+	"github.com/sbps-marshal/sbps-marshal/natsauth"
+	"github.com/sbps-marshal/sbps-marshal/registry"
 )
 
 // checkNATS yields the NATS, NATS stream and LUN registry rows: a
@@ -20,20 +21,9 @@ import (
 // the stream NATS_STREAM names and the KV bucket of the fleet registry.
 func checkNATS(ctx context.Context, cfg *config.Config, o Options) []Result {
 	if len(cfg.NATSURL) == 0 {
-		reg := Result{Name: RowRegistry, Status: OK}
-		switch cfg.LUNRegistry {
-		case "off":
-			reg.Detail = "off (LUN_REGISTRY=off): LIO picks the lowest free LUN index, as the old agent; numbers differ between workers"
-		default:
-			reg.Detail = "local (LUN_REGISTRY=" + cfg.LUNRegistry + ", no NATS_URL): LUN numbers are stable on this node only, kept in " + cfg.StateDir
-		}
-		return []Result{
-			{Name: RowNATS, Status: OK, Detail: "not configured (NATS_URL is empty): no events; the agent resyncs every " + cfg.ResyncInterval.String()},
-			{Name: RowStream, Status: OK, Detail: "not used (no NATS_URL)"},
-			reg,
-		}
+		return natsNotConfigured(cfg)
 	}
-	urls := redact(cfg.NATSURL)
+	urls := strings.Join(config.RedactURLs(cfg.NATSURL), ",")
 	conn, nc := boundedWith(ctx, o.Timeout, RowNATS, "check that NATS answers at "+urls,
 		func(ctx context.Context) (Result, *nats.Conn) {
 			nc, r := connectNATS(ctx, cfg, o)
@@ -43,32 +33,14 @@ func checkNATS(ctx context.Context, cfg *config.Config, o Options) []Result {
 		if nc != nil {
 			nc.Close()
 		}
-		reg := skipped(RowRegistry, RowNATS, "NATS is not reachable")
-		if cfg.LUNRegistry == "auto" || cfg.LUNRegistry == "nats" {
-			reg.Detail += " (the agent takes numbers from the local registry until it answers, then offers them to the fleet)"
-		} else {
-			reg = registryNotFleet(cfg)
-		}
-		stream := skipped(RowStream, RowNATS, "NATS is not reachable")
-		if cfg.NATSStream == "" {
-			stream = Result{Name: RowStream, Status: OK, Detail: "not configured (NATS_STREAM is empty): plain subscriptions"}
-		}
-		return []Result{conn, stream, reg}
+		return natsUnreachable(cfg, conn)
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	var jsErr error
-	if err == nil {
-		actx, cancel := context.WithTimeout(ctx, o.Timeout)
-		_, jsErr = js.AccountInfo(actx)
-		cancel()
-	} else {
-		jsErr = err
-	}
+	js, jsErr := probeJetStream(ctx, nc, o.Timeout)
 	switch {
 	case jsErr == nil:
 		conn.Detail += "; JetStream enabled"
-	case noJetStream(jsErr):
+	case registry.NoJetStream(jsErr):
 		conn.Detail += "; no JetStream (" + errText(jsErr) + ")"
 	default:
 		conn.Detail += "; JetStream does not answer (" + errText(jsErr) + ")"
@@ -80,12 +52,56 @@ func checkNATS(ctx context.Context, cfg *config.Config, o Options) []Result {
 	return []Result{conn, stream, reg}
 }
 
+// natsNotConfigured are the NATS rows without NATS_URL.
+func natsNotConfigured(cfg *config.Config) []Result {
+	reg := Result{Name: RowRegistry, Status: OK}
+	switch cfg.LUNRegistry {
+	case "off":
+		reg.Detail = "off (LUN_REGISTRY=off): LIO picks the lowest free LUN index, as the old agent; numbers differ between workers"
+	default:
+		reg.Detail = "local (LUN_REGISTRY=" + cfg.LUNRegistry + ", no NATS_URL): LUN numbers are stable on this node only, kept in " + cfg.StateDir
+	}
+	return []Result{
+		{Name: RowNATS, Status: OK, Detail: "not configured (NATS_URL is empty): no events; the agent resyncs every " + cfg.ResyncInterval.String()},
+		{Name: RowStream, Status: OK, Detail: "not used (no NATS_URL)"},
+		reg,
+	}
+}
+
+// natsUnreachable are the NATS rows when the connection row conn failed.
+func natsUnreachable(cfg *config.Config, conn Result) []Result {
+	reg := skipped(RowRegistry, RowNATS, "NATS is not reachable")
+	if cfg.LUNRegistry == "auto" || cfg.LUNRegistry == "nats" {
+		reg.Detail += " (the agent takes numbers from the local registry until it answers, then offers them to the fleet)"
+	} else {
+		reg = registryNotFleet(cfg)
+	}
+	stream := skipped(RowStream, RowNATS, "NATS is not reachable")
+	if cfg.NATSStream == "" {
+		stream = Result{Name: RowStream, Status: OK, Detail: "not configured (NATS_STREAM is empty): plain subscriptions"}
+	}
+	return []Result{conn, stream, reg}
+}
+
+// probeJetStream asks the account's JetStream for its limits: nil when
+// JetStream answers.
+func probeJetStream(ctx context.Context, nc *nats.Conn, timeout time.Duration) (jetstream.JetStream, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return js, err
+	}
+	actx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	_, err = js.AccountInfo(actx)
+	return js, err
+}
+
 // connectNATS connects as the agent does (credentials, TLS files, the
 // X.509-SVID with NATS_SPIFFE=true).
 func connectNATS(ctx context.Context, cfg *config.Config, o Options) (*nats.Conn, Result) {
 	r := Result{Name: RowNATS}
-	urls := redact(cfg.NATSURL)
-	auth, err := agent.NewNATSAuth(ctx, cfg, o.Logger)
+	urls := strings.Join(config.RedactURLs(cfg.NATSURL), ",")
+	auth, err := natsauth.New(ctx, cfg, o.Logger)
 	if err == nil {
 		defer auth.Close()
 		err = auth.Wait(ctx)
@@ -173,7 +189,7 @@ func registryRow(ctx context.Context, cfg *config.Config, js jetstream.JetStream
 		r.Detail = fmt.Sprintf("LUN_REGISTRY=%s but JetStream does not answer: %s", cfg.LUNRegistry, errText(jsErr))
 		r.Fix = "enable JetStream on the NATS server for the fleet registry"
 		switch {
-		case cfg.LUNRegistry == "auto" && noJetStream(jsErr):
+		case cfg.LUNRegistry == "auto" && registry.NoJetStream(jsErr):
 			r.Status = Warn
 			r.Detail += "; the agent uses the local registry: LUN numbers are stable on this node only, a rebuilt worker renumbers and its sessions are reset"
 			r.Fix += ", or " + setKey(cfg, "LUN_REGISTRY", "local") + " to accept this"
@@ -219,24 +235,4 @@ func registryNotFleet(cfg *config.Config) Result {
 		r.Detail = "local (LUN_REGISTRY=local): LUN numbers are stable on this node only, kept in " + cfg.StateDir
 	}
 	return r
-}
-
-// noJetStream reports whether err says the server or account has no
-// JetStream (agent.noJetStream's rule).
-func noJetStream(err error) bool {
-	return errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) ||
-		errors.Is(err, nats.ErrJetStreamNotEnabled) || errors.Is(err, nats.ErrJetStreamNotEnabledForAccount)
-}
-
-// redact hides user:password in NATS URLs.
-func redact(urls []string) string {
-	out := make([]string, len(urls))
-	for i, u := range urls {
-		scheme, rest, _ := strings.Cut(u, "://")
-		if at := strings.LastIndex(rest, "@"); at >= 0 {
-			rest = "<redacted>@" + rest[at+1:]
-		}
-		out[i] = scheme + "://" + rest
-	}
-	return strings.Join(out, ",")
 }

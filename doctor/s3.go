@@ -8,6 +8,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 
+	"github.com/sbps-marshal/sbps-marshal/agent"
 	"github.com/sbps-marshal/sbps-marshal/bucket"
 	"github.com/sbps-marshal/sbps-marshal/config"
 	"github.com/sbps-marshal/sbps-marshal/internal/tlsconf"
@@ -16,12 +17,6 @@ import (
 // probePrefix is listed to prove S3 answers with the credentials: a
 // prefix no image has, so the answer is one short page.
 const probePrefix = ".sbps-marshal-doctor/"
-
-// s3TLS is the TLS setting of the agent's S3 client (agent.httpClientFor).
-func s3TLS(cfg *config.Config) tlsconf.Options {
-	return tlsconf.Options{Service: "S3", CAFile: cfg.CAFile, InsecureSkipVerify: cfg.TLSInsecure,
-		Alternative: "S3_PROTO=http, as the s3fs mount of " + cfg.S3Bucket + " itself uses (url=http://" + cfg.S3Host + ")"}
-}
 
 // checkS3 is the S3 row: the bucket client the agent builds (credentials
 // from S3_CREDENTIAL_FILE, TLS as configured) lists the bucket once.
@@ -52,7 +47,7 @@ func checkS3(ctx context.Context, cfg *config.Config, o Options) Result {
 			tlsNote = "TLS verified against the system pool"
 		}
 	}
-	hc, err := tlsconf.Client(s3TLS(cfg))
+	hc, err := tlsconf.Client(agent.TLSOptions(cfg, "S3"))
 	if err != nil {
 		r.Status, r.Detail, r.Fix = Fail, errText(err), setKey(cfg, "CA_FILE", "<a readable PEM bundle>")
 		return r

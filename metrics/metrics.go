@@ -89,74 +89,89 @@ func WithoutRuntimeCollectors() Option { return func(m *Metrics) { m.noRuntime =
 
 // New returns the agent's metrics, registered on a new private registry.
 func New(opts ...Option) *Metrics {
-	reg := prometheus.NewRegistry()
-	m := &Metrics{
-		reg: reg,
-		now: time.Now,
-		passDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: namespace, Name: "pass_duration_seconds",
-			Help:    "Duration of reconcile passes (inventory, plan, apply), by kind and outcome.",
-			Buckets: passBuckets,
-		}, []string{"kind", "outcome"}),
-		passes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "passes_total",
-			Help: "Reconcile passes, by kind and outcome, including passes that failed before producing a report.",
-		}, []string{"kind", "outcome"}),
-		applyDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: namespace, Name: "apply_duration_seconds",
-			Help:    "Duration of applying one batch of operations to LIO through targetcli, by outcome.",
-			Buckets: passBuckets,
-		}, []string{"outcome"}),
-		lioOps: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "lio_operations_total",
-			Help: "LIO operations by op kind and outcome (applied, already_done, failed, not_attempted).",
-		}, []string{"op", "outcome"}),
-		events: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "events_total",
-			Help: "Events taken by the agent, by source and outcome (applied, failed, ignored); their sum is the events received.",
-		}, []string{"source", "outcome"}),
-		eventLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Namespace: namespace, Name: "event_apply_latency_seconds",
-			Help:    "Time from an event's receipt to the end of the pass that applied it.",
-			Buckets: latencyBuckets,
-		}),
-		lastFullResync: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "last_full_resync_timestamp_seconds",
-			Help: "Unix time of the end of the latest successful full pass; 0 before the first.",
-		}),
-		inventoryErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "inventory_errors_total",
-			Help: "Errors reading the inventory, by source (s3, ims, manifest, lio).",
-		}, []string{"source"}),
-		massDelete: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: namespace, Name: "mass_delete_refusals_total",
-			Help: "Passes whose deletes the mass-delete guard (MAX_DELETE_FRACTION) held back.",
-		}),
-		regFallbacks: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: namespace, Name: "registry_fallbacks_total",
-			Help: "Times the LUN registry could not be used and LIO chose the LUN index.",
-		}),
-		status: newStatusCollector(),
-		funcs:  newFuncCollector(),
-	}
-	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
-		Namespace: namespace, Name: "build_info",
-		Help:        "Always 1; the labels name the running build.",
-		ConstLabels: prometheus.Labels{"version": version.Version, "commit": commit(), "goversion": runtime.Version()},
-	})
-	buildInfo.Set(1)
+	m := &Metrics{reg: prometheus.NewRegistry(), now: time.Now, status: newStatusCollector(), funcs: newFuncCollector()}
+	m.newPassMetrics()
+	m.newEventMetrics()
+	m.newInventoryMetrics()
 	m.health = newHealth(m)
 	m.initLabels()
 	for _, o := range opts {
 		o(m)
 	}
-	reg.MustRegister(m.passDuration, m.passes, m.applyDuration, m.lioOps, m.events, m.eventLatency,
-		m.lastFullResync, m.inventoryErrs, m.massDelete, m.regFallbacks, buildInfo, m.status, m.funcs)
-	m.health.register(reg)
+	m.reg.MustRegister(m.passDuration, m.passes, m.applyDuration, m.lioOps, m.events, m.eventLatency,
+		m.lastFullResync, m.inventoryErrs, m.massDelete, m.regFallbacks, buildInfo(), m.status, m.funcs)
+	m.health.register(m.reg)
 	if !m.noRuntime {
-		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	return m
+}
+
+// newPassMetrics makes the metrics of passes and of what they apply.
+func (m *Metrics) newPassMetrics() {
+	m.passDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "pass_duration_seconds",
+		Help:    "Duration of reconcile passes (inventory, plan, apply), by kind and outcome.",
+		Buckets: passBuckets,
+	}, []string{"kind", "outcome"})
+	m.passes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "passes_total",
+		Help: "Reconcile passes, by kind and outcome, including passes that failed before producing a report.",
+	}, []string{"kind", "outcome"})
+	m.applyDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "apply_duration_seconds",
+		Help:    "Duration of applying one batch of operations to LIO through targetcli, by outcome.",
+		Buckets: passBuckets,
+	}, []string{"outcome"})
+	m.lioOps = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "lio_operations_total",
+		Help: "LIO operations by op kind and outcome (applied, already_done, failed, not_attempted).",
+	}, []string{"op", "outcome"})
+}
+
+// newEventMetrics makes the metrics of the events the agent takes.
+func (m *Metrics) newEventMetrics() {
+	m.events = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "events_total",
+		Help: "Events taken by the agent, by source and outcome (applied, failed, ignored); their sum is the events received.",
+	}, []string{"source", "outcome"})
+	m.eventLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "event_apply_latency_seconds",
+		Help:    "Time from an event's receipt to the end of the pass that applied it.",
+		Buckets: latencyBuckets,
+	})
+}
+
+// newInventoryMetrics makes the metrics of the inventory and of what
+// guards the projections.
+func (m *Metrics) newInventoryMetrics() {
+	m.lastFullResync = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "last_full_resync_timestamp_seconds",
+		Help: "Unix time of the end of the latest successful full pass; 0 before the first.",
+	})
+	m.inventoryErrs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "inventory_errors_total",
+		Help: "Errors reading the inventory, by source (s3, ims, manifest, lio).",
+	}, []string{"source"})
+	m.massDelete = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Name: "mass_delete_refusals_total",
+		Help: "Passes whose deletes the mass-delete guard (MAX_DELETE_FRACTION) held back.",
+	})
+	m.regFallbacks = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Name: "registry_fallbacks_total",
+		Help: "Times the LUN registry could not be used and LIO chose the LUN index.",
+	})
+}
+
+// buildInfo is sbps_marshal_build_info: always 1, its labels name the build.
+func buildInfo() prometheus.Gauge {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "build_info",
+		Help:        "Always 1; the labels name the running build.",
+		ConstLabels: prometheus.Labels{"version": version.Version, "commit": commit(), "goversion": runtime.Version()},
+	})
+	g.Set(1)
+	return g
 }
 
 // Registry returns the private registry (for tests and for adding

@@ -164,6 +164,29 @@ func (inv *Inventory) confirmVanished(ctx context.Context, d *Desired, prev *Des
 	if prev == nil {
 		return ""
 	}
+	listed := listedIDs(listing)
+	vanished := vanishedIDs(prev, listed)
+	if len(vanished) == 0 {
+		return ""
+	}
+	gone, why := inv.confirmGone(ctx, vanished)
+	if unconfirmed := len(vanished) - len(gone); unconfirmed > 0 {
+		h := holder{d: d, listed: listed, gone: gone, unconfirmed: unconfirmed}
+		for name, p := range prev.Projections {
+			h.hold(Problem{Name: name, Key: p.Key, Images: p.Users})
+		}
+		for name, p := range prev.Pending {
+			h.hold(Problem{Name: name, Key: p.Key, Images: p.Images})
+		}
+		for name, p := range prev.Unconfirmed {
+			h.hold(Problem{Name: name, Key: p.Key, Images: p.Images})
+		}
+	}
+	return why
+}
+
+// listedIDs are the images a listing names, readable or not.
+func listedIDs(listing ims.Listing) map[string]bool {
 	listed := make(map[string]bool, len(listing.Images)+len(listing.Errors))
 	for _, img := range listing.Images {
 		listed[img.ID] = true
@@ -171,6 +194,12 @@ func (inv *Inventory) confirmVanished(ctx context.Context, d *Desired, prev *Des
 	for _, re := range listing.Errors {
 		listed[re.ID] = true
 	}
+	return listed
+}
+
+// vanishedIDs are the images prev projected or held that the listing
+// left out, sorted.
+func vanishedIDs(prev *Desired, listed map[string]bool) []string {
 	var vanished []string
 	note := func(refs []ImageRef) {
 		for _, r := range refs {
@@ -188,12 +217,15 @@ func (inv *Inventory) confirmVanished(ctx context.Context, d *Desired, prev *Des
 	for _, p := range prev.Unconfirmed {
 		note(p.Images)
 	}
-	if len(vanished) == 0 {
-		return ""
-	}
 	slices.Sort(vanished)
-	gone := map[string]bool{}
-	why := ""
+	return vanished
+}
+
+// confirmGone asks IMS about the vanished images in order, at most
+// maxConfirmations, and stops at the first that is not IMS's own 404: the
+// listing is then partial, and why says so.
+func (inv *Inventory) confirmGone(ctx context.Context, vanished []string) (gone map[string]bool, why string) {
+	gone = map[string]bool{}
 	for i, id := range vanished {
 		if i == maxConfirmations {
 			break
@@ -204,50 +236,46 @@ func (inv *Inventory) confirmVanished(ctx context.Context, d *Desired, prev *Des
 			continue
 		}
 		if err != nil {
-			why = fmt.Sprintf("IMS listing left out image %s and IMS could not confirm it is gone (%v)", id, err)
-		} else {
-			why = fmt.Sprintf("IMS listing left out %d image(s) that were projected, but image %s still exists: the listing is partial", len(vanished), id)
+			return gone, fmt.Sprintf("IMS listing left out image %s and IMS could not confirm it is gone (%v)", id, err)
 		}
-		break
+		return gone, fmt.Sprintf("IMS listing left out %d image(s) that were projected, but image %s still exists: the listing is partial", len(vanished), id)
 	}
-	unconfirmed := len(vanished) - len(gone)
-	hold := func(p Problem) {
-		var refs []ImageRef
-		for _, r := range p.Images {
-			if r.ID != "" && !listed[r.ID] && !gone[r.ID] && !slices.ContainsFunc(refs, func(x ImageRef) bool { return x.ID == r.ID }) {
-				refs = append(refs, r)
-			}
-		}
-		if len(refs) == 0 {
-			return
-		}
-		ids := make([]string, len(refs))
-		for i, r := range refs {
-			ids[i] = r.ID
-		}
-		p.Kind, p.Images, p.Code = Rootfs, refs, HeldUnconfirmed
-		p.Reason = fmt.Sprintf("kept: the IMS listing left out image %s, not confirmed gone yet (%d of %d left-out image(s) confirmed gone this pass, at most %d IMS GETs per pass; the next pass asks again)",
-			strings.Join(ids, ", "), len(gone), len(gone)+unconfirmed, maxConfirmations)
-		if prior, ok := d.Unconfirmed[p.Name]; ok {
-			p.Images = append(slices.Clip(prior.Images), refs...)
-		}
-		if d.Unconfirmed == nil {
-			d.Unconfirmed = map[string]Problem{}
-		}
-		d.Unconfirmed[p.Name] = p
-	}
-	if unconfirmed > 0 {
-		for name, p := range prev.Projections {
-			hold(Problem{Name: name, Key: p.Key, Images: p.Users})
-		}
-		for name, p := range prev.Pending {
-			hold(Problem{Name: name, Key: p.Key, Images: p.Images})
-		}
-		for name, p := range prev.Unconfirmed {
-			hold(Problem{Name: name, Key: p.Key, Images: p.Images})
+	return gone, ""
+}
+
+// holder records in d.Unconfirmed the projections whose images the listing
+// left out and IMS has not confirmed gone.
+type holder struct {
+	d           *Desired
+	listed      map[string]bool
+	gone        map[string]bool
+	unconfirmed int
+}
+
+func (h holder) hold(p Problem) {
+	var refs []ImageRef
+	for _, r := range p.Images {
+		if r.ID != "" && !h.listed[r.ID] && !h.gone[r.ID] && !slices.ContainsFunc(refs, func(x ImageRef) bool { return x.ID == r.ID }) {
+			refs = append(refs, r)
 		}
 	}
-	return why
+	if len(refs) == 0 {
+		return
+	}
+	ids := make([]string, len(refs))
+	for i, r := range refs {
+		ids[i] = r.ID
+	}
+	p.Kind, p.Images, p.Code = Rootfs, refs, HeldUnconfirmed
+	p.Reason = fmt.Sprintf("kept: the IMS listing left out image %s, not confirmed gone yet (%d of %d left-out image(s) confirmed gone this pass, at most %d IMS GETs per pass; the next pass asks again)",
+		strings.Join(ids, ", "), len(h.gone), len(h.gone)+h.unconfirmed, maxConfirmations)
+	if prior, ok := h.d.Unconfirmed[p.Name]; ok {
+		p.Images = append(slices.Clip(prior.Images), refs...)
+	}
+	if h.d.Unconfirmed == nil {
+		h.d.Unconfirmed = map[string]Problem{}
+	}
+	h.d.Unconfirmed[p.Name] = p
 }
 
 // addImage files an IMS image under d. A transient failure (S3 or a

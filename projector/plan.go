@@ -73,10 +73,39 @@ type PlanOptions struct {
 
 // MakePlan compares desired with LIO's saved state. It is pure: no I/O.
 func MakePlan(d *Desired, actual *lio.Config, layout Layout, opts PlanOptions) (*Plan, error) {
-	tag := opts.TPG
-	if tag == 0 {
-		tag = 1
+	pl, err := newPlanner(d, actual, layout, opts)
+	if err != nil {
+		return nil, err
 	}
+	creates := pl.creates()
+	deletes := pl.guardMassDelete(pl.deletes())
+	creates = pl.refuseWritable(creates)
+	pl.assignIndexes(creates)
+	// Creates that keep or claim a known LUN index go before those that let
+	// LIO pick the lowest free one, which could otherwise take that index.
+	slices.SortStableFunc(creates, func(a, b Change) int {
+		return boolInt(a.LUN == lio.AutoLUN) - boolInt(b.LUN == lio.AutoLUN)
+	})
+	pl.p.Changes = append(deletes, creates...)
+	return pl.p, nil
+}
+
+// planner is what MakePlan's steps share. The steps visit every
+// projection and LUN: on a node with 10,000 they must not allocate per
+// item. Changes are few; they are sorted by name once found.
+type planner struct {
+	d        *Desired
+	layout   Layout
+	opts     PlanOptions
+	tag      int
+	tpg      *lio.TPG
+	existing map[string]*lio.StorageObject // managed backstores by name
+	luns     map[string]int                // fileio backstore name -> LUN index in the TPG
+	p        *Plan
+}
+
+func newPlanner(d *Desired, actual *lio.Config, layout Layout, opts PlanOptions) (*planner, error) {
+	tag := tagOr1(opts.TPG)
 	tgt, ok := actual.Target(opts.Target)
 	if !ok {
 		return nil, fmt.Errorf("target %s is not in LIO's saved state: provision it (targetcli /iscsi create %s) or set TARGET_IQN", opts.Target, opts.Target)
@@ -85,132 +114,160 @@ func MakePlan(d *Desired, actual *lio.Config, layout Layout, opts PlanOptions) (
 	if !ok {
 		return nil, fmt.Errorf("target %s has no tpg%d: provision it or check TARGET_IQN", opts.Target, tag)
 	}
-
-	// The loops below visit every projection and LUN: on a node with
-	// 10,000 they must not allocate per item. Changes are few; they are
-	// sorted by name once found.
-	p := &Plan{}
-	existing := make(map[string]*lio.StorageObject, len(actual.StorageObjects))
+	pl := &planner{d: d, layout: layout, opts: opts, tag: tag, tpg: tpg, p: &Plan{},
+		existing: make(map[string]*lio.StorageObject, len(actual.StorageObjects)),
+		luns:     make(map[string]int, len(tpg.LUNs)),
+	}
 	for i := range actual.StorageObjects {
 		so := &actual.StorageObjects[i]
 		if so.Plugin != "fileio" || !layout.Managed(so.Dev) {
-			p.Foreign = append(p.Foreign, so.Path())
+			pl.p.Foreign = append(pl.p.Foreign, so.Path())
 			continue
 		}
-		existing[so.Name] = so
+		pl.existing[so.Name] = so
 	}
-	p.Managed = len(existing)
-	luns := make(map[string]int, len(tpg.LUNs)) // fileio backstore name -> LUN index
+	pl.p.Managed = len(pl.existing)
 	for _, l := range tpg.LUNs {
 		if name, ok := strings.CutPrefix(l.StorageObject, "/backstores/fileio/"); ok {
-			luns[name] = l.Index
+			pl.luns[name] = l.Index
 		}
 	}
-	lunOf := func(name string) int {
-		if idx, ok := luns[name]; ok {
-			return idx
-		}
-		return lio.AutoLUN
-	}
+	return pl, nil
+}
 
+// lunOf is the LUN index of a managed backstore, or lio.AutoLUN.
+func (pl *planner) lunOf(name string) int {
+	if idx, ok := pl.luns[name]; ok {
+		return idx
+	}
+	return lio.AutoLUN
+}
+
+// creates plans what a desired projection needs: a new backstore, one
+// recreated because it differs, a missing LUN, or (on request) a move to
+// the registry's index.
+func (pl *planner) creates() []Change {
 	var creates []Change
 	add := func(c Change, p Projection) { c.Projection = &p; creates = append(creates, c) }
-	for name, proj := range d.Projections {
-		so, ok := existing[name]
+	for name, proj := range pl.d.Projections {
+		so, ok := pl.existing[name]
 		switch {
 		case !ok:
 			add(Change{Action: Create, Name: name, LUN: lio.AutoLUN, Reason: "new image"}, proj)
 		case !serves(so, &proj):
-			add(Change{Action: Recreate, Name: name, Dev: so.Dev, LUN: lunOf(name), Reason: mismatch(so, &proj)}, proj)
-		case lunOf(name) == lio.AutoLUN:
-			add(Change{Action: Map, Name: name, LUN: lio.AutoLUN, Reason: "backstore has no LUN in " + opts.Target}, proj)
-		case opts.Renumber && opts.LUNIndex != nil:
-			if idx, ok := opts.LUNIndex(proj); ok && idx != lunOf(name) {
-				add(Change{Action: Renumber, Name: name, LUN: idx, OldLUN: lunOf(name),
-					Reason: fmt.Sprintf("lun%d differs from the fleet registry's lun%d (operator asked to renumber)", lunOf(name), idx)}, proj)
+			add(Change{Action: Recreate, Name: name, Dev: so.Dev, LUN: pl.lunOf(name), Reason: mismatch(so, &proj)}, proj)
+		case pl.lunOf(name) == lio.AutoLUN:
+			add(Change{Action: Map, Name: name, LUN: lio.AutoLUN, Reason: "backstore has no LUN in " + pl.opts.Target}, proj)
+		case pl.opts.Renumber && pl.opts.LUNIndex != nil:
+			if idx, ok := pl.opts.LUNIndex(proj); ok && idx != pl.lunOf(name) {
+				add(Change{Action: Renumber, Name: name, LUN: idx, OldLUN: pl.lunOf(name),
+					Reason: fmt.Sprintf("lun%d differs from the fleet registry's lun%d (operator asked to renumber)", pl.lunOf(name), idx)}, proj)
 			}
 		}
 	}
 	slices.SortFunc(creates, func(a, b Change) int { return strings.Compare(a.Name, b.Name) })
+	return creates
+}
 
+// deletes plans the removal of every managed backstore no longer desired,
+// and holds those whose removal rests on partial information: a pending
+// re-upload, incomplete IMS information (rootfs), an image IMS left out
+// but has not confirmed gone.
+func (pl *planner) deletes() []Change {
 	var gone []string
-	for name := range existing {
-		if _, ok := d.Projections[name]; !ok {
+	for name := range pl.existing {
+		if _, ok := pl.d.Projections[name]; !ok {
 			gone = append(gone, name)
 		}
 	}
 	slices.Sort(gone)
 	var deletes []Change
+	d := pl.d
 	for _, name := range gone {
-		so := existing[name]
-		ch := Change{Action: Delete, Name: name, Dev: so.Dev, LUN: lunOf(name), Reason: "no longer desired"}
+		so := pl.existing[name]
+		ch := Change{Action: Delete, Name: name, Dev: so.Dev, LUN: pl.lunOf(name), Reason: "no longer desired"}
 		switch {
 		case d.Pending[name].Reason != "":
 			ch.Code, ch.Reason = HeldPending, "kept while pending: "+d.Pending[name].Reason
-			p.Held = append(p.Held, ch)
-		case layout.KindOf(so.Name, so.Dev) == Rootfs && !d.RootfsComplete:
+		case pl.layout.KindOf(so.Name, so.Dev) == Rootfs && !d.RootfsComplete:
 			ch.Code, ch.Reason = HeldIMSIncomplete, "kept: IMS information is incomplete ("+d.RootfsIncompleteReason+")"
-			p.Held = append(p.Held, ch)
 		case d.Unconfirmed[name].Reason != "":
 			ch.Code, ch.Reason = HeldUnconfirmed, d.Unconfirmed[name].Reason
-			p.Held = append(p.Held, ch)
 		default:
 			deletes = append(deletes, ch)
+			continue
 		}
+		pl.p.Held = append(pl.p.Held, ch)
 	}
-	limit := opts.MaxDeleteFraction * float64(p.Managed)
-	if len(deletes) > 1 && float64(len(deletes)) > limit && !opts.AllowMassDelete {
-		reason := fmt.Sprintf("kept: this pass would delete %d of %d managed projections, more than MAX_DELETE_FRACTION=%g allows (%d); if that is intended run `sbps-marshal sync --allow-mass-delete`",
-			len(deletes), p.Managed, opts.MaxDeleteFraction, int(math.Floor(limit)))
-		for _, ch := range deletes {
-			ch.Code, ch.Reason = HeldMassDelete, reason
-			p.Held = append(p.Held, ch)
-		}
-		deletes = nil
-	}
+	return deletes
+}
 
-	if len(creates) > 0 && !opts.AllowWritableTPG {
-		if why := writable(tpg); why != "" {
-			p.Refused = fmt.Sprintf("not projecting %d image(s) into %s/tpg%d: %s; fix the TPG (targetcli /iscsi/%s/tpg%d set attribute demo_mode_write_protect=1 generate_node_acls=1) or set ALLOW_WRITABLE_TPG=true",
-				len(creates), opts.Target, tag, why, opts.Target, tag)
-			// A recreate whose create is refused must not delete either.
-			for _, c := range creates {
-				if c.Action == Recreate {
-					c.Code, c.Reason = HeldRefused, "kept: "+p.Refused
-					p.Held = append(p.Held, c)
-				}
-			}
-			creates = nil
+// guardMassDelete holds every delete when there are more than
+// MAX_DELETE_FRACTION of the managed projections, unless the operator
+// allowed it.
+func (pl *planner) guardMassDelete(deletes []Change) []Change {
+	limit := pl.opts.MaxDeleteFraction * float64(pl.p.Managed)
+	if len(deletes) <= 1 || float64(len(deletes)) <= limit || pl.opts.AllowMassDelete {
+		return deletes
+	}
+	reason := fmt.Sprintf("kept: this pass would delete %d of %d managed projections, more than MAX_DELETE_FRACTION=%g allows (%d); if that is intended run `sbps-marshal sync --allow-mass-delete`",
+		len(deletes), pl.p.Managed, pl.opts.MaxDeleteFraction, int(math.Floor(limit)))
+	for _, ch := range deletes {
+		ch.Code, ch.Reason = HeldMassDelete, reason
+		pl.p.Held = append(pl.p.Held, ch)
+	}
+	return nil
+}
+
+// refuseWritable withholds every create from a TPG that would let
+// initiators write (unless ALLOW_WRITABLE_TPG), and holds the deletes of
+// recreates with them.
+func (pl *planner) refuseWritable(creates []Change) []Change {
+	if len(creates) == 0 || pl.opts.AllowWritableTPG {
+		return creates
+	}
+	why := writable(pl.tpg)
+	if why == "" {
+		return creates
+	}
+	t, tag := pl.opts.Target, pl.tag
+	pl.p.Refused = fmt.Sprintf("not projecting %d image(s) into %s/tpg%d: %s; fix the TPG (targetcli /iscsi/%s/tpg%d set attribute demo_mode_write_protect=1 generate_node_acls=1) or set ALLOW_WRITABLE_TPG=true",
+		len(creates), t, tag, why, t, tag)
+	for _, c := range creates {
+		if c.Action == Recreate {
+			c.Code, c.Reason = HeldRefused, "kept: "+pl.p.Refused
+			pl.p.Held = append(pl.p.Held, c)
 		}
 	}
-	if opts.LUNIndex != nil {
-		taken := make(map[int]string, len(tpg.LUNs)) // LUN index -> storage object
-		for _, l := range tpg.LUNs {
-			taken[l.Index] = l.StorageObject
-		}
-		for i := range creates {
-			if creates[i].Action == Create || creates[i].Action == Map || creates[i].LUN == lio.AutoLUN {
-				idx, ok := opts.LUNIndex(*creates[i].Projection)
-				if !ok {
-					continue
-				}
-				// An index the TPG already gives another object would be
-				// refused by LIO on every pass; LIO picks a free one.
-				if other, used := taken[idx]; used && other != "/backstores/fileio/"+creates[i].Name {
-					creates[i].Reason += fmt.Sprintf(" (registry's lun%d is taken in tpg%d by %s; LIO picks a free index)", idx, tag, other)
-					continue
-				}
-				creates[i].LUN = idx
-			}
-		}
+	return nil
+}
+
+// assignIndexes gives new LUNs the registry's index (LUNIndex), unless the
+// TPG already gives that index to another object: LIO would refuse it on
+// every pass, so LIO picks a free one and the reason says so.
+func (pl *planner) assignIndexes(creates []Change) {
+	if pl.opts.LUNIndex == nil {
+		return
 	}
-	// Creates that keep or claim a known LUN index go before those that let
-	// LIO pick the lowest free one, which could otherwise take that index.
-	slices.SortStableFunc(creates, func(a, b Change) int {
-		return boolInt(a.LUN == lio.AutoLUN) - boolInt(b.LUN == lio.AutoLUN)
-	})
-	p.Changes = append(deletes, creates...)
-	return p, nil
+	taken := make(map[int]string, len(pl.tpg.LUNs)) // LUN index -> storage object
+	for _, l := range pl.tpg.LUNs {
+		taken[l.Index] = l.StorageObject
+	}
+	for i := range creates {
+		c := &creates[i]
+		if c.Action != Create && c.Action != Map && c.LUN != lio.AutoLUN {
+			continue
+		}
+		idx, ok := pl.opts.LUNIndex(*c.Projection)
+		if !ok {
+			continue
+		}
+		if other, used := taken[idx]; used && other != "/backstores/fileio/"+c.Name {
+			c.Reason += fmt.Sprintf(" (registry's lun%d is taken in tpg%d by %s; LIO picks a free index)", idx, pl.tag, other)
+			continue
+		}
+		c.LUN = idx
+	}
 }
 
 // serves reports whether an existing backstore serves the projection as it

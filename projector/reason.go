@@ -7,19 +7,19 @@ type Code string
 
 // Why an image is pending or rejected (Problem.Code, Entry.Code).
 const (
-	CodeS3fsLag       Code = "s3fs_lag"        // the file is not (fully) visible under the s3fs mount yet
-	CodeReadOnly      Code = "read_only_mount" // the file is on a read-only mount, which LIO cannot serve
-	CodeNotInS3       Code = "not_in_s3"       // the manifest or rootfs object named by IMS is not in the bucket
-	CodeNoEtag        Code = "no_etag"         // the manifest's rootfs link has no etag
-	CodeEtagMismatch  Code = "etag_mismatch"   // the rootfs object's S3 ETag differs from the manifest's
-	CodeEmpty         Code = "empty"           // the S3 object is 0 bytes
-	CodeBadKey        Code = "bad_key"         // the S3 key cannot become a safe path or targetcli argument
-	CodeUnsafeFile    Code = "unsafe_file"     // the file under the mount is a symlink, not regular, or leaves the mount
-	CodeBadManifest   Code = "bad_manifest"    // the manifest or the IMS record's link to it is malformed
-	CodeNoLink        Code = "no_link"         // the IMS record has no manifest link (image still being built)
-	CodeOtherBucket   Code = "other_bucket"    // the manifest or rootfs is in a bucket this agent does not serve
-	CodeBadRecord     Code = "bad_record"      // the IMS record itself could not be decoded
-	CodeOther         Code = "other"           // anything else (a file that cannot be stat'ed)
+	CodeS3fsLag      Code = "s3fs_lag"        // the file is not (fully) visible under the s3fs mount yet
+	CodeReadOnly     Code = "read_only_mount" // the file is on a read-only mount, which LIO cannot serve
+	CodeNotInS3      Code = "not_in_s3"       // the manifest or rootfs object named by IMS is not in the bucket
+	CodeNoEtag       Code = "no_etag"         // the manifest's rootfs link has no etag
+	CodeEtagMismatch Code = "etag_mismatch"   // the rootfs object's S3 ETag differs from the manifest's
+	CodeEmpty        Code = "empty"           // the S3 object is 0 bytes
+	CodeBadKey       Code = "bad_key"         // the S3 key cannot become a safe path or targetcli argument
+	CodeUnsafeFile   Code = "unsafe_file"     // the file under the mount is a symlink, not regular, or leaves the mount
+	CodeBadManifest  Code = "bad_manifest"    // the manifest or the IMS record's link to it is malformed
+	CodeNoLink       Code = "no_link"         // the IMS record has no manifest link (image still being built)
+	CodeOtherBucket  Code = "other_bucket"    // the manifest or rootfs is in a bucket this agent does not serve
+	CodeBadRecord    Code = "bad_record"      // the IMS record itself could not be decoded
+	CodeOther        Code = "other"           // anything else (a file that cannot be stat'ed)
 )
 
 // Why a delete is held (Plan.Held[i].Code, Entry.Code of a Held entry).

@@ -149,23 +149,6 @@ func classify(so *lio.StorageObject, d *Desired, held map[string]Change, hasLUN 
 
 // walkStatus hands each entry of the status view, unsorted, to emit.
 func walkStatus(d *Desired, plan *Plan, actual *lio.Config, layout Layout, target string, tag int, emit func(Entry)) {
-	var luns map[string]*lio.LUN // by storage object path, for foreign backstores too
-	if tag == 0 {
-		tag = 1
-	}
-	if t, ok := actual.Target(target); ok {
-		if tpg, ok := t.TPG(tag); ok {
-			luns = tpg.LUNsByObject()
-		}
-	}
-	lunOf := func(path string) *int {
-		if l, ok := luns[path]; ok {
-			idx := l.Index
-			return &idx
-		}
-		return nil
-	}
-	held := heldChanges(plan)
 	if plan.Refused != "" {
 		inner := emit
 		emit = func(e Entry) {
@@ -178,6 +161,37 @@ func walkStatus(d *Desired, plan *Plan, actual *lio.Config, layout Layout, targe
 	if actual == nil {
 		actual = &lio.Config{} // LIO's state could not be read after the pass
 	}
+	seen := walkLIO(d, plan, actual, layout, target, tag, emit)
+	for name, p := range d.Projections {
+		if !seen[name] {
+			emit(Entry{State: Missing, Kind: p.Kind, Key: p.Key, Images: p.Users, Backstore: name, WWN: p.ID.WWN, WWID: p.ID.WWID, Size: p.Size, File: p.File, Reason: "not projected yet"})
+		}
+	}
+	for name, pr := range d.Pending {
+		if !seen[name] {
+			emit(problemEntry(Pending, pr))
+		}
+	}
+	for _, pr := range d.Rejected {
+		emit(problemEntry(Rejected, pr))
+	}
+}
+
+// walkLIO emits an entry for every backstore in LIO, and returns the names
+// of the managed ones.
+func walkLIO(d *Desired, plan *Plan, actual *lio.Config, layout Layout, target string, tag int, emit func(Entry)) map[string]bool {
+	var luns map[string]*lio.LUN // by storage object path, for foreign backstores too
+	if tpg, ok := actual.TPG(target, tagOr1(tag)); ok {
+		luns = tpg.LUNsByObject()
+	}
+	lunOf := func(path string) *int {
+		if l, ok := luns[path]; ok {
+			idx := l.Index
+			return &idx
+		}
+		return nil
+	}
+	held := heldChanges(plan)
 	seen := make(map[string]bool, len(actual.StorageObjects))
 	for _, so := range actual.StorageObjects {
 		e := Entry{Backstore: so.Name, WWN: so.WWN, LUN: lunOf(so.Path()), Size: so.SizeBytes(), File: so.Dev}
@@ -196,19 +210,7 @@ func walkStatus(d *Desired, plan *Plan, actual *lio.Config, layout Layout, targe
 		}
 		emit(e)
 	}
-	for name, p := range d.Projections {
-		if !seen[name] {
-			emit(Entry{State: Missing, Kind: p.Kind, Key: p.Key, Images: p.Users, Backstore: name, WWN: p.ID.WWN, WWID: p.ID.WWID, Size: p.Size, File: p.File, Reason: "not projected yet"})
-		}
-	}
-	for name, pr := range d.Pending {
-		if !seen[name] {
-			emit(problemEntry(Pending, pr))
-		}
-	}
-	for _, pr := range d.Rejected {
-		emit(problemEntry(Rejected, pr))
-	}
+	return seen
 }
 
 // Status is the status view of this pass, with the registry's index of

@@ -388,21 +388,6 @@ func TestS3FSMount(t *testing.T) {
 	}
 }
 
-func TestUnescapeMountinfo(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{in: "/plain/path", want: "/plain/path"},
-		{in: `/boot\040images`, want: "/boot images"},
-		{in: `/tab\011x\134y`, want: "/tab\tx\\y"},
-		{in: `/trailing\04`, want: `/trailing\04`},
-		{in: `/bad\09x`, want: `/bad\09x`},
-	}
-	for _, tc := range tests {
-		if got := unescapeMountinfo(tc.in); got != tc.want {
-			t.Errorf("unescapeMountinfo(%q) = %q, want %q", tc.in, got, tc.want)
-		}
-	}
-}
-
 func TestMountS3FSWithoutS3FS(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
 	s := &S3{opts: S3Options{Dir: t.TempDir(), Bucket: DefaultBucket}}

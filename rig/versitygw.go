@@ -22,6 +22,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/sbps-marshal/sbps-marshal/internal/mountinfo"
 )
 
 const (
@@ -594,53 +596,10 @@ func mountS3FS(ctx context.Context, s *S3, mountpoint, access string) (unmount f
 // isFUSEMount reports whether mountpoint is a FUSE mount point, per
 // /proc/self/mountinfo.
 func isFUSEMount(mountpoint string) (bool, error) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	mounts, err := mountinfo.Read(mountinfo.Self)
 	if err != nil {
 		return false, fmt.Errorf("rig: read mount table: %w", err)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		// Fields: id parent major:minor root mountpoint options ... - fstype source superoptions
-		fields := strings.Fields(line)
-		if len(fields) < 5 || unescapeMountinfo(fields[4]) != mountpoint {
-			continue
-		}
-		if _, rest, ok := strings.Cut(line, " - "); ok && strings.HasPrefix(rest, "fuse") {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for space and so on)
-// the kernel uses in mountinfo paths.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, ok := octal3(s[i+1 : i+4]); ok {
-				b.WriteByte(v)
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func octal3(s string) (byte, bool) {
-	if len(s) != 3 {
-		return 0, false
-	}
-	var v int
-	for _, c := range s {
-		if c < '0' || c > '7' {
-			return 0, false
-		}
-		v = v*8 + int(c-'0')
-	}
-	return byte(v), v < 256
+	m, ok := mountinfo.Find(mounts, mountpoint)
+	return ok && strings.HasPrefix(m.FSType, "fuse"), nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -66,6 +67,22 @@ func Resolve(mode, agentPath string) (source, why string, err error) {
 		return SourceCLI, "SPIFFE_SOURCE=auto and " + agentPath + " is executable: running it, as CSM registers it", nil
 	}
 	return "", "", fmt.Errorf("SPIFFE_SOURCE %q: want auto, cli or workload-api", mode)
+}
+
+// ChooseCLI is the SPIRE agent CLI the SVID sources run, or nil when they
+// call the Workload API themselves, as mode (SPIFFE_SOURCE) and agentPath
+// (SPIRE_AGENT_PATH) decide (Resolve); the choice and its reason are
+// logged, what naming what the SVID is for.
+func ChooseCLI(mode, agentPath, socket string, log *slog.Logger, what string) (*CLI, error) {
+	source, why, err := Resolve(mode, agentPath)
+	if err != nil {
+		return nil, fmt.Errorf("SPIFFE_SOURCE: %w", err)
+	}
+	log.Info("SPIFFE source", "for", what, "source", source, "why", why)
+	if source != SourceCLI {
+		return nil, nil
+	}
+	return &CLI{Path: agentPath, Socket: socket}, nil
 }
 
 func executable(p string) error {

@@ -20,6 +20,7 @@ import (
 	"github.com/sbps-marshal/sbps-marshal/bridge"
 	"github.com/sbps-marshal/sbps-marshal/config"
 	"github.com/sbps-marshal/sbps-marshal/events"
+	"github.com/sbps-marshal/sbps-marshal/natsauth"
 )
 
 // bridgeMain runs `sbps-marshal bridge webhook|ims` until ctx ends.
@@ -35,7 +36,7 @@ func bridgeMain(ctx context.Context, sub string, cfg *config.Config, log *slog.L
 		return fail(errors.New("NATS_URL is empty: a bridge publishes to NATS; set SBPS_MARSHAL_NATS_URL (or --nats-url)"))
 	}
 	log = log.With("bridge", sub)
-	auth, err := agent.NewNATSAuth(ctx, cfg, log)
+	auth, err := natsauth.New(ctx, cfg, log)
 	if err != nil {
 		return fail(err)
 	}
@@ -63,7 +64,7 @@ func bridgeMain(ctx context.Context, sub string, cfg *config.Config, log *slog.L
 // bridgeConnect connects to NATS, retrying in the background when no server
 // answers yet, or no X.509-SVID has arrived with NATS_SPIFFE=true (the
 // bridge then answers 503 / skips polls until it does).
-func bridgeConnect(cfg *config.Config, auth *agent.NATSAuth, sub string, log *slog.Logger) (*nats.Conn, error) {
+func bridgeConnect(cfg *config.Config, auth *natsauth.Auth, sub string, log *slog.Logger) (*nats.Conn, error) {
 	host, _ := os.Hostname()
 	var lastErr atomic.Pointer[string] // the failed attempt's error logged last
 	opts, err := auth.Options()

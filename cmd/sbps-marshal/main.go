@@ -50,6 +50,7 @@ import (
 	"github.com/sbps-marshal/sbps-marshal/internal/version"
 	"github.com/sbps-marshal/sbps-marshal/lio"
 	"github.com/sbps-marshal/sbps-marshal/logging"
+	"github.com/sbps-marshal/sbps-marshal/natsauth"
 	"github.com/sbps-marshal/sbps-marshal/projector"
 )
 
@@ -313,7 +314,7 @@ func resyncAll(cfg *config.Config, log *slog.Logger, stdout, stderr io.Writer) i
 	}
 	svidCtx, cancelSVID := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancelSVID()
-	auth, err := agent.NewNATSAuth(svidCtx, cfg, log)
+	auth, err := natsauth.New(svidCtx, cfg, log)
 	if err == nil {
 		defer auth.Close()
 		err = auth.Wait(svidCtx) // the X.509-SVID, with NATS_SPIFFE=true

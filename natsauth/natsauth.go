@@ -1,4 +1,7 @@
-package agent
+// Package natsauth is how every NATS connection of sbps-marshal
+// authenticates and verifies the server: the agent's event source and LUN
+// registry, the bridges, `resync --all` and doctor.
+package natsauth
 
 import (
 	"context"
@@ -15,7 +18,7 @@ import (
 	"github.com/sbps-marshal/sbps-marshal/svid"
 )
 
-// NATSAuth is how every NATS connection authenticates: the agent's event
+// Auth is how every NATS connection authenticates: the agent's event
 // source and fleet LUN registry, the bridges and `resync --all`. It holds
 // the credentials and TLS files of the configuration and, with
 // NATS_SPIFFE=true, the node's X.509-SVID from the SPIRE Workload API.
@@ -30,18 +33,18 @@ import (
 //     the host of NATS_URL (a cert-manager certificate, say);
 //   - otherwise: its certificate must chain to the SPIRE trust bundle, as
 //     it is at each connection, and name the host of NATS_URL.
-type NATSAuth struct {
+type Auth struct {
 	cfg  *config.Config
 	x509 *svid.X509Source // nil unless NATS_SPIFFE=true and NATS_URL is set
 }
 
-// FirstSVIDWait bounds how long NewNATSAuth waits for the first
+// FirstSVIDWait bounds how long New waits for the first
 // X.509-SVID: a running SPIRE agent answers in milliseconds, so that the
 // first NATS connection already has it; a SPIRE agent that is down delays
 // the start by this much, not more.
 const FirstSVIDWait = 5 * time.Second
 
-// NewNATSAuth prepares the authentication cfg describes. With
+// New prepares the authentication cfg describes. With
 // NATS_SPIFFE=true it starts getting the X.509-SVID (through the SPIRE
 // agent CLI or the Workload API at SPIRE_AGENT_SOCK_PATH, as
 // SPIFFE_SOURCE decides) and waits for the first X.509-SVID for at most
@@ -49,12 +52,12 @@ const FirstSVIDWait = 5 * time.Second
 // the SVID arrives every TLS handshake fails, and NATS is retried as when
 // no server answers (the agent projects on resyncs alone meanwhile). Close
 // it when done.
-func NewNATSAuth(ctx context.Context, cfg *config.Config, log *slog.Logger) (*NATSAuth, error) {
-	a := &NATSAuth{cfg: cfg}
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Auth, error) {
+	a := &Auth{cfg: cfg}
 	if !cfg.NATSSPIFFE || len(cfg.NATSURL) == 0 {
 		return a, nil
 	}
-	cli, err := SPIFFECLI(cfg, log, "NATS")
+	cli, err := svid.ChooseCLI(cfg.SPIFFESource, cfg.SpireAgentPath, cfg.SpireAgentSock, log, "NATS")
 	if err != nil {
 		return nil, fmt.Errorf("NATS_SPIFFE: %w", err)
 	}
@@ -79,7 +82,7 @@ func NewNATSAuth(ctx context.Context, cfg *config.Config, log *slog.Logger) (*NA
 // Wait waits until the X.509-SVID has arrived or ctx ends; without
 // NATS_SPIFFE it returns nil at once. One-shot commands call it before
 // connecting; the daemon does not wait.
-func (a *NATSAuth) Wait(ctx context.Context) error {
+func (a *Auth) Wait(ctx context.Context) error {
 	if a.x509 == nil {
 		return nil
 	}
@@ -90,7 +93,7 @@ func (a *NATSAuth) Wait(ctx context.Context) error {
 }
 
 // Close stops watching the Workload API. It may be called more than once.
-func (a *NATSAuth) Close() {
+func (a *Auth) Close() {
 	if a.x509 != nil {
 		a.x509.Close()
 	}
@@ -100,7 +103,7 @@ func (a *NATSAuth) Close() {
 // roots that verify the server at each connection when they come from the
 // SPIRE trust bundle (nil when NATS_TLS_CA or NATS_SPIFFE_SERVER_ID
 // verifies it).
-func (a *NATSAuth) spiffeTLS() (*tls.Config, func() (*x509.CertPool, error)) {
+func (a *Auth) spiffeTLS() (*tls.Config, func() (*x509.CertPool, error)) {
 	switch {
 	case a.cfg.NATSSPIFFEServer != "":
 		return a.x509.TLSConfig(), nil
@@ -113,7 +116,7 @@ func (a *NATSAuth) spiffeTLS() (*tls.Config, func() (*x509.CertPool, error)) {
 
 // Auth is the configuration's NATS authentication and TLS, with the
 // X.509-SVID when NATS_SPIFFE=true.
-func (a *NATSAuth) Auth() events.Auth {
+func (a *Auth) Auth() events.Auth {
 	cfg := a.cfg
 	au := events.Auth{
 		Creds: cfg.NATSCreds, NKeySeed: cfg.NATSNKeySeed,
@@ -127,4 +130,4 @@ func (a *NATSAuth) Auth() events.Auth {
 
 // Options returns the nats.go connection options, or an error naming the
 // setting to fix (events.Auth.Options).
-func (a *NATSAuth) Options() ([]nats.Option, error) { return a.Auth().Options() }
+func (a *Auth) Options() ([]nats.Option, error) { return a.Auth().Options() }
