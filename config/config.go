@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sbps-marshal/sbps-marshal/lio"
 	"github.com/sbps-marshal/sbps-marshal/systemctl"
 )
 
@@ -190,8 +191,8 @@ var keys = []key{
 		set: func(c *Config, v string) error { return setBool(&c.TLSInsecure, v) }},
 	{name: "XNAME_FILE", def: "/etc/cray/xname", kind: kPath, help: "file holding this node's xname (for the xname form of the SPIFFE ID)",
 		set: func(c *Config, v string) error { c.XNameFile = v; return nil }},
-	{name: "TARGETCLI_MODE", def: "batch", kind: kChoice, choices: []string{"batch", "oneshot", "daemon"}, help: "how targetcli is driven: one process per batch, per command, or targetclid",
-		set: func(c *Config, v string) error { c.TargetcliMode = v; return nil }},
+	{name: "TARGETCLI_MODE", def: string(lio.Batch), kind: kChoice, choices: modeNames(), help: "how targetcli is driven: one process per batch, per command, or targetclid",
+		set: func(c *Config, v string) error { c.TargetcliMode = v; _, err := lio.ParseMode(v); return err }},
 	{name: "TARGETCLID_SOCKET", def: "/var/run/targetclid.sock", kind: kPath, help: "targetclid socket for TARGETCLI_MODE=daemon",
 		set: func(c *Config, v string) error { c.TargetclidSocket = v; return nil }},
 	{name: "TARGETCLI_TIMEOUT", def: "2m", kind: kDuration, help: "longest one targetcli process or request may take before it is killed",
@@ -877,4 +878,13 @@ func validIQN(v string) bool {
 		}
 	}
 	return true
+}
+
+// modeNames are TARGETCLI_MODE's values: the driver's modes.
+func modeNames() []string {
+	var names []string
+	for _, m := range lio.Modes() {
+		names = append(names, string(m))
+	}
+	return names
 }

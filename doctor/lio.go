@@ -102,17 +102,13 @@ func targetcliRow(ctx context.Context, cfg *config.Config, o Options) (*lio.Driv
 	}
 	r.Status = OK
 	r.Detail = fmt.Sprintf("%s version %s; TARGETCLI_MODE=%s", cfg.TargetcliBin, version, mode)
-	switch mode {
-	case lio.Batch:
-		r.Detail += " (one targetcli process per batch of changes)"
-	case lio.OneShot:
-		r.Detail += " (one targetcli process per command)"
-	case lio.Daemon:
+	r.Detail += " (" + mode.Describe() + ")"
+	if mode == lio.Daemon {
 		if detail, fix := targetclidAnswers(ctx, cfg, o.Timeout); detail != "" {
 			driver.Close()
 			return fail(detail, fix)
 		}
-		r.Detail += " (requests to targetclid at " + cfg.TargetclidSocket + ")"
+		r.Detail += "; targetclid answers at " + cfg.TargetclidSocket
 	}
 	return driver, r
 }

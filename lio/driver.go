@@ -32,15 +32,35 @@ const (
 	Daemon Mode = "daemon"
 )
 
-// ParseMode accepts "batch", "oneshot" or "daemon"; "" means Batch.
-func ParseMode(s string) (Mode, error) {
-	switch m := Mode(s); m {
-	case "":
-		return Batch, nil
-	case Batch, OneShot, Daemon:
-		return m, nil
+// Modes lists every Mode, the default first.
+func Modes() []Mode { return []Mode{Batch, OneShot, Daemon} }
+
+// Describe says, for people, how the mode runs targetcli.
+func (m Mode) Describe() string {
+	switch m {
+	case Batch:
+		return "one targetcli process per batch of changes"
+	case OneShot:
+		return "one targetcli process per command"
+	case Daemon:
+		return "requests to targetclid over its socket"
 	}
-	return "", fmt.Errorf("unknown targetcli mode %q: want batch, oneshot or daemon", s)
+	return "unknown mode"
+}
+
+// ParseMode accepts a Mode's name; "" means Batch.
+func ParseMode(s string) (Mode, error) {
+	if s == "" {
+		return Batch, nil
+	}
+	names := make([]string, 0, len(Modes()))
+	for _, m := range Modes() {
+		if Mode(s) == m {
+			return m, nil
+		}
+		names = append(names, string(m))
+	}
+	return "", fmt.Errorf("unknown targetcli mode %q: want %s", s, strings.Join(names, ", "))
 }
 
 // DriverConfig configures a Driver. The zero value drives the system's targetcli
