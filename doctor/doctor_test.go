@@ -110,7 +110,7 @@ func (n *node) writeMountinfo(t *testing.T, name string, mounts ...string) strin
 // check runs doctor on the node with the environment changed by kvs.
 func (n *node) check(t *testing.T, o doctor.Options, kvs ...string) []doctor.Result {
 	t.Helper()
-	cfg, _, err := config.Load(config.Sources{Environ: override(n.env, kvs...)}, flag.NewFlagSet("doctor", flag.ContinueOnError))
+	cfg, _, err := config.Load(config.Sources{Environ: testutil.SetEnv(n.env, kvs...)}, flag.NewFlagSet("doctor", flag.ContinueOnError))
 	if o.Mountinfo == "" {
 		o.Mountinfo = n.mountinfo
 	}
@@ -129,22 +129,6 @@ func rowNames(rows []doctor.Result) []string {
 	var out []string
 	for _, r := range rows {
 		out = append(out, r.Name)
-	}
-	return out
-}
-
-// override replaces or adds KEY=VALUE entries of env.
-func override(env []string, kvs ...string) []string {
-	out := append([]string(nil), env...)
-	for _, kv := range kvs {
-		k, _, _ := strings.Cut(kv, "=")
-		kept := out[:0:0]
-		for _, e := range out {
-			if !strings.HasPrefix(e, k+"=") {
-				kept = append(kept, e)
-			}
-		}
-		out = append(kept, kv)
 	}
 	return out
 }

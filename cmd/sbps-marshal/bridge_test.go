@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"flag"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sbps-marshal/sbps-marshal/config"
+	"github.com/sbps-marshal/sbps-marshal/internal/testutil"
 	"github.com/sbps-marshal/sbps-marshal/rig"
 	"github.com/sbps-marshal/sbps-marshal/svid/svidtest"
 )
@@ -78,7 +80,7 @@ func TestBridgeNATSSPIFFE(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan int, 1)
 	go func() {
@@ -93,13 +95,16 @@ func TestBridgeNATSSPIFFE(t *testing.T) {
 
 	note := []byte(`{"Records":[{"eventVersion":"2.2","eventSource":"ceph:s3","eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"boot-images"},"object":{"key":"PE/spiffe.squashfs","size":5,"eTag":"abc"}}}]}`)
 	// 503 until the bridge listens and has its NATS connection.
-	waitUntil(t, "the bridge to accept a notification", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the bridge to accept a notification", func() error {
 		resp, err := http.Post("http://"+addr+"/", "application/json", bytes.NewReader(note))
 		if err != nil {
-			return false
+			return err
 		}
 		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("POST = %d", resp.StatusCode)
+		}
+		return nil
 	})
 	m, err := msgs.NextMsg(10 * time.Second)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sbps-marshal/sbps-marshal/internal/testutil"
 	"github.com/sbps-marshal/sbps-marshal/internal/tlsconf/tlstest"
 	"github.com/sbps-marshal/sbps-marshal/naming"
 	"github.com/sbps-marshal/sbps-marshal/rig"
@@ -52,26 +53,6 @@ func tlsFront(t *testing.T, ca *tlstest.CA, target string) string {
 	return strings.TrimPrefix(srv.URL, "https://")
 }
 
-// override replaces or adds KEY=VALUE entries of env.
-func override(env []string, kvs ...string) []string {
-	out := append([]string(nil), env...)
-	for _, kv := range kvs {
-		k, _, _ := strings.Cut(kv, "=")
-		out = append(slicesDeleteKey(out, k), kv)
-	}
-	return out
-}
-
-func slicesDeleteKey(env []string, key string) []string {
-	var out []string
-	for _, kv := range env {
-		if !strings.HasPrefix(kv, key+"=") {
-			out = append(out, kv)
-		}
-	}
-	return out
-}
-
 // TestTLSAsOnCSM (issue 14, point 6): S3 and IMS over TLS with a
 // certificate from a CA the node does not know. plan fails with an error
 // naming the host, the issuer and the fix; with CA_FILE it works; with
@@ -90,7 +71,7 @@ func TestTLSAsOnCSM(t *testing.T) {
 	imsTLS := []string{"SBPS_MARSHAL_API_GATEWAY=https://" + imsHost}
 
 	t.Run("S3 unknown CA", func(t *testing.T) {
-		code, out, errOut := runIn("", override(env, s3TLS...), "plan")
+		code, out, errOut := runIn("", testutil.SetEnv(env, s3TLS...), "plan")
 		for _, want := range []string{"S3 at " + s3Host, "CN=CSM Platform CA (test)", "CA_FILE", "S3_PROTO=http"} {
 			if code != 1 || !strings.Contains(errOut, want) {
 				t.Errorf("plan with S3 over TLS from an unknown CA = %d, stderr lacks %q:\n%s%s", code, want, out, errOut)
@@ -99,7 +80,7 @@ func TestTLSAsOnCSM(t *testing.T) {
 	})
 	t.Run("IMS unknown CA", func(t *testing.T) {
 		// IMS failing holds rootfs projections; status says why.
-		code, out, errOut := runIn("", override(env, imsTLS...), "status")
+		code, out, errOut := runIn("", testutil.SetEnv(env, imsTLS...), "status")
 		for _, want := range []string{"IMS at " + imsHost, "CN=CSM Platform CA (test)", "CA_FILE"} {
 			if code != exitDesiredUnknown || !strings.Contains(errOut, want) {
 				t.Errorf("status with IMS over TLS from an unknown CA = %d, stderr lacks %q:\n%s%s", code, want, out, errOut)
@@ -107,13 +88,13 @@ func TestTLSAsOnCSM(t *testing.T) {
 		}
 	})
 	t.Run("CA_FILE", func(t *testing.T) {
-		code, out, errOut := runIn("", override(env, append(append(s3TLS, imsTLS...), "SBPS_MARSHAL_CA_FILE="+caFile)...), "plan")
+		code, out, errOut := runIn("", testutil.SetEnv(env, append(append(s3TLS, imsTLS...), "SBPS_MARSHAL_CA_FILE="+caFile)...), "plan")
 		if code != 2 || !strings.Contains(out, "CPE-tls.squashfs") || strings.Contains(errOut, "not trusted") {
 			t.Errorf("plan with CA_FILE = %d, want 2 and the image to create:\n%s%s", code, out, errOut)
 		}
 	})
 	t.Run("TLS_INSECURE_SKIP_VERIFY", func(t *testing.T) {
-		skip := override(env, append(append(s3TLS, imsTLS...), "SBPS_MARSHAL_TLS_INSECURE_SKIP_VERIFY=true")...)
+		skip := testutil.SetEnv(env, append(append(s3TLS, imsTLS...), "SBPS_MARSHAL_TLS_INSECURE_SKIP_VERIFY=true")...)
 		code, out, errOut := runIn("", skip, "plan")
 		if code != 2 || !strings.Contains(out, "CPE-tls.squashfs") {
 			t.Errorf("plan with TLS_INSECURE_SKIP_VERIFY=true = %d, want 2:\n%s%s", code, out, errOut)
@@ -214,7 +195,7 @@ func TestStatusWhenS3OrIMSUnreachable(t *testing.T) {
 	}
 
 	t.Run("S3 unreachable", func(t *testing.T) {
-		code, got, errOut := status(t, override(env, "SBPS_MARSHAL_S3_HOST=127.0.0.1:1"))
+		code, got, errOut := status(t, testutil.SetEnv(env, "SBPS_MARSHAL_S3_HOST=127.0.0.1:1"))
 		if code != exitDesiredUnknown || !strings.Contains(errOut, "127.0.0.1:1") {
 			t.Errorf("status = %d, want %d and stderr naming S3:\n%s", code, exitDesiredUnknown, errOut)
 		}
@@ -225,7 +206,7 @@ func TestStatusWhenS3OrIMSUnreachable(t *testing.T) {
 		}
 	})
 	t.Run("IMS unreachable", func(t *testing.T) {
-		code, got, errOut := status(t, override(env, "SBPS_MARSHAL_API_GATEWAY=http://127.0.0.1:1"))
+		code, got, errOut := status(t, testutil.SetEnv(env, "SBPS_MARSHAL_API_GATEWAY=http://127.0.0.1:1"))
 		if code != exitDesiredUnknown || !strings.Contains(errOut, "IMS") {
 			t.Errorf("status = %d, want %d and stderr naming IMS:\n%s", code, exitDesiredUnknown, errOut)
 		}

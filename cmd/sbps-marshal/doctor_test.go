@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/sbps-marshal/sbps-marshal/doctor"
+	"github.com/sbps-marshal/sbps-marshal/internal/testutil"
 	"github.com/sbps-marshal/sbps-marshal/internal/tlsconf/tlstest"
 	"github.com/sbps-marshal/sbps-marshal/systemctl/systemctltest"
 )
@@ -32,7 +33,7 @@ func TestDoctorCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The stack's node: GATE=none, no NATS, target.service active.
-	env = override(env, "SBPS_MARSHAL_SYSTEMCTL_BIN="+unit.Path)
+	env = testutil.SetEnv(env, "SBPS_MARSHAL_SYSTEMCTL_BIN="+unit.Path)
 
 	code, out, errOut := runIn("", env, "doctor")
 	if code != 0 || strings.Count(out, " OK ") != len(doctor.Rows()) || !strings.Contains(out, "16 checks: 16 OK, 0 WARN, 0 FAIL") {
@@ -79,14 +80,14 @@ func TestDoctorCommand(t *testing.T) {
 	})
 	t.Run("warning only", func(t *testing.T) {
 		gateFile := filepath.Join(dir, "gate")
-		code, out, errOut := runIn("", override(env, "SBPS_MARSHAL_GATE=file:"+gateFile), "doctor")
+		code, out, errOut := runIn("", testutil.SetEnv(env, "SBPS_MARSHAL_GATE=file:"+gateFile), "doctor")
 		if code != 0 || !strings.Contains(out, "WARN") || !strings.Contains(out, "fix: if this node should serve boot images: touch "+gateFile) {
 			t.Errorf("doctor with the gate closed = %d, want 0, a WARN row and its fix:\n%s%s", code, out, errOut)
 		}
 	})
 	t.Run("targetcli missing", func(t *testing.T) {
 		missing := filepath.Join(dir, "no", "targetcli")
-		code, out, errOut := runIn("", override(env, "SBPS_MARSHAL_TARGETCLI_BIN="+missing), "doctor")
+		code, out, errOut := runIn("", testutil.SetEnv(env, "SBPS_MARSHAL_TARGETCLI_BIN="+missing), "doctor")
 		if code != 1 || !strings.Contains(out, "fix: install targetcli (zypper install targetcli-fb), or set SBPS_MARSHAL_TARGETCLI_BIN=") {
 			t.Errorf("doctor without targetcli = %d, want 1 and the fix naming TARGETCLI_BIN:\n%s%s", code, out, errOut)
 		}
@@ -94,20 +95,20 @@ func TestDoctorCommand(t *testing.T) {
 	t.Run("S3 TLS from an unknown CA", func(t *testing.T) {
 		ca := tlstest.NewCA(t, "CSM Platform CA (test)")
 		host := tlsFront(t, ca, s.S3.Endpoint())
-		tlsEnv := override(env, "SBPS_MARSHAL_S3_PROTO=https", "SBPS_MARSHAL_S3_HOST="+host)
+		tlsEnv := testutil.SetEnv(env, "SBPS_MARSHAL_S3_PROTO=https", "SBPS_MARSHAL_S3_HOST="+host)
 		code, out, errOut := runIn("", tlsEnv, "doctor", "--json")
 		r := row(jsonRows(t, out), doctor.RowS3)
 		if code != 1 || r["status"] != "FAIL" || !strings.Contains(r["detail"], "CN=CSM Platform CA (test)") || !strings.Contains(r["fix"], "CA_FILE") || !strings.Contains(r["fix"], "S3_PROTO=http") {
 			t.Errorf("doctor with S3 over TLS from an unknown CA = %d, S3 row %v; want 1, FAIL naming the issuer, CA_FILE and S3_PROTO=http:\n%s", code, r, errOut)
 		}
 		caFile := ca.WritePEM(t, t.TempDir(), "platform-ca.pem")
-		code, out, errOut = runIn("", override(tlsEnv, "SBPS_MARSHAL_CA_FILE="+caFile), "doctor", "--json")
+		code, out, errOut = runIn("", testutil.SetEnv(tlsEnv, "SBPS_MARSHAL_CA_FILE="+caFile), "doctor", "--json")
 		if r := row(jsonRows(t, out), doctor.RowS3); code != 0 || r["status"] != "OK" || !strings.Contains(r["detail"], "TLS verified against the system pool and CA_FILE") {
 			t.Errorf("doctor with CA_FILE = %d, S3 row %v; want 0 and OK, verified:\n%s", code, r, errOut)
 		}
 	})
 	t.Run("configuration invalid", func(t *testing.T) {
-		code, out, errOut := runIn("", override(env, "SBPS_MARSHAL_IMS_TAGGING=True"), "doctor", "--json")
+		code, out, errOut := runIn("", testutil.SetEnv(env, "SBPS_MARSHAL_IMS_TAGGING=True"), "doctor", "--json")
 		rows := jsonRows(t, out)
 		cfg := row(rows, doctor.RowConfig)
 		if code != 1 || cfg["status"] != "FAIL" || !strings.Contains(cfg["fix"], "SBPS_MARSHAL_IMS_TAGGING") {

@@ -3,45 +3,18 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sbps-marshal/sbps-marshal/internal/testutil"
 	"github.com/sbps-marshal/sbps-marshal/naming"
 	"github.com/sbps-marshal/sbps-marshal/rig"
 )
-
-// syncBuffer is a bytes.Buffer safe for the agent's logger and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func waitUntil(t *testing.T, what string, f func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 func TestCommands(t *testing.T) {
 	ctx := t.Context()
@@ -76,16 +49,19 @@ func TestCommands(t *testing.T) {
 	}
 
 	// The daemon, in this process.
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	done := make(chan int, 1)
 	go func() { done <- Main([]string{"run"}, &bytes.Buffer{}, logs, env) }()
-	waitUntil(t, "the first pass", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the first pass", func() error {
 		select {
 		case code := <-done:
 			t.Fatalf("run exited %d before its first pass:\n%s", code, logs.String())
 		default:
 		}
-		return strings.Contains(logs.String(), "first pass done")
+		if !strings.Contains(logs.String(), "first pass done") {
+			return errors.New("not logged yet")
+		}
+		return nil
 	})
 
 	key, err := s.PutPE(ctx, "CPE-hup.squashfs", []byte("projected on SIGHUP"))
@@ -100,17 +76,22 @@ func TestCommands(t *testing.T) {
 		t.Fatalf("resync = %d %s%s", code, out, errOut)
 	}
 	id := naming.For(naming.PEInput("boot-images", key))
-	waitUntil(t, "the image projected after SIGHUP", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the image projected after SIGHUP", func() error {
 		c, err := s.Saved()
 		if err != nil {
-			return false
+			return err
 		}
-		_, ok := c.FileIO(id.Name)
-		return ok
+		if _, ok := c.FileIO(id.Name); !ok {
+			return fmt.Errorf("no backstore %s yet", id.Name)
+		}
+		return nil
 	})
 	// The apply is logged just after saveconfig.json is written.
-	waitUntil(t, "the apply logged as triggered by SIGHUP", func() bool {
-		return strings.Contains(logs.String(), "msg=applied trigger=SIGHUP")
+	testutil.WaitFor(t, 30*time.Second, "the apply logged as triggered by SIGHUP", func() error {
+		if !strings.Contains(logs.String(), "msg=applied trigger=SIGHUP") {
+			return errors.New("not logged yet")
+		}
+		return nil
 	})
 	if code, out, _ := run("plan"); code != 0 {
 		t.Errorf("plan after projection = %d\n%s", code, out)

@@ -7,6 +7,8 @@ import (
 	"bytes"
 	"log/slog"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -63,4 +65,16 @@ func Logger(t testing.TB) *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
 	}
 	return slog.New(slog.DiscardHandler)
+}
+
+// SetEnv returns a copy of environ (os.Environ form) with each KEY=value
+// of kvs replacing any earlier value of KEY.
+func SetEnv(environ []string, kvs ...string) []string {
+	out := append([]string(nil), environ...)
+	for _, kv := range kvs {
+		key, _, _ := strings.Cut(kv, "=")
+		out = slices.DeleteFunc(out, func(e string) bool { return strings.HasPrefix(e, key+"=") })
+		out = append(out, kv)
+	}
+	return out
 }

@@ -3,6 +3,7 @@ package testutil
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -69,5 +70,17 @@ func TestSyncBufferConcurrentWrites(t *testing.T) {
 	wg.Wait()
 	if got := len(b.String()); got != 800 {
 		t.Errorf("len = %d, want 800", got)
+	}
+}
+
+func TestSetEnv(t *testing.T) {
+	env := []string{"A=1", "B=2", "AB=3"}
+	got := SetEnv(env, "A=9", "C=4")
+	want := []string{"B=2", "AB=3", "A=9", "C=4"}
+	if !slices.Equal(got, want) {
+		t.Errorf("SetEnv = %q, want %q", got, want)
+	}
+	if env[0] != "A=1" {
+		t.Errorf("SetEnv changed its input: %q", env)
 	}
 }
