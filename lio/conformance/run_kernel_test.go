@@ -58,7 +58,7 @@ type runContext struct {
 	o    *obs
 }
 
-var modes = []lio.Mode{lio.OneShot, lio.Batch, lio.Daemon}
+var modes = lio.Modes()
 
 func runTable(t *testing.T, rows []row) {
 	sides := startSides(t)
