@@ -217,6 +217,15 @@ func TestAlertAnnotations(t *testing.T) {
 			t.Errorf("alert %s is missing", w)
 		}
 	}
+	runbook, err := os.ReadFile("../docs/OPERATIONS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range seen {
+		if !strings.Contains(string(runbook), "\n### Alerts: "+name+"\n") {
+			t.Errorf("docs/OPERATIONS.md has no section \"### Alerts: %s\" for the alert's description to point at", name)
+		}
+	}
 }
 
 type dashboard struct {
