@@ -55,13 +55,13 @@ func (s *SyncBuffer) String() string {
 }
 
 // LogEnv is the environment variable that makes Logger print: set
-// SBPS_TEST_LOG=debug to see the logs of the code under test.
+// SBPS_TEST_LOG=1 to see the logs of the code under test.
 const LogEnv = "SBPS_TEST_LOG"
 
-// Logger is a logger for code under test: silent, unless SBPS_TEST_LOG is
-// "debug", then at debug level on stderr, each line naming the test.
+// Logger is a logger for code under test: silent unless SBPS_TEST_LOG is
+// set, then at debug level on stderr, each line naming the test.
 func Logger(t testing.TB) *slog.Logger {
-	if os.Getenv(LogEnv) == "debug" {
+	if os.Getenv(LogEnv) != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
 	}
 	return slog.New(slog.DiscardHandler)
