@@ -1,44 +1,30 @@
 package agent
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	gosync "sync"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/sbps-marshal/sbps-marshal/internal/testutil"
 	"github.com/sbps-marshal/sbps-marshal/projector"
 )
 
-// lockedLog is an io.Writer the agent's goroutines and the test share.
-type lockedLog struct {
-	mu  gosync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedLog) lines() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Split(strings.TrimSpace(l.buf.String()), "\n")
+// lines splits what the agent logged into lines.
+func lines(log *testutil.SyncBuffer) []string {
+	return strings.Split(strings.TrimSpace(log.String()), "\n")
 }
 
 var logfmtField = regexp.MustCompile(`(\w+)=("(?:[^"\\]|\\.)*"|\S*)`)
 
 // summaries returns the fields of every FullPassSummary line of log.
-func summaries(log *lockedLog) []map[string]string {
+func summaries(log *testutil.SyncBuffer) []map[string]string {
 	var out []map[string]string
-	for _, l := range log.lines() {
+	for _, l := range lines(log) {
 		if !strings.Contains(l, `msg="`+FullPassSummary+`"`) {
 			continue
 		}
@@ -72,7 +58,7 @@ func TestFullPassSummary(t *testing.T) {
 		t.Fatal(err)
 	}
 	passes := make(chan string, 16)
-	log := &lockedLog{}
+	log := &testutil.SyncBuffer{}
 	a, _ := newAgentLogged(t, s, Options{OnPass: func(trigger string, _ *projector.Report, _ error) { passes <- trigger }}, log,
 		"SBPS_MARSHAL_RESYNC_INTERVAL=1h", "SBPS_MARSHAL_GATE=file:"+filepath.Join(g, "open"))
 	runAgent(t, a)
@@ -100,7 +86,7 @@ func TestFullPassSummary(t *testing.T) {
 		t.Helper()
 		got := summaries(log)
 		if len(got) != full {
-			t.Fatalf("%s: %d %q lines after %d full passes, want one each:\n%s", step, len(got), FullPassSummary, full, strings.Join(log.lines(), "\n"))
+			t.Fatalf("%s: %d %q lines after %d full passes, want one each:\n%s", step, len(got), FullPassSummary, full, strings.Join(lines(log), "\n"))
 		}
 		last := got[len(got)-1]
 		for k, v := range want {
@@ -145,7 +131,7 @@ sbps_marshal_gate{state="unknown"} 0
 sbps_marshal_resync_interval_seconds 3600
 `
 	gate = strings.Replace(gate, "sbps_marshal_resync_interval_seconds", "# HELP sbps_marshal_resync_interval_seconds RESYNC_INTERVAL: the period of full passes; 0 until the agent sets it.\n# TYPE sbps_marshal_resync_interval_seconds gauge\nsbps_marshal_resync_interval_seconds", 1)
-	if err := testutil.GatherAndCompare(a.Metrics().Registry(), strings.NewReader(gate), "sbps_marshal_gate", "sbps_marshal_resync_interval_seconds"); err != nil {
+	if err := promtestutil.GatherAndCompare(a.Metrics().Registry(), strings.NewReader(gate), "sbps_marshal_gate", "sbps_marshal_resync_interval_seconds"); err != nil {
 		t.Errorf("closed gate: %v", err)
 	}
 
@@ -163,7 +149,7 @@ sbps_marshal_resync_interval_seconds 3600
 	if got := summaries(log); !strings.Contains(got[len(got)-1]["err"], "node gate") || got[len(got)-1]["desired"] != "" {
 		t.Errorf("failed pass: %v, want the gate's error and no counts", got[len(got)-1])
 	}
-	for _, l := range log.lines() {
+	for _, l := range lines(log) {
 		if strings.Contains(l, FullPassSummary) {
 			t.Log(l)
 		}
