@@ -42,26 +42,37 @@ var bridgeUnits = []struct {
 	{"sbps-marshal-bridge-ims.service", "ims", 1.4},
 }
 
-// bridgeKeySections are the configuration keys a bridge reads
-// (cmd/sbps-marshal/bridge.go, natsauth, agent.NewIMSClient, the logger),
-// in the order of the example env file.
-var bridgeKeySections = []struct {
+// bridgeKeySections returns the configuration keys a bridge reads
+// (cmd/sbps-marshal/bridge.go, natsauth, agent.NewIMSClient, the logger), in
+// the order of the example env file. The webhook's are every BRIDGE_ key but
+// BRIDGE_POLL_INTERVAL, so that a new webhook key joins the file by itself.
+func bridgeKeySections() []struct {
 	title string
 	keys  []string
-}{
-	{"Both bridges: NATS and logging", []string{
-		"NATS_URL", "NATS_STREAM", "NATS_S3_SUBJECT", "NATS_IMS_SUBJECT",
-		"NATS_CREDS", "NATS_NKEY_SEED", "NATS_TLS_CA", "NATS_TLS_CERT", "NATS_TLS_KEY",
-		"NATS_SPIFFE", "NATS_SPIFFE_SERVER_ID", "SPIFFE_SOURCE", "SPIRE_AGENT_PATH", "SPIRE_AGENT_SOCK_PATH",
-		"LOG_FORMAT", "LOG_LEVEL",
-	}},
-	{"bridge webhook (sbps-marshal-bridge-webhook.service)", []string{
-		"BRIDGE_LISTEN", "BRIDGE_TOKEN_FILE",
-	}},
-	{"bridge ims (sbps-marshal-bridge-ims.service)", []string{
-		"BRIDGE_POLL_INTERVAL", "API_GATEWAY", "IMS_URI", "IMS_TIMEOUT", "IMS_AUTH", "IMS_TOKEN_FILE",
-		"SPIRE_JWT_AUDIENCE", "XNAME_FILE", "CA_FILE", "TLS_INSECURE_SKIP_VERIFY", "STATE_DIR",
-	}},
+} {
+	var webhook []string
+	for _, k := range config.Keys() {
+		name := strings.TrimPrefix(k.Env, config.EnvPrefix)
+		if strings.HasPrefix(name, "BRIDGE_") && name != "BRIDGE_POLL_INTERVAL" {
+			webhook = append(webhook, name)
+		}
+	}
+	return []struct {
+		title string
+		keys  []string
+	}{
+		{"Both bridges: NATS and logging", []string{
+			"NATS_URL", "NATS_STREAM", "NATS_S3_SUBJECT", "NATS_IMS_SUBJECT",
+			"NATS_CREDS", "NATS_NKEY_SEED", "NATS_TLS_CA", "NATS_TLS_CERT", "NATS_TLS_KEY",
+			"NATS_SPIFFE", "NATS_SPIFFE_SERVER_ID", "SPIFFE_SOURCE", "SPIRE_AGENT_PATH", "SPIRE_AGENT_SOCK_PATH",
+			"LOG_FORMAT", "LOG_LEVEL",
+		}},
+		{"bridge webhook (sbps-marshal-bridge-webhook.service)", webhook},
+		{"bridge ims (sbps-marshal-bridge-ims.service)", []string{
+			"BRIDGE_POLL_INTERVAL", "API_GATEWAY", "IMS_URI", "IMS_TIMEOUT", "IMS_AUTH", "IMS_TOKEN_FILE",
+			"SPIRE_JWT_AUDIENCE", "XNAME_FILE", "CA_FILE", "TLS_INSECURE_SKIP_VERIFY", "STATE_DIR",
+		}},
+	}
 }
 
 // bridgeConfigKey returns the key whose environment variable is env: one of
@@ -366,7 +377,7 @@ func renderBridgeEnvFile(unitEnv map[string]string) []byte {
 # Generated from the agent's key list (go test ./deploy -run TestBridgeEnvFile -update).
 `)
 	keys := config.Keys()
-	for _, sec := range bridgeKeySections {
+	for _, sec := range bridgeKeySections() {
 		b.WriteString("\n# ===== " + sec.title + " =====\n")
 		for _, name := range sec.keys {
 			i := slices.IndexFunc(keys, func(k config.Key) bool { return k.Env == config.EnvPrefix+name })
@@ -411,7 +422,7 @@ func bridgeUnitsEnv(t *testing.T) map[string]string {
 // TestBridgeEnvFile fails when the example env file differs from what
 // config.Keys() and the units give; -update rewrites it.
 func TestBridgeEnvFile(t *testing.T) {
-	for _, sec := range bridgeKeySections {
+	for _, sec := range bridgeKeySections() {
 		for _, name := range sec.keys {
 			if _, ok := bridgeConfigKey(config.EnvPrefix + name); !ok {
 				t.Fatalf("bridgeKeySections names %s, which is not a configuration key (config.Keys())", name)
@@ -477,7 +488,7 @@ func TestBridgeEnvFileLoads(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := 0
-	for _, sec := range bridgeKeySections {
+	for _, sec := range bridgeKeySections() {
 		n += len(sec.keys)
 	}
 	if len(vals) != n {
