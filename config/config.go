@@ -97,6 +97,8 @@ type Config struct {
 	LUNRegistryWait      time.Duration // LUN_REGISTRY_TIMEOUT
 	BridgeListen         string        // BRIDGE_LISTEN
 	BridgeTokenFile      string        // BRIDGE_TOKEN_FILE
+	BridgeTLSCert        string        // BRIDGE_TLS_CERT
+	BridgeTLSKey         string        // BRIDGE_TLS_KEY
 	BridgePoll           time.Duration // BRIDGE_POLL_INTERVAL
 	NATSResyncSubject    string        // NATS_RESYNC_SUBJECT
 
@@ -237,8 +239,12 @@ var keys = []key{
 		set: func(c *Config, v string) error { return setDur(&c.LUNRegistryWait, v, true) }},
 	{name: "BRIDGE_LISTEN", def: "127.0.0.1:9588", help: "listen address of `sbps-marshal bridge webhook` (Ceph RGW HTTP push endpoint)",
 		set: func(c *Config, v string) error { c.BridgeListen = v; return nonEmpty(v) }},
-	{name: "BRIDGE_TOKEN_FILE", def: "", kind: kPath, help: "file holding the shared token RGW must send (Authorization: Bearer) to the webhook bridge; empty = none",
+	{name: "BRIDGE_TOKEN_FILE", def: "", kind: kPath, help: "file holding the shared token the webhook bridge requires: RGW sends it as the password of its push-endpoint URL (https://sbps:<token>@host:port), or a client as Authorization: Bearer; empty = none",
 		set: func(c *Config, v string) error { c.BridgeTokenFile = v; return nil }},
+	{name: "BRIDGE_TLS_CERT", def: "", kind: kPath, help: "PEM certificate (chain) the webhook bridge serves HTTPS with, re-read when it changes; empty = plain HTTP",
+		set: func(c *Config, v string) error { c.BridgeTLSCert = v; return nil }},
+	{name: "BRIDGE_TLS_KEY", def: "", kind: kPath, help: "PEM private key of BRIDGE_TLS_CERT",
+		set: func(c *Config, v string) error { c.BridgeTLSKey = v; return nil }},
 	{name: "BRIDGE_POLL_INTERVAL", def: "5s", kind: kDuration, help: "how often `sbps-marshal bridge ims` lists IMS (one listing for the whole cluster; an IMS tag reaches the agents within this long)",
 		set: func(c *Config, v string) error { return setDur(&c.BridgePoll, v, true) }},
 	{name: "METRICS_ADDR", def: "127.0.0.1:9587", help: "listen address of /metrics, /healthz, /readyz; empty disables",
@@ -535,6 +541,8 @@ func (c *Config) checkCombinations() error {
 		return bad("SPIRE_AGENT_SOCK_PATH", "", "IMS_AUTH=spiffe needs the Workload API socket")
 	case c.TargetcliMode == "daemon" && c.TargetclidSocket == "":
 		return bad("TARGETCLID_SOCKET", "", "TARGETCLI_MODE=daemon needs the targetclid socket")
+	case (c.BridgeTLSCert == "") != (c.BridgeTLSKey == ""):
+		return bad("BRIDGE_TLS_CERT", c.BridgeTLSCert, "BRIDGE_TLS_CERT and BRIDGE_TLS_KEY go together")
 	case (c.NATSTLSCert == "") != (c.NATSTLSKey == ""):
 		return bad("NATS_TLS_CERT", c.NATSTLSCert, "NATS_TLS_CERT and NATS_TLS_KEY go together")
 	case c.NATSSPIFFE && c.NATSTLSCert != "":

@@ -127,20 +127,40 @@ func runWebhook(ctx context.Context, nc *nats.Conn, cfg *config.Config, log *slo
 	if err != nil {
 		return err
 	}
-	ln, err := bridge.Listen(cfg.BridgeListen)
+	ln, err := webhookListener(cfg, token, log)
 	if err != nil {
 		return err
 	}
-	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() && token == "" {
-		log.Warn("listening beyond loopback without a token: anyone who reaches this port can publish notifications; set BRIDGE_TOKEN_FILE")
-	}
-	log.Info("webhook bridge listening", "addr", ln.Addr().String(), "subject", cfg.NATSS3Subject,
-		"stream", cfg.NATSStream, "token", token != "", "nats", strings.Join(redactedURLs(cfg.NATSURL), ","))
+	log.Info("webhook bridge listening", "addr", ln.Addr().String(), "tls", cfg.BridgeTLSCert != "", "subject", cfg.NATSS3Subject,
+		"stream", cfg.NATSStream, "token", token != "", "nats", strings.Join(config.RedactURLs(cfg.NATSURL), ","))
 	err = bridge.Serve(ctx, ln, wh)
 	st := wh.Stats()
 	log.Info("webhook bridge stopping", "received", st.Received, "published", st.Published, "duplicates", st.Duplicates,
 		"unauthorized", st.Unauthorized, "unavailable", st.Unavailable, "rejected", st.Rejected)
 	return err
+}
+
+// webhookListener listens on BRIDGE_LISTEN, with HTTPS when BRIDGE_TLS_CERT
+// is set, and warns about what a listener beyond loopback exposes.
+func webhookListener(cfg *config.Config, token string, log *slog.Logger) (net.Listener, error) {
+	ln, err := bridge.Listen(cfg.BridgeListen)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.BridgeTLSCert != "" {
+		if ln, err = bridge.TLSListener(ln, cfg.BridgeTLSCert, cfg.BridgeTLSKey); err != nil {
+			return nil, err
+		}
+	}
+	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() {
+		switch {
+		case token == "":
+			log.Warn("listening beyond loopback without a token: anyone who reaches this port can publish notifications; set BRIDGE_TOKEN_FILE")
+		case cfg.BridgeTLSCert == "":
+			log.Warn("listening beyond loopback without TLS: the token crosses the network in clear text; set BRIDGE_TLS_CERT and BRIDGE_TLS_KEY")
+		}
+	}
+	return ln, nil
 }
 
 func runIMS(ctx context.Context, nc *nats.Conn, cfg *config.Config, log *slog.Logger) error {
@@ -164,7 +184,7 @@ func runIMS(ctx context.Context, nc *nats.Conn, cfg *config.Config, log *slog.Lo
 		return err
 	}
 	log.Info("IMS bridge polling", "ims", cfg.APIGateway+"/"+cfg.IMSURI, "interval", cfg.BridgePoll, "subject", cfg.NATSIMSSubject,
-		"stream", cfg.NATSStream, "snapshot", where, "nats", strings.Join(redactedURLs(cfg.NATSURL), ","))
+		"stream", cfg.NATSStream, "snapshot", where, "nats", strings.Join(config.RedactURLs(cfg.NATSURL), ","))
 	err = p.Start(ctx)
 	st := p.Stats()
 	log.Info("IMS bridge stopping", "polls", st.Polls, "created", st.Created, "changed", st.Changed, "deleted", st.Deleted,
@@ -198,18 +218,4 @@ func imsStore(ctx context.Context, nc *nats.Conn, cfg *config.Config, log *slog.
 		case <-time.After(5 * time.Second):
 		}
 	}
-}
-
-// redactedURLs drops user information from NATS URLs for logging.
-func redactedURLs(urls []string) []string {
-	out := make([]string, len(urls))
-	for i, u := range urls {
-		if at := strings.LastIndex(u, "@"); at >= 0 {
-			if s := strings.Index(u, "://"); s >= 0 && s < at {
-				u = u[:s+3] + "REDACTED@" + u[at+1:]
-			}
-		}
-		out[i] = u
-	}
-	return out
 }

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +20,7 @@ import (
 
 	"github.com/sbps-marshal/sbps-marshal/config"
 	"github.com/sbps-marshal/sbps-marshal/internal/testutil"
+	"github.com/sbps-marshal/sbps-marshal/internal/tlsconf/tlstest"
 	"github.com/sbps-marshal/sbps-marshal/rig"
 	"github.com/sbps-marshal/sbps-marshal/svid/svidtest"
 )
@@ -137,5 +141,98 @@ func TestResyncAllNATSSPIFFE(t *testing.T) {
 	}
 	if !strings.Contains(string(m.Data), "sbps-marshal resync --all") {
 		t.Errorf("resync request %q does not name its requester", m.Data)
+	}
+}
+
+// TestBridgeWebhookTLS: `sbps-marshal bridge webhook` with BRIDGE_TLS_CERT,
+// BRIDGE_TLS_KEY and BRIDGE_TOKEN_FILE accepts a notification over HTTPS
+// with the token as the password of the URL, as a Ceph RGW topic's
+// push-endpoint https://sbps:<token>@host:port sends it (HTTP Basic), and
+// refuses one without it.
+func TestBridgeWebhookTLS(t *testing.T) {
+	n := rig.NATSForTest(t, rig.NATSOptions{})
+	dir := t.TempDir()
+	ca := tlstest.NewCA(t, "CSM platform CA")
+	certFile, keyFile := tlstest.WriteKeyPair(t, dir, ca.Issue(t, []string{"127.0.0.1"}, time.Time{}, time.Time{}))
+	const token = "s3cr3t-token"
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // the bridge listens there
+	cfg, _, err := config.Load(config.Sources{Environ: []string{
+		"SBPS_MARSHAL_NODE_NAME=ncn-w001",
+		"SBPS_MARSHAL_STATE_DIR=" + t.TempDir(),
+		"SBPS_MARSHAL_NATS_URL=" + n.ClientURL(),
+		"SBPS_MARSHAL_BRIDGE_LISTEN=" + addr,
+		"SBPS_MARSHAL_BRIDGE_TLS_CERT=" + certFile,
+		"SBPS_MARSHAL_BRIDGE_TLS_KEY=" + keyFile,
+		"SBPS_MARSHAL_BRIDGE_TOKEN_FILE=" + tokenFile,
+	}}, flag.NewFlagSet("bridge", flag.ContinueOnError))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := nats.Connect(n.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	msgs, err := sub.SubscribeSync(cfg.NATSS3Subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	logs := &testutil.SyncBuffer{}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan int, 1)
+	go func() {
+		done <- bridgeMain(ctx, "webhook", cfg, slog.New(slog.NewTextHandler(logs, nil)), &bytes.Buffer{}, logs)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("bridge exited %d:\n%s", code, logs.String())
+		}
+	})
+
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Cert)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	note := []byte(`{"Records":[{"eventVersion":"2.2","eventSource":"ceph:s3","eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"boot-images"},"object":{"key":"PE/tls.squashfs","size":5,"eTag":"abc"}}}]}`)
+	post := func(url string) (int, error) {
+		resp, err := client.Post(url, "application/json", bytes.NewReader(note))
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	testutil.WaitFor(t, 30*time.Second, "the bridge to accept a notification over HTTPS with the token in the URL", func() error {
+		code, err := post("https://sbps:" + token + "@" + addr + "/")
+		if err == nil && code != http.StatusOK {
+			err = fmt.Errorf("POST = %d", code)
+		}
+		return err
+	})
+	if m, err := msgs.NextMsg(10 * time.Second); err != nil || !bytes.Equal(m.Data, note) {
+		t.Fatalf("published %v, %v; want the notification unchanged\n%s", m, err, logs.String())
+	}
+	if code, err := post("https://" + addr + "/"); err != nil || code != http.StatusUnauthorized {
+		t.Errorf("POST without the token = %d, %v; want 401", code, err)
+	}
+	if code, err := post("https://sbps:wrong@" + addr + "/"); err != nil || code != http.StatusUnauthorized {
+		t.Errorf("POST with a wrong token = %d, %v; want 401", code, err)
+	}
+	if _, err := http.Post("http://"+addr+"/", "application/json", bytes.NewReader(note)); err == nil {
+		if _, err := msgs.NextMsg(500 * time.Millisecond); err == nil {
+			t.Error("a plain-HTTP POST was published")
+		}
 	}
 }

@@ -124,6 +124,28 @@ func (ca *CA) Issue(t testing.TB, hosts []string, notBefore, notAfter time.Time)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }
 
+// WriteKeyPair writes cert's chain and private key as PEM files tls.crt
+// and tls.key in dir, as a server configured with files reads them.
+func WriteKeyPair(t testing.TB, dir string, cert tls.Certificate) (certFile, keyFile string) {
+	t.Helper()
+	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	var chain []byte
+	for _, der := range cert.Certificate {
+		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	key, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certFile, chain, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
 // Server starts an HTTPS server for h on 127.0.0.1 presenting cert, closed
 // at the end of the test.
 func Server(t testing.TB, cert tls.Certificate, h http.Handler) *httptest.Server {
