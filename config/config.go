@@ -660,8 +660,22 @@ func envFileError(path, origin string, err error) error {
 	default:
 		fix = "check that it is a readable file in systemd EnvironmentFile form (KEY=VALUE lines)"
 	}
-	return fmt.Errorf("configuration: env file %s (from %s): %s: %s", path, origin, errReason(err), fix)
+	return &EnvFileError{Path: path, Origin: origin, Err: err, Fix: fix}
 }
+
+// EnvFileError says why the env file could not be read, where its name
+// came from, and what to do.
+type EnvFileError struct {
+	Path, Origin string // the file, and what named it
+	Err          error
+	Fix          string
+}
+
+func (e *EnvFileError) Error() string {
+	return fmt.Sprintf("configuration: env file %s (from %s): %s: %s", e.Path, e.Origin, errReason(e.Err), e.Fix)
+}
+
+func (e *EnvFileError) Unwrap() error { return e.Err }
 
 // ReadEnvFile reads KEY=VALUE lines as systemd's EnvironmentFile does:
 // blank lines and lines starting with # or ; are skipped, values may be

@@ -68,8 +68,9 @@ func configFix(err error, file string) string {
 		}
 	}
 	if len(keys) == 0 {
-		if strings.Contains(err.Error(), "env file") {
-			return "make the env file readable (the service reads " + config.DefaultEnvFile + " as root: run doctor as root), or name another with --env-file (\"\" for none)"
+		var ef *config.EnvFileError
+		if errors.As(err, &ef) {
+			return ef.Fix
 		}
 		return "correct the configuration as the detail says; `sbps-marshal --help` lists every key"
 	}
