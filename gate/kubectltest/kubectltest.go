@@ -24,19 +24,18 @@
 package kubectltest
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/sbps-marshal/sbps-marshal/internal/gobuild"
 )
 
 // Refused is what real kubectl prints, last, when it has no kubeconfig and
@@ -291,17 +290,9 @@ func matches(labels map[string]string, selector string) bool {
 
 // Build compiles the stand-in into dir/kubectl and returns its path.
 func Build(dir string) (string, error) {
-	_, here, _, ok := runtime.Caller(0)
-	if !ok {
-		return "", errors.New("build kubectl stand-in: cannot locate the source tree")
-	}
 	bin := filepath.Join(dir, "kubectl")
-	cmd := exec.Command("go", "build", "-o", bin, "./kubectl")
-	cmd.Dir = filepath.Dir(here)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("build kubectl stand-in (go build ./kubectl in %s): %w\n%s", cmd.Dir, err, stderr.Bytes())
+	if err := gobuild.Build(bin, "./gate/kubectltest/kubectl"); err != nil {
+		return "", fmt.Errorf("build kubectl stand-in: %w", err)
 	}
 	return bin, nil
 }

@@ -1,14 +1,13 @@
 package sim
 
 import (
-	"bytes"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"testing"
+
+	"github.com/sbps-marshal/sbps-marshal/internal/gobuild"
 )
 
 // buildOnce builds the simulator once per process (per output directory
@@ -25,18 +24,9 @@ var buildOnce = sync.OnceValues(func() (string, error) {
 // path. It also links dir/targetclid to it, so the daemon can be started
 // under its real name.
 func Build(dir string) (string, error) {
-	_, here, _, ok := runtime.Caller(0)
-	if !ok {
-		return "", fmt.Errorf("build targetcli simulator: cannot locate the source tree")
-	}
-	root := filepath.Join(filepath.Dir(here), "..", "..")
 	bin := filepath.Join(dir, "targetcli")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/targetcli-sim")
-	cmd.Dir = root
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("build targetcli simulator (go build ./cmd/targetcli-sim in %s): %w\n%s", root, err, stderr.Bytes())
+	if err := gobuild.Build(bin, "./cmd/targetcli-sim"); err != nil {
+		return "", fmt.Errorf("build targetcli simulator: %w", err)
 	}
 	daemon := filepath.Join(dir, "targetclid")
 	os.Remove(daemon)

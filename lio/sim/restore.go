@@ -3,12 +3,11 @@ package sim
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"testing"
 
+	"github.com/sbps-marshal/sbps-marshal/internal/gobuild"
 	"github.com/sbps-marshal/sbps-marshal/lio"
 )
 
@@ -40,15 +39,9 @@ var buildTargetctl = sync.OnceValues(func() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	_, here, _, ok := runtime.Caller(0)
-	if !ok {
-		return "", fmt.Errorf("build targetctl simulator: cannot locate the source tree")
-	}
 	bin := filepath.Join(dir, "targetctl")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/targetctl-sim")
-	cmd.Dir = filepath.Join(filepath.Dir(here), "..", "..")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build targetctl simulator (go build ./cmd/targetctl-sim in %s): %w\n%s", cmd.Dir, err, out)
+	if err := gobuild.Build(bin, "./cmd/targetctl-sim"); err != nil {
+		return "", fmt.Errorf("build targetctl simulator: %w", err)
 	}
 	return bin, nil
 })

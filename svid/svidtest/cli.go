@@ -11,9 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -24,6 +22,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/sbps-marshal/sbps-marshal/internal/gobuild"
 )
 
 // CLIName is the name CSM gives the hard link of spire-agent that its
@@ -215,17 +215,9 @@ func printJSON(w io.Writer, msgs ...proto.Message) error {
 // dir/sbps-marshal-spire-agent to it, as CSM installs the agent's copy.
 // It returns the hard link's path, the one CSMEntry registers.
 func BuildCLI(dir string) (string, error) {
-	_, here, _, ok := runtime.Caller(0)
-	if !ok {
-		return "", errors.New("build spire-agent stand-in: cannot locate the source tree")
-	}
 	bin := filepath.Join(dir, "spire-agent")
-	cmd := exec.Command("go", "build", "-o", bin, "./spire-agent")
-	cmd.Dir = filepath.Dir(here)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("build spire-agent stand-in (go build ./spire-agent in %s): %w\n%s", cmd.Dir, err, stderr.Bytes())
+	if err := gobuild.Build(bin, "./svid/svidtest/spire-agent"); err != nil {
+		return "", fmt.Errorf("build spire-agent stand-in: %w", err)
 	}
 	link := filepath.Join(dir, CLIName)
 	os.Remove(link)
