@@ -29,6 +29,19 @@ var packaged = []struct {
 	{"/usr/share/doc/sbps-marshal/copyright", 0o644, "LICENSE", "deb", ""},
 	{"/usr/share/licenses/sbps-marshal/LICENSE", 0o644, "LICENSE", "rpm", "l"},
 	{"/usr/share/man/man8/sbps-marshal.8.gz", 0o644, "", "", "d"},
+	{"/etc/sysconfig/sbps-marshal-bridge", 0o600, "deploy/bridges/sbps-marshal-bridge.env", "", "cn"},
+	{"/usr/lib/systemd/system/sbps-marshal-bridge-webhook.service", 0o644, "deploy/bridges/sbps-marshal-bridge-webhook.service", "", ""},
+	{"/usr/lib/systemd/system/sbps-marshal-bridge-ims.service", 0o644, "deploy/bridges/sbps-marshal-bridge-ims.service", "", ""},
+	{"/usr/share/doc/sbps-marshal/bridges/README.md", 0o644, "deploy/bridges/README.md", "", "d"},
+	{"/usr/share/doc/sbps-marshal/bridges/kubernetes/config.yaml", 0o644, "deploy/bridges/kubernetes/config.yaml", "", "d"},
+	{"/usr/share/doc/sbps-marshal/bridges/kubernetes/ims.yaml", 0o644, "deploy/bridges/kubernetes/ims.yaml", "", "d"},
+	{"/usr/share/doc/sbps-marshal/bridges/kubernetes/webhook.yaml", 0o644, "deploy/bridges/kubernetes/webhook.yaml", "", "d"},
+	{"/usr/share/doc/sbps-marshal/monitoring/README.md", 0o644, "deploy/monitoring/README.md", "", "d"},
+	{"/usr/share/doc/sbps-marshal/monitoring/prometheusrule.yaml", 0o644, "deploy/monitoring/prometheusrule.yaml", "", "d"},
+	{"/usr/share/doc/sbps-marshal/monitoring/dashboard.json", 0o644, "deploy/monitoring/dashboard.json", "", "d"},
+	{"/usr/share/doc/sbps-marshal/monitoring/scrape.yaml", 0o644, "deploy/monitoring/scrape.yaml", "", "d"},
+	{"/usr/share/doc/sbps-marshal/monitoring/servicemonitor.yaml", 0o644, "deploy/monitoring/servicemonitor.yaml", "", "d"},
+	{"/usr/share/doc/sbps-marshal/monitoring/vmservicescrape.yaml", 0o644, "deploy/monitoring/vmservicescrape.yaml", "", "d"},
 }
 
 // packagedIn is the part of packaged that the packager's package holds.
@@ -45,7 +58,9 @@ func packagedIn(packager string) (paths []string) {
 // The repository files the packages are built from, copied into a scratch tree.
 var packageSources = []string{"deploy/nfpm.yaml", "deploy/sbps-marshal.env", "deploy/sbps-marshal.service",
 	"deploy/scripts/preinstall.sh", "deploy/scripts/postinstall.sh", "deploy/scripts/preremove.sh",
-	"deploy/scripts/postremove.sh", "README.md", "CHANGELOG.md", "LICENSE"}
+	"deploy/scripts/postremove.sh", "README.md", "CHANGELOG.md", "LICENSE",
+	"deploy/bridges/sbps-marshal-bridge-webhook.service", "deploy/bridges/sbps-marshal-bridge-ims.service",
+	"deploy/bridges/sbps-marshal-bridge.env", "deploy/bridges/README.md", "deploy/bridges/kubernetes/config.yaml", "deploy/bridges/kubernetes/ims.yaml", "deploy/bridges/kubernetes/webhook.yaml", "deploy/monitoring/README.md", "deploy/monitoring/prometheusrule.yaml", "deploy/monitoring/dashboard.json", "deploy/monitoring/scrape.yaml", "deploy/monitoring/servicemonitor.yaml", "deploy/monitoring/vmservicescrape.yaml"}
 
 const pkgVersion = "1.2.3"
 
@@ -236,8 +251,8 @@ func TestPackages(t *testing.T) {
 		}
 		ctl := t.TempDir()
 		run(t, "", nil, dpkgDeb, "-e", debPath, ctl)
-		if conf, err := os.ReadFile(filepath.Join(ctl, "conffiles")); err != nil || string(conf) != "/etc/sysconfig/sbps-marshal\n" {
-			t.Errorf("deb conffiles = %q, %v; want the env file", conf, err)
+		if conf, err := os.ReadFile(filepath.Join(ctl, "conffiles")); err != nil || string(conf) != "/etc/sysconfig/sbps-marshal\n/etc/sysconfig/sbps-marshal-bridge\n" {
+			t.Errorf("deb conffiles = %q, %v; want the agent's and the bridges' env files", conf, err)
 		}
 
 		// The packaged files are the repository's, and the binary runs.

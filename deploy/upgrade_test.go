@@ -451,7 +451,7 @@ func TestUpgradeFromPythonAgent(t *testing.T) {
 		r.t = t
 		r.rpmRun("--nodeps", "-U", v201)
 		log := r.takeLog()
-		if !strings.Contains(log, "systemctl try-restart sbps-marshal.service\nstarted "+newExec) {
+		if !strings.Contains(log, "systemctl try-restart sbps-marshal.service sbps-marshal-bridge-webhook.service sbps-marshal-bridge-ims.service\nstarted "+newExec) {
 			t.Errorf("want a try-restart onto the new agent; systemctl calls:\n%s", log)
 		}
 		if got := r.read(sysconfigFile); got != "SBPS_MARSHAL_SCAN_FREQUENCY=60\n" {

@@ -5,8 +5,8 @@
 #   held (masked: preinstall.sh over the Python agent, or an operator):
 #        nothing is started or restarted; says how to check and switch.
 #   fresh install: not enabled, not started; says what to do.
-#   upgrade 2.x -> 2.y: try-restart (a running agent restarts on the new
-#        binary, a stopped one stays stopped), unless /etc/sysconfig/services
+#   upgrade 2.x -> 2.y: try-restart (a running agent, or bridge, restarts on
+#        the new binary, a stopped one stays stopped), unless /etc/sysconfig/services
 #        has DISABLE_RESTART_ON_UPDATE=yes (SUSE's switch for every package).
 #
 # Without systemctl (an image build, rpm --root) there is nothing to do.
@@ -45,5 +45,6 @@ if [ -r /etc/sysconfig/services ] && (. /etc/sysconfig/services && [ "${DISABLE_
 	echo "sbps-marshal: not restarted (DISABLE_RESTART_ON_UPDATE=yes in /etc/sysconfig/services): systemctl try-restart sbps-marshal"
 	exit 0
 fi
-systemctl try-restart sbps-marshal.service >/dev/null 2>&1 || :
+systemctl try-restart sbps-marshal.service sbps-marshal-bridge-webhook.service \
+	sbps-marshal-bridge-ims.service >/dev/null 2>&1 || :
 exit 0

@@ -6,6 +6,7 @@ set -e
 [ -d /run/systemd/system ] || exit 0
 case "$1" in
   0|remove)
-    systemctl disable --now sbps-marshal.service >/dev/null 2>&1 || : ;;
+    systemctl disable --now sbps-marshal.service sbps-marshal-bridge-webhook.service \
+      sbps-marshal-bridge-ims.service >/dev/null 2>&1 || : ;;
 esac
 exit 0
