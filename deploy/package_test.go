@@ -3,6 +3,8 @@ package deploy
 import (
 	"bytes"
 	"debug/elf"
+	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -409,22 +411,23 @@ func TestVersion(t *testing.T) {
 // deploy/nfpm.yaml or the scripts, or add it here with its reason.
 var lintAccepted = map[string]string{
 	// rpmlint (Debian's 2.4 with its default configuration)
-	"only-non-binary-in-usr-lib":        "the systemd unit belongs in /usr/lib/systemd/system",
-	"non-readable":                      "/etc/sysconfig/sbps-marshal is 0600 on purpose: NATS_URL may carry credentials",
-	"no-signature":                      "signing is the release pipeline's job (nfpm rpm.signature.key_file), not the build's",
-	"no-changelogname-tag":              "the changes are in /usr/share/doc/sbps-marshal/CHANGELOG.md; no rpm %changelog is generated",
-	"no-binary":                         "rpmlint does not recognise the static Go binary /usr/bin/sbps-marshal",
-	"invalid-license":                   "MIT is an SPDX identifier; this rpmlint configuration has no licence list",
-	"manpage-not-compressed":            "this rpmlint configuration wants bz2; SLES 15's man pages are gzip, as ours",
-	"no-manual-page-for-binary":         "follows from the bz2 setting above: sbps-marshal(8) is /usr/share/man/man8/sbps-marshal.8.gz",
-	"dangerous-command-in-%pre":         "preinstall.sh links the unit to /dev/null (a mask) only when systemctl cannot: an image build",
-	"dangerous-command-in-%postun":      "postremove.sh removes that link (unmask) only when systemctl is missing, on a rollback to the Python agent",
-	"statically-linked-binary":          "static on purpose (CGO_ENABLED=0): SLES 15 SP4/SP5 have glibc 2.31, older than the build machine's",
-	"unstripped-binary-or-object":       "make build keeps Go's symbol table (not this package's choice; tracebacks need only pclntab)",
-	"no-changelog":                      "the deb is for test rigs; CSM installs the RPM, whose changes are in CHANGELOG.md",
-	"maintainer-script-calls-systemctl": "one set of scripts serves the RPM and the deb (deb-systemd-helper does not exist on SLES)",
-	"non-standard-file-perm":            "/etc/sysconfig/sbps-marshal is 0600 on purpose (above)",
-	"wrong-name-for-upstream-changelog": "the changelog keeps the repository's name, CHANGELOG.md",
+	"only-non-binary-in-usr-lib":                "the systemd unit belongs in /usr/lib/systemd/system",
+	"non-readable":                              "/etc/sysconfig/sbps-marshal is 0600 on purpose: NATS_URL may carry credentials",
+	"no-signature":                              "signing is the release pipeline's job (nfpm rpm.signature.key_file), not the build's",
+	"no-changelogname-tag":                      "the changes are in /usr/share/doc/sbps-marshal/CHANGELOG.md; no rpm %changelog is generated",
+	"no-binary":                                 "rpmlint does not recognise the static Go binary /usr/bin/sbps-marshal",
+	"invalid-license":                           "MIT is an SPDX identifier; this rpmlint configuration has no licence list",
+	"manpage-not-compressed":                    "this rpmlint configuration wants bz2; SLES 15's man pages are gzip, as ours",
+	"no-manual-page-for-binary":                 "follows from the bz2 setting above: sbps-marshal(8) is /usr/share/man/man8/sbps-marshal.8.gz",
+	"dangerous-command-in-%pre":                 "preinstall.sh links the unit to /dev/null (a mask) only when systemctl cannot: an image build",
+	"dangerous-command-in-%postun":              "postremove.sh removes that link (unmask) only when systemctl is missing, on a rollback to the Python agent",
+	"statically-linked-binary":                  "static on purpose (CGO_ENABLED=0): SLES 15 SP4/SP5 have glibc 2.31, older than the build machine's",
+	"position-independent-executable-suggested": "Go's -buildmode=pie links against the dynamic loader, which the static binary avoids (above)",
+	"unstripped-binary-or-object":               "make build keeps Go's symbol table (not this package's choice; tracebacks need only pclntab)",
+	"no-changelog":                              "the deb is for test rigs; CSM installs the RPM, whose changes are in CHANGELOG.md",
+	"maintainer-script-calls-systemctl":         "one set of scripts serves the RPM and the deb (deb-systemd-helper does not exist on SLES)",
+	"non-standard-file-perm":                    "/etc/sysconfig/sbps-marshal is 0600 on purpose (above)",
+	"wrong-name-for-upstream-changelog":         "the changelog keeps the repository's name, CHANGELOG.md",
 }
 
 // lintFinding matches an rpmlint line ("sbps-marshal.x86_64: E: tag ...")
@@ -433,6 +436,25 @@ var lintFinding = regexp.MustCompile(`^(?:sbps-marshal\.\w+: ([EW]): (\S+)|([EWI
 
 // TestPackageLint runs rpmlint on the RPM and lintian on the deb and fails
 // on any finding that lintAccepted does not explain.
+// confinedCpio returns a directory holding a cpio that extracts absolute
+// names relative to the working directory. rpmlint unpacks a package with
+// `rpm2cpio | cpio -id` in a scratch directory, and nfpm writes absolute
+// names into the archive (rpmbuild writes ./usr/...): GNU cpio would
+// install the package's files on this machine, /usr/bin and /etc included.
+func confinedCpio(t *testing.T) string {
+	t.Helper()
+	cpio, err := exec.LookPath("cpio")
+	if err != nil {
+		t.Fatalf("cpio: %v; install it (Debian: apt-get install cpio)", err)
+	}
+	dir := t.TempDir()
+	script := "#!/bin/sh\nexec " + cpio + " --no-absolute-filenames \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(dir, "cpio"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 func TestPackageLint(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: building the binary and the rpm/deb packages takes a while")
@@ -440,11 +462,27 @@ func TestPackageLint(t *testing.T) {
 	rpmlint := tool(t, "rpmlint", "install it (Debian: apt-get install rpmlint; scripts/test-deps does)")
 	lintian := tool(t, "lintian", "install it (Debian: apt-get install lintian; scripts/test-deps does)")
 	rpmPath, debPath := buildPackages(t)
+	// Neither linter may install anything on this machine (confinedCpio).
+	absent := map[string]bool{}
+	for _, f := range packaged {
+		if _, err := os.Lstat(f.path); errors.Is(err, fs.ErrNotExist) {
+			absent[f.path] = true
+		}
+	}
+	defer func() {
+		for p := range absent {
+			if _, err := os.Lstat(p); err == nil {
+				t.Errorf("linting the packages wrote %s on this machine", p)
+			}
+		}
+	}()
+	rpmlintCmd := exec.CommandContext(t.Context(), rpmlint, rpmPath)
+	rpmlintCmd.Env = append(os.Environ(), "PATH="+confinedCpio(t)+":"+os.Getenv("PATH"))
 	for _, c := range []struct {
 		name string
 		cmd  *exec.Cmd
 	}{
-		{"rpmlint", exec.CommandContext(t.Context(), rpmlint, rpmPath)},
+		{"rpmlint", rpmlintCmd},
 		{"lintian", exec.CommandContext(t.Context(), lintian, "--tag-display-limit", "0", debPath)},
 	} {
 		// Both exit non-zero when they find anything: the findings decide.
