@@ -55,12 +55,13 @@ const (
 	RowNATS          = "NATS"
 	RowStream        = "NATS stream"
 	RowRegistry      = "LUN registry"
+	RowService       = "sbps-marshal.service"
 )
 
 // Rows lists every row name in output order.
 func Rows() []string {
 	return []string{RowConfig, RowKubectl, RowKubeconfig, RowGate, RowTargetcli, RowTargetService, RowSaveconfig,
-		RowLIORestored, RowLIOTarget, RowMount, RowS3, RowSPIFFE, RowIMS, RowNATS, RowStream, RowRegistry}
+		RowLIORestored, RowLIOTarget, RowMount, RowS3, RowSPIFFE, RowIMS, RowNATS, RowStream, RowRegistry, RowService}
 }
 
 // DefaultMountinfo is where the s3fs mount is looked up.
@@ -116,6 +117,10 @@ func Checks(cfg *config.Config, o Options) []Check {
 		{Names: []string{RowS3}, Run: func(ctx context.Context) []Result { return []Result{checkS3(ctx, cfg, o)} }},
 		{Names: []string{RowSPIFFE, RowIMS}, Run: func(ctx context.Context) []Result { return checkIMS(ctx, cfg, o) }},
 		{Names: []string{RowNATS, RowStream, RowRegistry}, Run: func(ctx context.Context) []Result { return checkNATS(ctx, cfg, o) }},
+		{Names: []string{RowService}, Run: func(ctx context.Context) []Result {
+			return []Result{bounded(ctx, o.Timeout, RowService, "check systemd: systemctl status sbps-marshal",
+				func(ctx context.Context) Result { return serviceRow(ctx, cfg, o) })}
+		}},
 	}
 }
 

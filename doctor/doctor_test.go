@@ -70,6 +70,7 @@ func startNode(t *testing.T) *node {
 		t.Fatal(err)
 	}
 	unit := systemctltest.Install(t, filepath.Join(dir, "active"), systemctltest.Options{State: "active"})
+	unit.AddUnit(t, doctor.AgentUnit, "active", "enabled")
 	if _, err := s.PutPE(ctx, "CPE-doctor.x86_64.squashfs", []byte("a programming environment")); err != nil {
 		t.Fatal(err)
 	}
@@ -195,6 +196,12 @@ func TestDoctor(t *testing.T) {
 		t.Fatal(err)
 	}
 	inactive := systemctltest.Install(t, filepath.Join(n.dir, "inactive"), systemctltest.Options{State: "inactive"})
+	inactive.AddUnit(t, doctor.AgentUnit, "active", "enabled")
+	agentUnit := func(name, state, enabled string) string {
+		f := systemctltest.Install(t, filepath.Join(n.dir, name), systemctltest.Options{State: "active"})
+		f.AddUnit(t, doctor.AgentUnit, state, enabled)
+		return f.Path
+	}
 	wrongKey := filepath.Join(n.dir, "wrong.cred")
 	c := s.S3.Credentials()
 	if err := os.WriteFile(wrongKey, []byte(c.AccessKeyID+":not-the-secret\n"), 0o600); err != nil {
@@ -241,6 +248,12 @@ func TestDoctor(t *testing.T) {
 			row: doctor.RowGate, want: doctor.Warn, fix: []string{"touch " + filepath.Join(n.dir, "gate")}},
 		{name: "target.service inactive", env: []string{"SBPS_MARSHAL_SYSTEMCTL_BIN=" + inactive.Path},
 			row: doctor.RowTargetService, want: doctor.Fail, fix: []string{"systemctl enable --now target.service"}},
+		{name: "agent held after an upgrade from the Python agent", env: []string{"SBPS_MARSHAL_SYSTEMCTL_BIN=" + agentUnit("held", "inactive", "masked")},
+			row: doctor.RowService, want: doctor.Warn, fix: []string{"systemctl unmask sbps-marshal && systemctl restart sbps-marshal"}},
+		{name: "agent not enabled after a fresh install", env: []string{"SBPS_MARSHAL_SYSTEMCTL_BIN=" + agentUnit("fresh", "inactive", "disabled")},
+			row: doctor.RowService, want: doctor.Warn, fix: []string{"systemctl enable --now sbps-marshal"}},
+		{name: "agent failed", env: []string{"SBPS_MARSHAL_SYSTEMCTL_BIN=" + agentUnit("failed", "failed", "enabled")},
+			row: doctor.RowService, want: doctor.Warn, fix: []string{"journalctl -u sbps-marshal -p err"}},
 		{name: "systemctl missing", env: []string{"SBPS_MARSHAL_SYSTEMCTL_BIN=" + filepath.Join(n.dir, "no", "systemctl")},
 			row: doctor.RowTargetService, want: doctor.Fail, fix: []string{"SBPS_MARSHAL_SYSTEMCTL_BIN"}},
 		{name: "LIO not restored",

@@ -74,6 +74,22 @@ func (u Unit) IsActive(ctx context.Context) (State, error) {
 	return "", fmt.Errorf("%s is-active %s: unexpected answer %q (exit status %d)", u.bin(), u.Name, strings.TrimSpace(out), code)
 }
 
+// IsEnabled asks `systemctl is-enabled <unit>`: enabled, disabled, masked,
+// static, ... (systemctl(1)); it exits non-zero for every state but the
+// enabled ones, so the state is what it prints. An error says systemctl
+// could not answer, or does not know the unit.
+func (u Unit) IsEnabled(ctx context.Context) (string, error) {
+	out, code, err := u.run(ctx, "is-enabled", u.Name)
+	if err != nil {
+		return "", err
+	}
+	state := strings.TrimSpace(firstLine(out))
+	if state == "" || strings.ContainsAny(state, " \t:") {
+		return "", fmt.Errorf("%s is-enabled %s: unexpected answer %q (exit status %d)", u.bin(), u.Name, strings.TrimSpace(out), code)
+	}
+	return state, nil
+}
+
 // Start runs `systemctl start <unit>` and waits for it (for a oneshot unit
 // such as target.service, until its ExecStart finished).
 func (u Unit) Start(ctx context.Context) error {

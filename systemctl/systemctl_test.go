@@ -67,3 +67,21 @@ func TestCheck(t *testing.T) {
 		}
 	}
 }
+
+func TestIsEnabled(t *testing.T) {
+	fake := systemctltest.Install(t, t.TempDir(), systemctltest.Options{})
+	fake.AddUnit(t, "sbps-marshal.service", "inactive", "masked")
+	for _, tc := range []struct{ unit, want string }{
+		{"target.service", "enabled"},
+		{"sbps-marshal.service", "masked"},
+	} {
+		u := systemctl.Unit{Bin: fake.Path, Name: tc.unit, Timeout: 10 * time.Second}
+		if got, err := u.IsEnabled(t.Context()); err != nil || got != tc.want {
+			t.Errorf("IsEnabled(%s) = %q, %v; want %q", tc.unit, got, err, tc.want)
+		}
+	}
+	u := systemctl.Unit{Bin: fake.Path, Name: "other.service", Timeout: 10 * time.Second}
+	if got, err := u.IsEnabled(t.Context()); err == nil {
+		t.Errorf("IsEnabled of a unit systemd does not know = %q, nil; want an error", got)
+	}
+}

@@ -4,8 +4,10 @@
 // target.service's ExecStart) and makes the unit "active", or "failed"
 // when the command fails (exit 1, as systemctl does); `stop` runs the stop
 // command (`targetctl clear`) and makes it "inactive"; `is-active` prints
-// the state and exits 0 when active, 3 otherwise, as real systemctl. Every
-// call is appended to a log. The script runs on the host and in the UML
+// the state and exits 0 when active, 3 otherwise, as real systemctl;
+// `is-enabled` prints the unit's enablement (enabled, disabled, masked...)
+// and exits 0 only for an enabled one. AddUnit adds more units, which only
+// report their states. Every call is appended to a log. The script runs on the host and in the UML
 // guest alike (it needs only /bin/sh).
 package systemctltest
 
@@ -23,6 +25,8 @@ type Options struct {
 	Start []string // command run by `start` (argv; words must not need quoting beyond single quotes)
 	Stop  []string // command run by `stop`; none by default
 	State string   // initial state; defaults to "inactive"
+	// Enabled is what `is-enabled` says of the unit; defaults to "enabled".
+	Enabled string
 }
 
 // Fake is an installed stand-in.
@@ -46,20 +50,30 @@ func Install(tb testing.TB, dir string, o Options) *Fake {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		tb.Fatal(err)
 	}
+	if o.Enabled == "" {
+		o.Enabled = "enabled"
+	}
 	f := &Fake{Path: filepath.Join(dir, "systemctl"), dir: dir, unit: o.Unit, state: filepath.Join(dir, o.Unit+".state")}
-	f.SetState(tb, o.State)
+	f.AddUnit(tb, o.Unit, o.State, o.Enabled)
 	script := fmt.Sprintf(`#!/bin/sh
 # systemctl stand-in for %[1]s (sbps-marshal tests)
-state=%[2]s
+dir=%[2]s
 echo "$*" >> %[3]s
 while [ $# -gt 0 ]; do case "$1" in --*) shift ;; *) break ;; esac; done
-verb="$1"; unit="$2"
-if [ "$unit" != %[1]s ] || [ $# -ne 2 ]; then
+verb="$1"; unit="$2"; state="$dir/$unit.state"
+if [ $# -ne 2 ] || [ ! -f "$state" ]; then
 	echo "Unit $unit could not be found." >&2; exit 4
 fi
 case "$verb" in
 is-active)
 	s=$(cat "$state"); echo "$s"; [ "$s" = active ] && exit 0; exit 3 ;;
+is-enabled)
+	e=$(cat "$dir/$unit.enabled"); echo "$e"; case "$e" in enabled|enabled-runtime|static|alias|indirect|generated) exit 0 ;; esac; exit 1 ;;
+esac
+if [ "$unit" != %[1]s ]; then
+	echo "stand-in: $verb $unit is not modelled" >&2; exit 1
+fi
+case "$verb" in
 start)
 	if %[4]s; then echo active > "$state"; exit 0; fi
 	echo failed > "$state"
@@ -68,11 +82,23 @@ stop)
 	%[5]s; echo inactive > "$state"; exit 0 ;;
 esac
 echo "Unknown command verb $verb." >&2; exit 1
-`, quote(o.Unit), quote(f.state), quote(filepath.Join(dir, "calls.log")), command(o.Start), command(o.Stop))
+`, quote(o.Unit), quote(dir), quote(filepath.Join(dir, "calls.log")), command(o.Start), command(o.Stop))
 	if err := os.WriteFile(f.Path, []byte(script), 0o755); err != nil {
 		tb.Fatal(err)
 	}
 	return f
+}
+
+// AddUnit makes the stand-in know unit, in state (as `is-active` reports
+// it) and enabled (as `is-enabled` does). Only the unit of Install can be
+// started and stopped.
+func (f *Fake) AddUnit(tb testing.TB, unit, state, enabled string) {
+	tb.Helper()
+	for name, v := range map[string]string{unit + ".state": state, unit + ".enabled": enabled} {
+		if err := os.WriteFile(filepath.Join(f.dir, name), []byte(v+"\n"), 0o644); err != nil {
+			tb.Fatal(err)
+		}
+	}
 }
 
 // SetState sets the unit's state as `is-active` reports it.
