@@ -326,8 +326,18 @@ func (d *Driver) runStage(ctx context.Context, lines []line) ([]cmdResult, bool,
 	}
 }
 
-func (d *Driver) save(ctx context.Context) error {
-	l, err := saveCommand(d.cfg.SaveFile)
+func (d *Driver) save(ctx context.Context) error { return d.saveTo(ctx, d.cfg.SaveFile) }
+
+// SaveTo saves LIO's live state to file instead of SaveFile: a check of
+// the live state that must not touch what another process saves.
+func (d *Driver) SaveTo(ctx context.Context, file string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.saveTo(ctx, file)
+}
+
+func (d *Driver) saveTo(ctx context.Context, file string) error {
+	l, err := saveCommand(file)
 	if err != nil {
 		return err
 	}
@@ -340,24 +350,24 @@ func (d *Driver) save(ctx context.Context) error {
 		out = res.stdout + res.stderr
 	}
 	if err != nil {
-		return fmt.Errorf("save LIO state to %s: %w", d.cfg.SaveFile, err)
+		return fmt.Errorf("save LIO state to %s: %w", file, err)
 	}
 	if d.cfg.Mode != Daemon && res.exit != 0 {
-		return fmt.Errorf("save LIO state to %s: targetcli exit status %d: %s", d.cfg.SaveFile, res.exit, strings.TrimSpace(out))
+		return fmt.Errorf("save LIO state to %s: targetcli exit status %d: %s", file, res.exit, strings.TrimSpace(out))
 	}
-	if d.cfg.Mode == Daemon && !d.savedMessage(out) {
-		return fmt.Errorf("save LIO state to %s: targetclid answered %q", d.cfg.SaveFile, strings.TrimSpace(out))
+	if d.cfg.Mode == Daemon && !savedMessage(out, file) {
+		return fmt.Errorf("save LIO state to %s: targetclid answered %q", file, strings.TrimSpace(out))
 	}
 	return nil
 }
 
 // savedMessage reports whether out holds targetcli's line for a save to
-// the driver's own SaveFile. "Configuration saved to" alone is not enough:
+// file. "Configuration saved to" alone is not enough:
 // batch targetcli's auto-save at end of input prints the same words for
 // rtslib's default file (Debian: /etc/rtslib-fb-target/saveconfig.json),
 // which is not the file the driver reads back.
-func (d *Driver) savedMessage(out string) bool {
-	want := "Configuration saved to " + d.cfg.SaveFile
+func savedMessage(out, file string) bool {
+	want := "Configuration saved to " + file
 	for len(out) > 0 {
 		var l string
 		l, out, _ = strings.Cut(out, "\n")

@@ -378,7 +378,7 @@ func TestSavedMessage(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := d.savedMessage(tt.out); got != tt.want {
+			if got := savedMessage(tt.out, d.cfg.SaveFile); got != tt.want {
 				t.Errorf("savedMessage(%q) = %v, want %v", tt.out, got, tt.want)
 			}
 		})

@@ -225,7 +225,7 @@ func (d *Driver) batchOnce(ctx context.Context, lines []line) (said []cmdResult,
 		for i := range said {
 			said[i].reached = true
 		}
-		return said, d.savedMessage(res.stdout), -1, nil
+		return said, savedMessage(res.stdout, d.cfg.SaveFile), -1, nil
 	}
 	if len(segs) > 0 {
 		segs = segs[1:] // noAutoSave's answer
@@ -235,7 +235,7 @@ func (d *Driver) batchOnce(ctx context.Context, lines []line) (said []cmdResult,
 			said[i] = cmdResult{reached: true, msg: strings.TrimSpace(segs[i])}
 		}
 	}
-	saved = len(segs) > len(lines) && d.savedMessage(strings.Join(segs[len(lines):], ""))
+	saved = len(segs) > len(lines) && savedMessage(strings.Join(segs[len(lines):], ""), d.cfg.SaveFile)
 	if runErr != nil {
 		return said, saved, -1, runErr
 	}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -126,17 +127,25 @@ func (g *Guard) Save(ctx context.Context) error {
 	return g.installMeant(had, g.intent())
 }
 
-// Check saves LIO's live state to the staging file only and says whether
-// saving it over saveconfig.json would be refused; saveconfig.json is not
-// touched. `sbps-marshal status` uses it.
+// Check saves LIO's live state to a file of its own beside the staging
+// file and says whether saving it over saveconfig.json would be refused;
+// neither saveconfig.json nor the staging file is touched, so `sbps-marshal
+// status` and doctor may check while the agent runs and saves.
 func (g *Guard) Check(ctx context.Context) error {
 	had := g.readFile(ctx)
-	g.clearStaging()
-	defer g.clearStaging()
-	if err := g.d.Save(ctx); err != nil {
+	f, err := os.CreateTemp(filepath.Dir(g.staging), filepath.Base(g.staging)+".check-*")
+	if err != nil {
+		return fmt.Errorf("LIO save guard: a file for checking LIO's live state beside %s: %w", g.staging, err)
+	}
+	check := f.Name()
+	f.Close()
+	os.Remove(check) // only its name was wanted: the save creates it, as it creates the staging file
+	defer os.Remove(check + ".temp") // rtslib's own temporary file
+	defer os.Remove(check)
+	if err := g.d.SaveTo(ctx, check); err != nil {
 		return err
 	}
-	_, _, err := g.judge(had, g.intent())
+	_, _, err = g.judgeFile(check, had, g.intent())
 	return err
 }
 
@@ -252,15 +261,20 @@ func (g *Guard) clearStaging() {
 // judge reads the staging file and decides. data is nil when the driver
 // saved nothing.
 func (g *Guard) judge(had fileState, meant []Op) (data []byte, live *Config, err error) {
-	data, err = os.ReadFile(g.staging)
+	return g.judgeFile(g.staging, had, meant)
+}
+
+// judgeFile is judge for LIO's live state as saved to staging.
+func (g *Guard) judgeFile(staging string, had fileState, meant []Op) (data []byte, live *Config, err error) {
+	data, err = os.ReadFile(staging)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading LIO's live state as saved to %s: %w", g.staging, err)
+		return nil, nil, fmt.Errorf("reading LIO's live state as saved to %s: %w", staging, err)
 	}
 	if live, err = Parse(data); err != nil {
-		return nil, nil, fmt.Errorf("LIO's live state as saved to %s: %w", g.staging, err)
+		return nil, nil, fmt.Errorf("LIO's live state as saved to %s: %w", staging, err)
 	}
 	if had.err == nil {
 		if lost := Lost(had.cfg, live, meant); len(lost) > 0 {

@@ -303,3 +303,36 @@ func TestGuardKnowsRemovalsOfAKilledApply(t *testing.T) {
 		t.Errorf("the record of removals outlived their save: %v", err)
 	}
 }
+
+// TestGuardCheckLeavesTheStagingFile: Check (`sbps-marshal status`,
+// doctor) saves LIO's live state to a file of its own, so it may run while
+// the agent saves: the agent's staging file is neither removed nor
+// overwritten, and nothing is left behind.
+func TestGuardCheckLeavesTheStagingFile(t *testing.T) {
+	for _, mode := range []lio.Mode{lio.Batch, lio.OneShot} {
+		t.Run(string(mode), func(t *testing.T) {
+			node, g, file, _ := guarded(t, mode)
+			staging := lio.StagingFile(file)
+			agents := []byte("the agent's save, not yet judged")
+			if err := os.WriteFile(staging, agents, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := g.Check(t.Context()); err != nil {
+				t.Fatalf("Check with live state intact: %v", err)
+			}
+			if got, err := os.ReadFile(staging); err != nil || !bytes.Equal(got, agents) {
+				t.Errorf("staging file after Check = %q, %v; want the agent's content untouched", got, err)
+			}
+			if err := node.Clear(); err != nil {
+				t.Fatal(err)
+			}
+			if err := g.Check(t.Context()); !errors.Is(err, lio.ErrNotRestored) {
+				t.Errorf("Check with live state emptied = %v, want ErrNotRestored", err)
+			}
+			left, _ := filepath.Glob(staging + ".check-*")
+			if len(left) > 0 {
+				t.Errorf("Check left %q behind", left)
+			}
+		})
+	}
+}

@@ -107,7 +107,18 @@ func TestClearedLIOKeepsSaveconfig(t *testing.T) {
 	if !liveLUN() {
 		t.Fatal("setup: lun5 not in configfs")
 	}
+	// Check (`sbps-marshal status`, doctor) saves the live state with the
+	// real targetcli to a file of its own, and leaves none behind.
+	if err := g.Check(t.Context()); err != nil {
+		t.Errorf("Check with LIO restored = %v, want nil", err)
+	}
 	run(t, "clearconfig confirm=True")
+	if err := g.Check(t.Context()); !errors.Is(err, lio.ErrNotRestored) {
+		t.Errorf("Check after clearconfig = %v, want ErrNotRestored", err)
+	}
+	if left, _ := filepath.Glob(lio.StagingFile(file) + "*"); len(left) > 0 {
+		t.Errorf("Check left %q behind", left)
+	}
 	err = g.Save(t.Context())
 	if !errors.Is(err, lio.ErrNotRestored) || !strings.Contains(err.Error(), "target "+iqn) || !strings.Contains(err.Error(), "systemctl start target.service") {
 		t.Errorf("Save after clearconfig = %v, want ErrNotRestored naming %s and the fix", err, iqn)
