@@ -139,7 +139,7 @@ func (g *Guard) Check(ctx context.Context) error {
 	}
 	check := f.Name()
 	f.Close()
-	os.Remove(check) // only its name was wanted: the save creates it, as it creates the staging file
+	os.Remove(check)                 // only its name was wanted: the save creates it, as it creates the staging file
 	defer os.Remove(check + ".temp") // rtslib's own temporary file
 	defer os.Remove(check)
 	if err := g.d.SaveTo(ctx, check); err != nil {
