@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -96,28 +95,7 @@ func bridgeParseUnit(t *testing.T, path string) map[string]map[string][]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]map[string][]string{}
-	section := ""
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		switch {
-		case line == "" || line[0] == '#' || line[0] == ';':
-			continue
-		case strings.HasSuffix(line, "\\"):
-			t.Fatalf("%s:%d: continuation lines are not expected", path, n)
-		case line[0] == '[' && line[len(line)-1] == ']':
-			section = line[1 : len(line)-1]
-			out[section] = map[string][]string{}
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		if !ok || section == "" {
-			t.Fatalf("%s:%d: %q is not KEY=VALUE inside a section", path, n, line)
-		}
-		out[section][k] = append(out[section][k], v)
-	}
-	return out
+	return parseUnit(t, path, data)
 }
 
 // bridgeUnitEnv returns the unit's Environment= assignments as KEY=value.
@@ -319,32 +297,7 @@ func bridgeVerify(t *testing.T, path, bin string) {
 }
 
 func bridgeSecurity(t *testing.T, path, bin string, recorded float64) {
-	sa, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		t.Skip("systemd-analyze is not installed")
-	}
-	cmd := exec.CommandContext(t.Context(), sa, "security", "--offline=true", "--no-pager", bridgeStubbed(t, path, bin, ""))
-	cmd.Env = append(os.Environ(), "SYSTEMD_LOG_COLOR=0", "SYSTEMD_COLORS=0")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		if strings.Contains(string(out), "Unknown option") || strings.Contains(string(out), "unrecognized option") {
-			t.Skipf("this systemd-analyze has no --offline (systemd < 250): %s", out)
-		}
-		t.Fatalf("systemd-analyze security %s: %v\n%s", path, err, out)
-	}
-	m := exposureLine.FindSubmatch(out)
-	if m == nil {
-		t.Fatalf("systemd-analyze security printed no overall exposure:\n%s", out)
-	}
-	got, err := strconv.ParseFloat(string(m[1]), 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got > recorded {
-		t.Errorf("exposure of %s is %.1f, above the recorded %.1f: a hardening setting was lost or weakened\n%s", path, got, recorded, out)
-	} else {
-		t.Logf("%s: exposure %.1f (recorded %.1f)", path, got, recorded)
-	}
+	checkExposure(t, path, bridgeStubbed(t, path, bin, ""), recorded)
 }
 
 // renderBridgeEnvFile writes the example /etc/sysconfig/sbps-marshal-bridge:
@@ -429,31 +382,7 @@ func TestBridgeEnvFile(t *testing.T) {
 			}
 		}
 	}
-	want := renderBridgeEnvFile(bridgeUnitsEnv(t))
-	if *update {
-		if err := os.WriteFile(bridgeEnvFile, want, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	got, err := os.ReadFile(bridgeEnvFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) {
-		gl, wl := strings.Split(string(got), "\n"), strings.Split(string(want), "\n")
-		for i := range max(len(gl), len(wl)) {
-			var g, w string
-			if i < len(gl) {
-				g = gl[i]
-			}
-			if i < len(wl) {
-				w = wl[i]
-			}
-			if g != w {
-				t.Fatalf("%s differs from config.Keys() at line %d:\n got: %q\nwant: %q\nrun: go test ./deploy -run TestBridgeEnvFile -update", bridgeEnvFile, i+1, g, w)
-			}
-		}
-	}
+	checkGenerated(t, bridgeEnvFile, renderBridgeEnvFile(bridgeUnitsEnv(t)), "TestBridgeEnvFile")
 }
 
 // TestBridgeEnvFileLoads reads the example as systemd and the bridge do: as
@@ -461,32 +390,7 @@ func TestBridgeEnvFile(t *testing.T) {
 // configuration keys, each to the value the file shows, and both bridges
 // load it (they stop at "NATS_URL is empty", which it leaves empty).
 func TestBridgeEnvFileLoads(t *testing.T) {
-	shipped, err := config.ReadEnvFile(bridgeEnvFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(shipped) != 0 {
-		t.Errorf("%s as shipped sets %v, want every key commented out", bridgeEnvFile, shipped)
-	}
-	data, err := os.ReadFile(bridgeEnvFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var un bytes.Buffer
-	for _, line := range strings.SplitAfter(string(data), "\n") {
-		if strings.HasPrefix(line, "#"+config.EnvPrefix) {
-			line = line[1:]
-		}
-		un.WriteString(line)
-	}
-	path := filepath.Join(t.TempDir(), "sbps-marshal-bridge")
-	if err := os.WriteFile(path, un.Bytes(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	vals, err := config.ReadEnvFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, vals := uncommented(t, bridgeEnvFile)
 	n := 0
 	for _, sec := range bridgeKeySections() {
 		n += len(sec.keys)

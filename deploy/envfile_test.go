@@ -71,46 +71,54 @@ func wrap(s string, width int) []string {
 // TestEnvFile fails when sbps-marshal.env misses a key, shows a wrong
 // default or help, or has keys the agent does not know.
 func TestEnvFile(t *testing.T) {
-	want := renderEnvFile(config.Keys())
+	checkGenerated(t, envFile, renderEnvFile(config.Keys()), "TestEnvFile")
+}
+
+// checkGenerated fails when the file at path differs from want, naming the
+// first line that differs and the test to run with -update, which writes
+// want instead.
+func checkGenerated(t *testing.T, path string, want []byte, test string) {
+	t.Helper()
 	if *update {
-		if err := os.WriteFile(envFile, want, 0o644); err != nil {
+		if err := os.WriteFile(path, want, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	got, err := os.ReadFile(envFile)
+	got, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(got, want) {
-		gl, wl := strings.Split(string(got), "\n"), strings.Split(string(want), "\n")
-		for i := 0; i < max(len(gl), len(wl)); i++ {
-			var g, w string
-			if i < len(gl) {
-				g = gl[i]
-			}
-			if i < len(wl) {
-				w = wl[i]
-			}
-			if g != w {
-				t.Fatalf("%s differs from config.Keys() at line %d:\n got: %q\nwant: %q\nrun: go test ./deploy -run TestEnvFile -update", envFile, i+1, g, w)
-			}
+	if bytes.Equal(got, want) {
+		return
+	}
+	gl, wl := strings.Split(string(got), "\n"), strings.Split(string(want), "\n")
+	for i := range max(len(gl), len(wl)) {
+		var g, w string
+		if i < len(gl) {
+			g = gl[i]
+		}
+		if i < len(wl) {
+			w = wl[i]
+		}
+		if g != w {
+			t.Fatalf("%s differs from config.Keys() at line %d:\n got: %q\nwant: %q\nrun: go test ./deploy -run %s -update", path, i+1, g, w, test)
 		}
 	}
 }
 
-// TestEnvFileParses checks the file the way the agent and systemd read it:
-// as shipped it sets nothing; with every key uncommented it sets each key
-// to its default, and that configuration loads.
-func TestEnvFileParses(t *testing.T) {
-	shipped, err := config.ReadEnvFile(envFile)
+// uncommented checks that the example env file at file sets nothing as
+// shipped, and returns a copy with every key uncommented and what that
+// copy sets, read as systemd reads it.
+func uncommented(t *testing.T, file string) (path string, vals map[string]string) {
+	t.Helper()
+	shipped, err := config.ReadEnvFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(shipped) != 0 {
-		t.Errorf("%s as shipped sets %v, want every key commented out", envFile, shipped)
+		t.Errorf("%s as shipped sets %v, want every key commented out", file, shipped)
 	}
-
-	data, err := os.ReadFile(envFile)
+	data, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,14 +129,21 @@ func TestEnvFileParses(t *testing.T) {
 		}
 		un.WriteString(line)
 	}
-	path := filepath.Join(t.TempDir(), "sbps-marshal")
+	path = filepath.Join(t.TempDir(), filepath.Base(file))
 	if err := os.WriteFile(path, un.Bytes(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	vals, err := config.ReadEnvFile(path)
-	if err != nil {
+	if vals, err = config.ReadEnvFile(path); err != nil {
 		t.Fatal(err)
 	}
+	return path, vals
+}
+
+// TestEnvFileParses checks the file the way the agent and systemd read it:
+// as shipped it sets nothing; with every key uncommented it sets each key
+// to its default, and that configuration loads.
+func TestEnvFileParses(t *testing.T) {
+	path, vals := uncommented(t, envFile)
 	keys := config.Keys()
 	for _, k := range keys {
 		v, ok := vals[k.Env]
@@ -143,7 +158,7 @@ func TestEnvFileParses(t *testing.T) {
 	if len(vals) != len(keys) {
 		t.Errorf("%s sets %d keys, config.Keys() has %d", envFile, len(vals), len(keys))
 	}
-	_, _, err = config.Load(config.Sources{
+	_, _, err := config.Load(config.Sources{
 		Args:     []string{"--env-file", path},
 		Hostname: func() (string, error) { return "ncn-w001", nil },
 	}, flag.NewFlagSet("test", flag.ContinueOnError))

@@ -97,7 +97,7 @@ func unitSetting(t *testing.T, key string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := parseUnit(t, data)["Service"][key]
+	v := parseUnit(t, unitFile, data)["Service"][key]
 	if len(v) != 1 {
 		t.Fatalf("%s: [Service] %s = %q, want one value", unitFile, key, v)
 	}

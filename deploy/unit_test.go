@@ -17,7 +17,7 @@ const unitFile = "sbps-marshal.service"
 // parseUnit reads a systemd unit file into section -> key -> values (a key
 // may repeat). Comments and blank lines are skipped; continuation lines are
 // not used in our unit and are rejected.
-func parseUnit(t *testing.T, data []byte) map[string]map[string][]string {
+func parseUnit(t *testing.T, name string, data []byte) map[string]map[string][]string {
 	t.Helper()
 	out := map[string]map[string][]string{}
 	section := ""
@@ -28,7 +28,7 @@ func parseUnit(t *testing.T, data []byte) map[string]map[string][]string {
 		case line == "" || line[0] == '#' || line[0] == ';':
 			continue
 		case strings.HasSuffix(line, "\\"):
-			t.Fatalf("%s:%d: continuation lines are not expected", unitFile, n)
+			t.Fatalf("%s:%d: continuation lines are not expected", name, n)
 		case line[0] == '[' && line[len(line)-1] == ']':
 			section = line[1 : len(line)-1]
 			out[section] = map[string][]string{}
@@ -36,7 +36,7 @@ func parseUnit(t *testing.T, data []byte) map[string]map[string][]string {
 		}
 		k, v, ok := strings.Cut(line, "=")
 		if !ok || section == "" {
-			t.Fatalf("%s:%d: %q is not KEY=VALUE inside a section", unitFile, n, line)
+			t.Fatalf("%s:%d: %q is not KEY=VALUE inside a section", name, n, line)
 		}
 		out[section][k] = append(out[section][k], v)
 	}
@@ -49,7 +49,7 @@ func TestUnitKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := parseUnit(t, data)
+	u := parseUnit(t, unitFile, data)
 	tests := []struct {
 		section, key, want string
 	}{
@@ -170,11 +170,18 @@ var exposureLine = regexp.MustCompile(`Overall exposure level for \S+: ([0-9]+\.
 // unit's exposure rises above unitExposure. (systemd-analyze's --threshold
 // would do it by exit status, but reading the score also says what it is.)
 func TestUnitSecurity(t *testing.T) {
+	checkExposure(t, unitFile, stubbedUnit(t, ""), unitExposure)
+}
+
+// checkExposure runs `systemd-analyze security --offline` on the unit file
+// at path (name is what messages call it) and fails when its overall
+// exposure is above recorded.
+func checkExposure(t *testing.T, name, path string, recorded float64) {
+	t.Helper()
 	sa, err := exec.LookPath("systemd-analyze")
 	if err != nil {
 		t.Skip("systemd-analyze is not installed")
 	}
-	path := stubbedUnit(t, "")
 	cmd := exec.CommandContext(t.Context(), sa, "security", "--offline=true", "--no-pager", path)
 	cmd.Env = append(os.Environ(), "SYSTEMD_LOG_COLOR=0", "SYSTEMD_COLORS=0")
 	out, err := cmd.CombinedOutput()
@@ -182,7 +189,7 @@ func TestUnitSecurity(t *testing.T) {
 		if strings.Contains(string(out), "Unknown option") || strings.Contains(string(out), "unrecognized option") {
 			t.Skipf("this systemd-analyze has no --offline (systemd < 250): %s", out)
 		}
-		t.Fatalf("systemd-analyze security: %v\n%s", err, out)
+		t.Fatalf("systemd-analyze security %s: %v\n%s", name, err, out)
 	}
 	m := exposureLine.FindSubmatch(out)
 	if m == nil {
@@ -192,9 +199,9 @@ func TestUnitSecurity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got > unitExposure {
-		t.Errorf("exposure of %s is %.1f, above the recorded %.1f: a hardening setting was lost or weakened\n%s", unitFile, got, unitExposure, out)
+	if got > recorded {
+		t.Errorf("exposure of %s is %.1f, above the recorded %.1f: a hardening setting was lost or weakened\n%s", name, got, recorded, out)
 	} else {
-		t.Logf("exposure %.1f (recorded %.1f)", got, unitExposure)
+		t.Logf("%s: exposure %.1f (recorded %.1f)", name, got, recorded)
 	}
 }

@@ -76,26 +76,9 @@ func TestBridgeNATSSPIFFE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgs, err := sub.SubscribeSync(cfg.NATSS3Subject)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sub.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	msgs := subscribe(t, sub, cfg.NATSS3Subject)
 
-	logs := &testutil.SyncBuffer{}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan int, 1)
-	go func() {
-		done <- bridgeMain(ctx, "webhook", cfg, slog.New(slog.NewTextHandler(logs, nil)), &bytes.Buffer{}, logs)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if code := <-done; code != 0 {
-			t.Errorf("bridge exited %d:\n%s", code, logs.String())
-		}
-	})
+	logs := startWebhook(t, cfg)
 
 	note := []byte(`{"Records":[{"eventVersion":"2.2","eventSource":"ceph:s3","eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"boot-images"},"object":{"key":"PE/spiffe.squashfs","size":5,"eTag":"abc"}}}]}`)
 	// 503 until the bridge listens and has its NATS connection.
@@ -182,25 +165,8 @@ func TestBridgeWebhookTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Close()
-	msgs, err := sub.SubscribeSync(cfg.NATSS3Subject)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sub.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	logs := &testutil.SyncBuffer{}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan int, 1)
-	go func() {
-		done <- bridgeMain(ctx, "webhook", cfg, slog.New(slog.NewTextHandler(logs, nil)), &bytes.Buffer{}, logs)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if code := <-done; code != 0 {
-			t.Errorf("bridge exited %d:\n%s", code, logs.String())
-		}
-	})
+	msgs := subscribe(t, sub, cfg.NATSS3Subject)
+	logs := startWebhook(t, cfg)
 
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.Cert)
@@ -235,4 +201,36 @@ func TestBridgeWebhookTLS(t *testing.T) {
 			t.Error("a plain-HTTP POST was published")
 		}
 	}
+}
+
+// subscribe subscribes nc to subject and waits until the server has it.
+func subscribe(t *testing.T, nc *nats.Conn, subject string) *nats.Subscription {
+	t.Helper()
+	msgs, err := nc.SubscribeSync(subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return msgs
+}
+
+// startWebhook runs `sbps-marshal bridge webhook` with cfg until the test
+// ends, then checks it exited 0; it returns the bridge's log.
+func startWebhook(t *testing.T, cfg *config.Config) *testutil.SyncBuffer {
+	t.Helper()
+	logs := &testutil.SyncBuffer{}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan int, 1)
+	go func() {
+		done <- bridgeMain(ctx, "webhook", cfg, slog.New(slog.NewTextHandler(logs, nil)), &bytes.Buffer{}, logs)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("bridge exited %d:\n%s", code, logs.String())
+		}
+	})
+	return logs
 }
