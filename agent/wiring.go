@@ -113,24 +113,16 @@ func clients(ctx context.Context, cfg *config.Config, log *slog.Logger, token im
 // lioDriver builds the targetcli driver, saving to the guard's staging
 // file, and the guard: the one writer of saveconfig.json.
 func lioDriver(cfg *config.Config, log *slog.Logger, o Options) (*lio.Driver, *lio.Guard, error) {
-	mode, err := lio.ParseMode(cfg.TargetcliMode)
+	dc, err := DriverConfig(cfg, o.TargetcliEnv)
 	if err != nil {
 		return nil, nil, err
 	}
-	home := filepath.Join(cfg.StateDir, "targetcli-home")
-	if err := os.MkdirAll(home, 0o700); err != nil {
+	dc.Home = filepath.Join(cfg.StateDir, "targetcli-home")
+	if err := os.MkdirAll(dc.Home, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("creating the private TARGETCLI_HOME: %w", err)
 	}
-	driver, err := lio.New(lio.DriverConfig{
-		Mode:     mode,
-		Binary:   cfg.TargetcliBin,
-		Socket:   cfg.TargetclidSocket,
-		SaveFile: lio.StagingFile(cfg.LIOSaveFile),
-		Home:     home,
-		Env:      o.TargetcliEnv,
-		OnCall:   o.OnTargetcli,
-		Timeout:  cfg.TargetcliTimeout,
-	}, log)
+	dc.OnCall = o.OnTargetcli
+	driver, err := lio.New(dc, log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -139,6 +131,24 @@ func lioDriver(cfg *config.Config, log *slog.Logger, o Options) (*lio.Driver, *l
 		return nil, nil, err
 	}
 	return driver, guard, nil
+}
+
+// DriverConfig is how the configuration drives targetcli (TARGETCLI_MODE,
+// TARGETCLI_BIN, TARGETCLID_SOCKET, TARGETCLI_TIMEOUT), saving to the save
+// guard's staging file; env is added to targetcli's environment.
+func DriverConfig(cfg *config.Config, env []string) (lio.DriverConfig, error) {
+	mode, err := lio.ParseMode(cfg.TargetcliMode)
+	if err != nil {
+		return lio.DriverConfig{}, err
+	}
+	return lio.DriverConfig{
+		Mode:     mode,
+		Binary:   cfg.TargetcliBin,
+		Socket:   cfg.TargetclidSocket,
+		SaveFile: lio.StagingFile(cfg.LIOSaveFile),
+		Env:      env,
+		Timeout:  cfg.TargetcliTimeout,
+	}, nil
 }
 
 // newMetrics is the agent's registry, collecting the driver's counters

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sbps-marshal/sbps-marshal/agent"
 	"github.com/sbps-marshal/sbps-marshal/config"
 	"github.com/sbps-marshal/sbps-marshal/lio"
 	"github.com/sbps-marshal/sbps-marshal/projector"
@@ -73,18 +74,12 @@ func targetcliRow(ctx context.Context, cfg *config.Config, o Options) (*lio.Driv
 	case !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0:
 		return fail(fmt.Sprintf("TARGETCLI_BIN %s is not an executable file", cfg.TargetcliBin), install)
 	}
-	mode, err := lio.ParseMode(cfg.TargetcliMode)
+	dc, err := agent.DriverConfig(cfg, o.TargetcliEnv)
 	if err != nil {
 		return fail(errText(err), setKey(cfg, "TARGETCLI_MODE", "batch"))
 	}
-	driver, err := lio.New(lio.DriverConfig{
-		Mode:     mode,
-		Binary:   cfg.TargetcliBin,
-		Socket:   cfg.TargetclidSocket,
-		SaveFile: lio.StagingFile(cfg.LIOSaveFile),
-		Env:      o.TargetcliEnv,
-		Timeout:  cfg.TargetcliTimeout,
-	}, o.Logger)
+	mode := dc.Mode
+	driver, err := lio.New(dc, o.Logger)
 	if err != nil {
 		return fail(errText(err), "check SBPS_MARSHAL_LIO_SAVE_FILE and SBPS_MARSHAL_TARGETCLI_* in "+envFile(cfg))
 	}
